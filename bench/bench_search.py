@@ -1,0 +1,138 @@
+"""ETS against REBASE (and scaling with concurrency) on the same GSM8K problems and the same engine.
+
+    python bench/bench_search.py compare --problems 20 --width 16
+    python bench/bench_search.py scaling --problems 16 --width 4 --concurrency 1 4 16
+
+Both runs share one engine; its prefix cache is reset before each run so no run inherits another's
+cache. Prints per-method means and the side-by-side ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+from ets_async import SearchConfig, load_backends, solve_many
+from ets_async.config import EngineConfig
+from ets_async.datasets import load_problems
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
+
+
+def mean(records, key):
+    return statistics.fmean(r.metrics[key] for r in records) if records else 0.0
+
+
+async def run_once(backends, problems, config):
+    engine = backends.engines[0]
+    await engine.reset_prefix_cache()
+    started = time.perf_counter()
+    results = await solve_many(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+    wall = time.perf_counter() - started
+    ok = [r for r in results if r.error is None]
+    graded = [r for r in ok if r.correct is not None]
+    prompt_tokens = sum(r.metrics["prompt_tokens"] for r in ok)
+    return {
+        "method": config.method,
+        "width": config.width,
+        "concurrency": config.max_concurrent_problems,
+        "problems": len(results),
+        "errors": len(results) - len(ok),
+        "accuracy": sum(bool(r.correct) for r in graded) / len(graded) if graded else float("nan"),
+        "kv_tokens_mean": mean(ok, "kv_tokens_mean"),
+        "kv_tokens_peak": mean(ok, "kv_tokens_peak"),
+        "kv_generated_mean": mean(ok, "kv_tokens_mean") - mean(ok, "root_prompt_tokens"),
+        "kv_blocks_mean": mean(ok, "kv_blocks_mean"),
+        "kv_blocks_peak": mean(ok, "kv_blocks_peak"),
+        "generated_tokens": mean(ok, "generated_tokens"),
+        "selection_ms_per_step": 1000 * sum(r.metrics["selection_time_s"] for r in ok)
+        / max(1, sum(r.metrics["selections"] for r in ok)),
+        "prefix_hit_rate": sum(r.metrics["prefix_cached_tokens"] for r in ok) / max(1, prompt_tokens),
+        "wall_s": wall,
+        "problems_per_s": len(results) / wall,
+    }
+
+
+def print_rows(rows, keys):
+    print(" | ".join(f"{k:>18}" for k in keys))
+    for row in rows:
+        print(" | ".join(f"{row[k]:>18.4g}" if isinstance(row[k], float) else f"{row[k]:>18}" for k in keys))
+
+
+async def compare(args, backends, problems):
+    base = SearchConfig(
+        width=args.width,
+        max_step_tokens=args.max_step_tokens,
+        max_tokens=args.max_tokens,
+        max_concurrent_problems=args.concurrency,
+        seed=args.seed,
+    )
+    rows = [await run_once(backends, problems, base.replace(method=m)) for m in args.methods]
+    keys = ["method", "accuracy", "kv_tokens_mean", "kv_generated_mean", "kv_tokens_peak", "kv_blocks_mean",
+            "kv_blocks_peak", "generated_tokens", "selection_ms_per_step", "prefix_hit_rate", "wall_s", "problems_per_s"]
+    print_rows(rows, keys)
+    reference = rows[0]
+    print(f"\nratios {reference['method']} / other (KV and tokens: >1 means the other is smaller; throughput: other / {reference['method']})")
+    for row in rows[1:]:
+        print(
+            f"  {row['method']:>10}: KV tokens mean x{reference['kv_tokens_mean'] / row['kv_tokens_mean']:.2f}"
+            f"  KV generated-only mean x{reference['kv_generated_mean'] / row['kv_generated_mean']:.2f}"
+            f"  KV peak x{reference['kv_tokens_peak'] / row['kv_tokens_peak']:.2f}"
+            f"  KV blocks mean x{reference['kv_blocks_mean'] / row['kv_blocks_mean']:.2f}"
+            f"  generated tokens x{reference['generated_tokens'] / row['generated_tokens']:.2f}"
+            f"  throughput x{row['problems_per_s'] / reference['problems_per_s']:.2f}"
+            f"  accuracy {reference['accuracy']:.2f} -> {row['accuracy']:.2f}"
+        )
+    return rows
+
+
+async def scaling(args, backends, problems):
+    rows = []
+    for concurrency in args.concurrency_levels:
+        config = SearchConfig(
+            method=args.methods[0],
+            width=args.width,
+            max_step_tokens=args.max_step_tokens,
+            max_tokens=args.max_tokens,
+            max_concurrent_problems=concurrency,
+            seed=args.seed,
+        )
+        rows.append(await run_once(backends, problems, config))
+    print_rows(rows, ["method", "concurrency", "problems", "errors", "generated_tokens", "wall_s", "problems_per_s"])
+    base = rows[0]["problems_per_s"]
+    print("\nproblems/s relative to concurrency 1: " + ", ".join(f"{r['concurrency']}: x{r['problems_per_s'] / base:.2f}" for r in rows))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["compare", "scaling"])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--problems", type=int, default=20)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--methods", nargs="+", default=["rebase", "ets"])
+    parser.add_argument("--max-step-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent problems (compare mode)")
+    parser.add_argument("--concurrency-levels", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+
+    problems, skipped = load_problems(args.data, limit=args.problems)
+    assert not skipped, skipped
+    backends = load_backends(EngineConfig(max_model_len=2048))
+    try:
+        rows = asyncio.run((compare if args.mode == "compare" else scaling)(args, backends, problems))
+    finally:
+        backends.shutdown()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The public entry points: solve_many / iter_solve / solve, and a synchronous wrapper.
+
+Problems run concurrently (at most ``max_concurrent_problems`` live trees), PRM and embedding
+calls are micro-batched across them, and every problem ends with exactly one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+import numpy as np
+
+from .backends import PRM, Backends, Embedder, Policy, ScoreRequest, load_backends
+from .batching import MicroBatcher
+from .config import EngineConfig, SearchConfig
+from .errors import ConfigError, EtsError
+from .grading import grade
+from .search.loop import ProblemSearch, SearchContext
+from .types import Problem, ProblemResult
+
+log = logging.getLogger("ets_async")
+
+_default_backends: Backends | None = None
+
+
+def default_backends(engine_config: EngineConfig | None = None) -> Backends:
+    """The process-wide default backends (one engine per process), started on first use."""
+    global _default_backends
+    if _default_backends is None:
+        _default_backends = load_backends(engine_config)
+    return _default_backends
+
+
+def shutdown_default_backends() -> None:
+    global _default_backends
+    if _default_backends is not None:
+        _default_backends.shutdown()
+        _default_backends = None
+
+
+async def iter_solve(
+    problems: Iterable[Any] | AsyncIterable[Any],
+    config: SearchConfig | None = None,
+    *,
+    policy: Policy | None = None,
+    prm: PRM | None = None,
+    embedder: Embedder | None = None,
+) -> AsyncIterator[ProblemResult]:
+    """Yield one result per problem as problems finish.
+
+    Problems are pulled from ``problems`` only as slots free up, so a huge (or endless) input never
+    becomes more than ``config.max_concurrent_problems`` live searches. Closing the iterator early
+    cancels the searches in flight and aborts their engine requests.
+    """
+    async for _, result in _iter_indexed(problems, config, policy, prm, embedder):
+        yield result
+
+
+async def solve_many(
+    problems: Iterable[Any] | AsyncIterable[Any],
+    config: SearchConfig | None = None,
+    *,
+    policy: Policy | None = None,
+    prm: PRM | None = None,
+    embedder: Embedder | None = None,
+) -> list[ProblemResult]:
+    """Search every problem; results in input order. A bad problem yields a result with ``error``."""
+    results: dict[int, ProblemResult] = {}
+    async for index, result in _iter_indexed(problems, config, policy, prm, embedder):
+        results[index] = result
+    return [results[i] for i in range(len(results))]
+
+
+async def solve(problem: Any, config: SearchConfig | None = None, **backends: Any) -> ProblemResult:
+    """Search one problem."""
+    (result,) = await solve_many([problem], config, **backends)
+    return result
+
+
+def solve_many_sync(problems: Iterable[Any], config: SearchConfig | None = None, **backends: Any) -> list[ProblemResult]:
+    """``solve_many`` for scripts without an event loop."""
+    return asyncio.run(solve_many(problems, config, **backends))
+
+
+async def _iter_indexed(
+    problems: Iterable[Any] | AsyncIterable[Any],
+    config: SearchConfig | None,
+    policy: Policy | None,
+    prm: PRM | None,
+    embedder: Embedder | None,
+) -> AsyncIterator[tuple[int, ProblemResult]]:
+    config = config or SearchConfig()
+    if not isinstance(config, SearchConfig):
+        raise ConfigError(f"config must be a SearchConfig, got {type(config).__name__}")
+    if policy is None or prm is None or embedder is None:
+        defaults = default_backends()
+        policy = policy or defaults.policy
+        prm = prm or defaults.prm
+        embedder = embedder or defaults.embedder
+    max_model_len = getattr(policy, "max_model_len", None)
+    if config.request_rate_limit is not None:
+        from asyncio_throttle import Throttler
+
+        throttler = Throttler(rate_limit=config.request_rate_limit, period=1.0)
+        policy, prm = _ThrottledPolicy(policy, throttler), _ThrottledPRM(prm, throttler)
+
+    async with contextlib.AsyncExitStack() as stack:
+        score_batcher = await stack.enter_async_context(
+            MicroBatcher(prm.score, max_batch=64, max_wait_s=0.002, max_in_flight=4)
+        )
+        embed = None
+        if embedder is not None:
+            embed_batcher = await stack.enter_async_context(
+                MicroBatcher(_embed_rows(embedder), max_batch=128, max_wait_s=0.002, max_in_flight=1)
+            )
+            embed = embed_batcher.submit
+        ctx = SearchContext(config, policy, score_batcher.submit, embed, max_model_len)
+        pending: set[asyncio.Task[tuple[int, ProblemResult]]] = set()
+        try:
+            async for index, item in _aenumerate(problems):
+                while len(pending) >= config.max_concurrent_problems:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        yield task.result()
+                pending.add(asyncio.create_task(_solve_one(index, item, ctx), name=f"ets-problem-{index}"))
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, ProblemResult]:
+    """One problem to one result: errors become the result's ``error``; only cancellation propagates."""
+    config = ctx.config
+    try:
+        problem = Problem.coerce(item, index)
+    except EtsError as exc:
+        return index, ProblemResult(id=str(index), problem=_preview(item), method=config.method, width=config.width, error=str(exc))
+    search = ProblemSearch(problem, ctx)
+    try:
+        async with asyncio.timeout(config.problem_timeout_s):
+            result = await search.run()
+    except TimeoutError:
+        result = _failed(problem, search, f"timed out after {config.problem_timeout_s:g}s")
+    except Exception as group:  # noqa: BLE001 - one problem's failure must not sink the batch
+        exc = _first_error(group)
+        log.warning("problem %s failed: %s: %s", problem.id, type(exc).__name__, exc)
+        result = _failed(problem, search, f"{type(exc).__name__}: {exc}")
+    if result.error is None and problem.reference is not None:
+        result.correct = await asyncio.to_thread(grade, result.answer, problem.reference)
+    return index, result
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The first underlying error of a TaskGroup failure (sibling tasks were cancelled because of it)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _failed(problem: Problem, search: ProblemSearch, error: str) -> ProblemResult:
+    config = search.config
+    return ProblemResult(
+        id=problem.id,
+        problem=problem.text,
+        method=config.method,
+        width=config.width,
+        reference=problem.reference,
+        error=error,
+        metrics=search.metrics.as_dict(),
+    )
+
+
+def _preview(item: Any) -> str:
+    text = item if isinstance(item, str) else repr(item)
+    return text[:200]
+
+
+def _embed_rows(embedder: Embedder):
+    async def embed(texts: list[str]) -> list[np.ndarray]:
+        return list(await embedder.embed(texts))
+
+    return embed
+
+
+async def _aenumerate(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:
+    index = 0
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield index, item
+            index += 1
+    else:
+        for item in items:
+            yield index, item
+            index += 1
+
+
+class _ThrottledPRM:
+    """Wraps a PRM so each scored trajectory (one engine request) waits for a rate-limit slot."""
+
+    def __init__(self, prm: PRM, throttler: Any) -> None:
+        self._prm = prm
+        self._throttler = throttler
+
+    async def score(self, requests: Any) -> list[float | None]:
+        for _ in requests:
+            async with self._throttler:
+                pass
+        return await self._prm.score(requests)
+
+
+class _ThrottledPolicy:
+    """Wraps a policy so every expansion first waits for a slot under the request rate limit."""
+
+    def __init__(self, policy: Policy, throttler: Any) -> None:
+        self._policy = policy
+        self._throttler = throttler
+
+    def render(self, problem: str, system_prompt: str | None, template: str) -> list[int]:
+        return self._policy.render(problem, system_prompt, template)
+
+    async def expand(self, prompt_token_ids: Any, n: int, sampling: Any) -> Any:
+        async with self._throttler:  # waits for a slot; nothing to release on exit
+            pass
+        return await self._policy.expand(prompt_token_ids, n, sampling)
+
+
+__all__ = ["iter_solve", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]

@@ -1,0 +1,75 @@
+"""Backends: the protocols, and ``load_backends`` which builds the configured in-process set."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import EngineConfig
+from ..errors import ConfigError
+from .protocols import PRM, Embedder, Expansion, Policy, Sampling, ScoreRequest
+
+log = logging.getLogger("ets_async")
+
+
+@dataclass
+class Backends:
+    """A policy, a PRM and an embedder, plus the engines that own their resources."""
+
+    policy: Policy
+    prm: PRM
+    embedder: Embedder | None
+    engines: tuple[Any, ...] = ()
+
+    def shutdown(self) -> None:
+        """Stop the engines and the embedder's worker thread."""
+        for engine in self.engines:
+            engine.shutdown()
+        close = getattr(self.embedder, "close", None)
+        if close is not None:
+            close()
+
+
+def load_backends(config: EngineConfig | None = None) -> Backends:
+    """Start the configured engines: by default the embedded SmolLM2-135M policy on vLLM, the
+    LM-judge PRM on the same engine, and the packaged all-MiniLM-L6-v2 embedder (loaded on first use)."""
+    from .. import models
+    from .embedder import SentenceTransformerEmbedder
+    from .judge_prm import judge_prm
+    from .vllm_engine import create_engine
+    from .vllm_policy import VllmPolicy
+    from .vllm_prm import QwenPRM, math_shepherd_prm
+
+    config = config or EngineConfig()
+    from ..fleet import endpoints_from_env, load_fleet_backends
+
+    if endpoints := config.endpoints or endpoints_from_env():  # servers instead of an in-process engine
+        return load_fleet_backends(config, endpoints)
+    policy_model = config.model or models.default_policy_model()
+    log.info("starting policy engine on %s", policy_model)
+    engine = create_engine(config, policy_model)
+    engines = [engine]
+    tokenizer = engine.get_tokenizer()
+    policy = VllmPolicy(engine, tokenizer)
+    prm: PRM
+    if config.prm == "judge":
+        if config.prm_model not in (None, policy_model):
+            raise ConfigError("the judge PRM reads the policy's own token ids: leave prm_model unset for prm='judge'")
+        prm = judge_prm(engine, tokenizer)
+    else:
+        if config.prm_model is None:
+            raise ConfigError(f"prm={config.prm!r} needs prm_model (a local path or model name)")
+        runner = "pooling" if config.prm == "qwen_prm" else "generate"
+        prm_engine = create_engine(config, config.prm_model, runner=runner)
+        engines.append(prm_engine)
+        prm_tokenizer = prm_engine.get_tokenizer()
+        if config.prm == "qwen_prm":
+            prm = QwenPRM(prm_engine, prm_tokenizer)
+        else:
+            prm = math_shepherd_prm(prm_engine, prm_tokenizer)
+    embedder = SentenceTransformerEmbedder(config.embedder_model or models.default_embedder_model())
+    return Backends(policy, prm, embedder, engines=tuple(engines))
+
+
+__all__ = ["PRM", "Backends", "Embedder", "Expansion", "Policy", "Sampling", "ScoreRequest", "load_backends"]

@@ -1,0 +1,37 @@
+"""Sentence-transformers embeddings of step texts, computed off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+
+class SentenceTransformerEmbedder:
+    """Loads the model on first use, in its own worker thread, and encodes batches there."""
+
+    def __init__(self, model: str, *, device: str = "cpu", batch_size: int = 64) -> None:
+        self.model_name = model
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ets-embed")
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self.model_name, device=self.device)
+        vectors = self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._encode, list(texts))
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,91 @@
+"""LM-judge PRM: asks any causal LM whether the newest step is correct and reads P(yes) against
+P(no) from its next-token log-probabilities. The CPU default; it may share the policy engine, in
+which case the judge prompt extends the policy's own token ids and hits its prefix cache."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .protocols import ScoreRequest
+from .vllm_engine import run_request
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+DEFAULT_QUESTION = "\n\nIs the last step above correct? Answer Yes or No.\nAnswer:"
+
+
+def single_token_id(tokenizer: Any, text: str) -> int:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"judge label {text!r} must be one token for this tokenizer, got {len(ids)} tokens")
+    return int(ids[0])
+
+
+def judge_probability(logprobs: Mapping[int, float], positive: int, negative: int) -> float:
+    """P(positive) / (P(positive) + P(negative)) from a token -> logprob map.
+
+    A label missing from the returned top-k is bounded by the smallest logprob that was returned.
+    """
+    floor = min(logprobs.values())
+    lp_pos = logprobs.get(positive, floor)
+    lp_neg = logprobs.get(negative, floor)
+    return 1.0 / (1.0 + math.exp(lp_neg - lp_pos))
+
+
+class LogprobPRM:
+    """Scores the newest step as P(positive label) at the end of a prompt built by ``prompt_ids``.
+
+    Covers the LM judge (``JudgePRM``) and step-tag PRMs read through their LM head
+    (``vllm_prm.math_shepherd_prm``): both are one 1-token request with the label logprobs.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncLLM,
+        tokenizer: Any,
+        prompt_ids: Callable[[ScoreRequest], list[int]],
+        *,
+        positive: str,
+        negative: str,
+        top_logprobs: int = 20,
+    ) -> None:
+        self.engine = engine
+        self.prompt_ids = prompt_ids
+        self.positive = single_token_id(tokenizer, positive)
+        self.negative = single_token_id(tokenizer, negative)
+        self.top_logprobs = top_logprobs
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
+        """All requests go to the engine at once; it batches them."""
+        return list(await asyncio.gather(*(self._score_one(r) for r in requests)))
+
+    async def _score_one(self, request: ScoreRequest) -> float:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=self.top_logprobs,
+            allowed_token_ids=[self.positive, self.negative],
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        output = await run_request(self.engine, self.prompt_ids(request), params, tag="prm")
+        first = output.outputs[0].logprobs[0]
+        return judge_probability({t: lp.logprob for t, lp in first.items()}, self.positive, self.negative)
+
+
+def judge_prm(engine: AsyncLLM, tokenizer: Any, *, question: str = DEFAULT_QUESTION) -> LogprobPRM:
+    """The LM judge over the policy's own token ids (shares the policy's prefix cache)."""
+    suffix = list(tokenizer.encode(question, add_special_tokens=False))
+    return LogprobPRM(
+        engine,
+        tokenizer,
+        lambda request: [*request.token_ids, *suffix],
+        positive=" Yes",
+        negative=" No",
+    )

@@ -1,0 +1,86 @@
+"""The three backend protocols the search loop talks to: one async method each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..types import Step
+
+
+@dataclass(eq=False)
+class ProblemScope:
+    """The search a backend call belongs to. The loop sets ``current_scope`` per problem; a routing
+    backend (fleet.py) keys prefix affinity on it and counts the problem's endpoint moves here."""
+
+    id: str
+    endpoint_moves: int = 0
+
+
+current_scope: ContextVar[ProblemScope | None] = ContextVar("ets_async_problem_scope", default=None)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample one step."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: str
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """The children of one node, and what the engine reported for the request."""
+
+    steps: list[Step]
+    prompt_tokens: int
+    cached_tokens: int
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One partial trajectory for the PRM: token ids of prompt + all steps, and the step texts."""
+
+    token_ids: tuple[int, ...]
+    problem: str
+    steps: tuple[str, ...]
+    # Which search asked (PRM calls are batched across problems, so the context variable is lost).
+    scope: ProblemScope | None = field(default=None, compare=False, repr=False)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Proposes reasoning steps. ``render`` is pure; ``expand`` talks to an engine."""
+
+    def render(self, problem: str, system_prompt: str | None, template: str) -> list[int]:
+        """The root prompt's token ids (chat template applied once)."""
+        ...
+
+    async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
+        """Sample ``n`` next steps continuing ``prompt_token_ids``. Cancelling aborts the request."""
+        ...
+
+
+@runtime_checkable
+class PRM(Protocol):
+    """Process reward model: one score in [0, 1] for the newest step of each trajectory."""
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
+        """Scores in request order; None drops that child (ets_spec §3.3, quirk 7)."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Sentence embeddings of step texts (ETS clusters the newest step only)."""
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """A float32 array of shape (len(texts), dim)."""
+        ...

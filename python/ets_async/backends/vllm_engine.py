@@ -1,0 +1,79 @@
+"""The in-process vLLM engine: creation from an EngineConfig, and one request run to completion
+with its abort on cancellation or error (the only place that owns engine request ids)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from ..config import EngineConfig
+
+if TYPE_CHECKING:
+    from vllm import RequestOutput, SamplingParams
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+Out = TypeVar("Out")
+
+_request_ids = itertools.count()
+
+
+def next_request_id(tag: str) -> str:
+    """A process-unique engine request id."""
+    return f"{tag}-{next(_request_ids)}"
+
+
+def create_engine(config: EngineConfig, model: str, *, runner: str = "generate") -> AsyncLLM:
+    """An AsyncLLM with prefix caching on. On CPU the KV cache size comes from ``cpu_kv_cache_gib``."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kv_cache_gib:g}")
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    args = AsyncEngineArgs(
+        model=model,
+        runner=runner,
+        dtype=config.dtype,
+        enforce_eager=config.enforce_eager,
+        block_size=config.block_size,
+        enable_prefix_caching=True,
+        max_model_len=config.max_model_len,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_num_seqs=config.max_num_seqs,
+        disable_log_stats=False,
+    )
+    return AsyncLLM.from_engine_args(args)
+
+
+async def run_request(
+    engine: AsyncLLM,
+    prompt_token_ids: Sequence[int],
+    params: SamplingParams,
+    *,
+    tag: str = "ets",
+) -> RequestOutput:
+    """Submit one token-id prompt for generation and return its final output."""
+    from vllm.inputs import TokensPrompt
+
+    request_id = next_request_id(tag)
+    prompt = TokensPrompt(prompt_token_ids=list(prompt_token_ids))
+    return await final_output(engine, engine.generate(prompt, params, request_id), request_id)
+
+
+async def final_output(engine: AsyncLLM, stream: AsyncIterator[Out], request_id: str) -> Out:
+    """Drain an engine output stream and return its last item.
+
+    Cancellation or any error aborts the request in the engine before propagating, so a
+    cancelled search leaves no unfinished requests behind.
+    """
+    final = None
+    try:
+        async for output in stream:
+            final = output
+    except BaseException:
+        await asyncio.shield(engine.abort(request_id))
+        raise
+    if final is None:
+        raise RuntimeError(f"engine returned no output for request {request_id}")
+    return final

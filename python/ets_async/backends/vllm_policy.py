@@ -1,0 +1,60 @@
+"""Policy on an in-process vLLM AsyncLLM: children extend the parent's token ids exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..types import Step
+from .protocols import Expansion, Sampling
+from .vllm_engine import run_request
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+
+def render_chat(tokenizer: Any, problem: str, system_prompt: str | None, template: str) -> list[int]:
+    """Root prompt token ids: the chat template applied once (plain text for base models)."""
+    user = template.format(problem=problem)
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": user}
+        ]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer.encode(text, add_special_tokens=False))
+    text = f"{system_prompt}\n\n{user}\n" if system_prompt else f"{user}\n"
+    return list(tokenizer.encode(text))
+
+
+class VllmPolicy:
+    """One engine request per expanded node, ``n`` = its number of children (siblings share the prefix)."""
+
+    def __init__(self, engine: AsyncLLM, tokenizer: Any) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.max_model_len: int | None = engine.model_config.max_model_len
+
+    def render(self, problem: str, system_prompt: str | None, template: str) -> list[int]:
+        return render_chat(self.tokenizer, problem, system_prompt, template)
+
+    async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            stop=[sampling.stop],
+            include_stop_str_in_output=True,
+            seed=sampling.seed,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        output = await run_request(self.engine, prompt_token_ids, params, tag="policy")
+        steps = [
+            # finish_reason "stop" with no stop_reason is the end-of-sequence token: the trajectory ends.
+            Step(tuple(o.token_ids), o.text, finished=o.finish_reason == "stop" and o.stop_reason is None)
+            for o in output.outputs
+        ]
+        return Expansion(steps, prompt_tokens=len(prompt_token_ids), cached_tokens=output.num_cached_tokens or 0)

@@ -1,0 +1,98 @@
+"""Micro-batching of PRM and embedding calls across concurrently searched problems.
+
+Callers ``await batcher.submit(item)``; one pump task gathers what arrived within a short window
+(or up to ``max_batch`` items) into a single backend call and resolves each caller's future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Out = TypeVar("Out")
+
+
+class MicroBatcher(Generic[Item, Out]):
+    """Batches single-item submissions into calls of ``fn(list_of_items) -> list_of_outputs``.
+
+    ``fn`` may return an Exception instance in place of an output: only that caller sees it.
+    If ``fn`` raises, every caller of that batch gets the error; later batches are unaffected.
+    Use as an async context manager so the pump task is always stopped.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[Item]], Awaitable[Sequence[Out | BaseException]]],
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        max_in_flight: int = 2,
+    ) -> None:
+        self._fn = fn
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Out]]] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._pump: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.items = 0
+
+    async def __aenter__(self) -> MicroBatcher[Item, Out]:
+        self._pump = asyncio.create_task(self._run(), name="ets-microbatcher")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        tasks = [t for t in (self._pump, *self._calls) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        while not self._queue.empty():
+            _, future = self._queue.get_nowait()
+            future.cancel()
+
+    async def submit(self, item: Item) -> Out:
+        if self._pump is None or self._pump.done():
+            raise RuntimeError("MicroBatcher is not running; use it as 'async with'")
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def _run(self) -> None:
+        """The only loop over submissions: collect a batch, hand it to a call task, repeat."""
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            if queue.qsize() + 1 < self._max_batch and self._max_wait_s > 0:
+                await asyncio.sleep(self._max_wait_s)  # let other problems' submissions arrive
+            while len(batch) < self._max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            batch = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            if not batch:
+                continue
+            await self._slots.acquire()
+            task = asyncio.create_task(self._call(batch))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _call(self, batch: list[tuple[Item, asyncio.Future[Out]]]) -> None:
+        try:
+            self.batches += 1
+            self.items += len(batch)
+            try:
+                outputs = await self._fn([item for item, _ in batch])
+                if len(outputs) != len(batch):
+                    raise RuntimeError(f"batched call returned {len(outputs)} outputs for {len(batch)} inputs")
+            except Exception as exc:  # noqa: BLE001 - handed to every caller of this batch
+                outputs = [exc] * len(batch)
+            for (_, future), out in zip(batch, outputs):
+                if future.done():
+                    continue
+                if isinstance(out, BaseException):
+                    future.set_exception(out)
+                else:
+                    future.set_result(out)
+        finally:
+            self._slots.release()

@@ -1,0 +1,133 @@
+"""Typed, validated configuration: what to search (SearchConfig) and where to run it (EngineConfig).
+
+Pure: validation raises ConfigError with the field and the fix; file I/O only in ``from_yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+Method = Literal["ets", "rebase", "beam", "dvts", "best_of_n"]
+AnswerSelection = Literal["weighted_majority", "majority", "best_of_n"]
+StepAggregation = Literal["last", "min", "prod", "mean"]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Solve the math problem step by step. Separate the steps with a blank line. "
+    "End with 'The answer is: X' where X is the final number."
+)
+
+# The paper's coverage weights per width (ets_spec §9); other widths take the nearest one.
+_PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}
+
+
+def paper_lambda_s(width: int) -> float:
+    """The released λ_s for the paper's width nearest to ``width``."""
+    nearest = min(_PAPER_LAMBDA_S, key=lambda w: (abs(w - width), w))
+    return _PAPER_LAMBDA_S[nearest]
+
+
+class _Validated(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **values: Any) -> None:
+        """Validate; a bad value raises ConfigError naming each bad field and what it got."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(type(self).__name__, exc)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any):
+        """Load from a YAML mapping; ``overrides`` (e.g. CLI flags) win over the file."""
+        import yaml
+
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
+        return cls(**{**data, **overrides})
+
+    def replace(self, **changes: Any):
+        """A validated copy with some fields changed."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+
+def _describe(name: str, exc: ValidationError) -> str:
+    lines = [f"invalid {name}:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(config)"
+        lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+class SearchConfig(_Validated):
+    """What one search does. Defaults are the paper's (ets_spec §9) unless noted."""
+
+    method: Method = "ets"
+    width: int = Field(16, ge=1, le=4096, description="search budget W: trajectories per problem")
+    temperature: float = Field(1.0, ge=0.0, description="policy sampling temperature")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_step_tokens: int = Field(256, ge=1, description="tokens per generated step")
+    max_tokens: int = Field(1024, ge=1, description="generated tokens per trajectory")
+    max_depth: int = Field(25, ge=1, description="steps per trajectory")
+    softmax_temperature: float = Field(0.2, gt=0.0, description="REBASE softmax temperature T")
+    lambda_b: float = Field(1.0, ge=0.0, description="ETS weight of the KV (node) cost")
+    lambda_s: float | None = Field(
+        None, ge=0.0, description="ETS weight of semantic coverage; None = the paper's value for this width"
+    )
+    cluster_threshold: float = Field(0.05, ge=0.0, le=2.0, description="cosine distance cut for step clusters")
+    kv_cost: Literal["nodes", "tokens"] = Field("nodes", description="ETS cost per kept node, or per kept token")
+    beam_keep: int | None = Field(None, ge=1, description="beam/DVTS width; None = ceil(sqrt(W))")
+    step_delimiter: str = Field("\n\n", min_length=1)
+    answer_markers: tuple[str, ...] = ("The answer is", "The final answer is", "final answer is")
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    prompt_template: str = Field("{problem}", description="user message; must contain {problem}")
+    answer_selection: AnswerSelection = "weighted_majority"
+    score_aggregation: StepAggregation = "last"
+    seed: int = Field(0, ge=0)
+    max_concurrent_problems: int = Field(8, ge=1)
+    request_rate_limit: float | None = Field(None, gt=0.0, description="engine requests per second; None = unlimited")
+    problem_timeout_s: float | None = Field(None, gt=0.0)
+    kv_block_size: int = Field(32, ge=1, description="block size of the block-granular KV metric")
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        if "{problem}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain '{problem}'")
+        if self.max_step_tokens > self.max_tokens:
+            raise ValueError(f"max_step_tokens ({self.max_step_tokens}) exceeds max_tokens ({self.max_tokens})")
+        return self
+
+    @property
+    def coverage_weight(self) -> float:
+        """λ_s as used: the configured value, or the paper's for this width."""
+        return paper_lambda_s(self.width) if self.lambda_s is None else self.lambda_s
+
+
+class EngineConfig(_Validated):
+    """Where the search runs: the policy engine, the PRM and the embedder."""
+
+    model: str | None = Field(None, description="policy model path or name; None = the embedded SmolLM2-135M")
+    prm: Literal["judge", "qwen_prm", "math_shepherd"] = "judge"
+    prm_model: str | None = Field(None, description="PRM model; None = the policy model (judge PRM only)")
+    embedder_model: str | None = Field(None, description="sentence-transformers model; None = packaged MiniLM")
+    dtype: str = "bfloat16"
+    block_size: int | None = Field(32, ge=1, description="engine KV block size (32 suits CPU prefix caching)")
+    max_model_len: int = Field(4096, ge=128)
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
+    cpu_kv_cache_gib: float = Field(2.0, gt=0.0, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    max_num_seqs: int = Field(256, ge=1)
+    prm_batch_size: int = Field(64, ge=1, description="PRM requests per micro-batch")
+    prm_batch_wait_ms: float = Field(2.0, ge=0.0)
+    embed_batch_size: int = Field(128, ge=1)
+    # Scale-out (fleet.py): run the policy and the judge PRM on OpenAI-compatible servers instead.
+    endpoints: tuple[str, ...] = Field((), description="vLLM/SGLang server URLs; empty = $ETS_ASYNC_ENDPOINTS or in-process")
+    prm_endpoints: tuple[str, ...] = Field((), description="servers of a trained PRM (prm='qwen_prm'/'math_shepherd') on a fleet")
+    request_timeout_s: float = Field(600.0, gt=0.0, description="per-request timeout on a server")
+    request_retries: int = Field(3, ge=1, description="attempts on one server before it is marked down")

@@ -1,0 +1,52 @@
+"""Per-problem counters: tokens, calls, KV size per selection step, cache hits, time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SearchMetrics:
+    """Counters of one problem's search. ``as_dict`` gives the flat record stored in results."""
+
+    root_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    generated_steps: int = 0
+    policy_calls: int = 0
+    prompt_tokens: int = 0
+    prefix_cached_tokens: int = 0
+    prm_calls: int = 0
+    prm_tokens: int = 0
+    prm_dropped: int = 0
+    embedded_steps: int = 0
+    selections: int = 0
+    selection_time_s: float = 0.0
+    solver_fallbacks: int = 0
+    endpoint_moves: int = 0  # times the problem moved to another server after one failed (fleet.py)
+    depth: int = 0
+    finished: int = 0
+    wall_time_s: float = 0.0
+    kv_tokens: list[int] = field(default_factory=list)
+    kv_blocks: list[int] = field(default_factory=list)
+    kv_unshared_tokens: list[int] = field(default_factory=list)
+
+    def record_kv(self, tokens: int, blocks: int, unshared: int) -> None:
+        """One selection step's KV size (ets_spec §8.1: the candidates and their ancestors)."""
+        self.kv_tokens.append(tokens)
+        self.kv_blocks.append(blocks)
+        self.kv_unshared_tokens.append(unshared)
+
+    def as_dict(self) -> dict[str, float]:
+        def mean(xs: list[int]) -> float:
+            return sum(xs) / len(xs) if xs else 0.0
+
+        scalars = {k: v for k, v in vars(self).items() if not isinstance(v, list)}
+        return {
+            **scalars,
+            "kv_tokens_mean": mean(self.kv_tokens),
+            "kv_tokens_peak": max(self.kv_tokens, default=0),
+            "kv_tokens_total": sum(self.kv_tokens),
+            "kv_blocks_mean": mean(self.kv_blocks),
+            "kv_blocks_peak": max(self.kv_blocks, default=0),
+            "kv_unshared_tokens_mean": mean(self.kv_unshared_tokens),
+        }

@@ -1,0 +1,14 @@
+"""Best-of-N: N independent samples from the root; every live trajectory gets one child, no pruning."""
+
+from __future__ import annotations
+
+from ..config import SearchConfig
+from .method import Allocation, Frontier, StatelessMethod
+
+
+class BestOfN(StatelessMethod):
+    def __init__(self, config: SearchConfig) -> None:
+        pass
+
+    def allocate(self, frontier: Frontier) -> Allocation:
+        return Allocation([1] * len(frontier.candidates))

@@ -1,0 +1,40 @@
+"""ETS (Hooper et al. 2025): an integer program keeps the candidates worth their KV cost and
+semantic coverage, then REBASE re-allocates the budget over the kept set (ets_spec §5)."""
+
+from __future__ import annotations
+
+from .. import core
+from ..config import SearchConfig
+from .method import Allocation, Frontier, StatelessMethod
+
+
+class Ets(StatelessMethod):
+    def __init__(self, config: SearchConfig) -> None:
+        self.lambda_b = config.lambda_b
+        self.lambda_s = config.coverage_weight
+        self.softmax_temperature = config.softmax_temperature
+        self.cluster_threshold = config.cluster_threshold
+        self.cost = config.kv_cost
+        self.needs_embeddings = self.lambda_s > 0
+
+    def cluster_labels(self, frontier: Frontier) -> list[int] | None:
+        """Clusters of the newest steps; None when coverage is off or cannot matter (ets_spec §5.4)."""
+        if frontier.embeddings is None or len(frontier.candidates) < 2 or len(set(frontier.step_texts)) < 2:
+            return None
+        return core.cluster_steps(frontier.embeddings, self.cluster_threshold)
+
+    def allocate(self, frontier: Frontier) -> Allocation:
+        tree = frontier.tree
+        selection = core.ets_select(
+            tree.parents(),
+            frontier.candidates,
+            frontier.scores,
+            self.cluster_labels(frontier),
+            frontier.budget,
+            self.lambda_b,
+            self.lambda_s,
+            self.softmax_temperature,
+            cost=self.cost,
+            step_tokens=tree.step_lengths(False) if self.cost == "tokens" else None,
+        )
+        return Allocation(selection.counts, solver_fallback=selection.fell_back)

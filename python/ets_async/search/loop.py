@@ -1,0 +1,216 @@
+"""The one per-problem search loop shared by every method:
+expand the frontier -> score (and embed) each child -> allocate children -> repeat (ets_spec §3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backends.protocols import Policy, ProblemScope, Sampling, ScoreRequest, current_scope
+from ..config import SearchConfig
+from ..core import SearchTree
+from ..errors import ProblemError
+from ..grading import extract_answer
+from ..metrics import SearchMetrics
+from ..types import Candidate, Problem, ProblemResult, Step
+from ..voting import select_answer
+from . import METHODS
+from .method import Frontier
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """The backends one search talks to. ``score`` and ``embed`` are usually micro-batchers."""
+
+    config: SearchConfig
+    policy: Policy
+    score: Callable[[ScoreRequest], Awaitable[float | None]]
+    embed: Callable[[str], Awaitable[np.ndarray]] | None
+    max_model_len: int | None = None
+
+
+@dataclass(frozen=True)
+class _Grown:
+    """One node's new children with their PRM scores (None: dropped) and embeddings."""
+
+    parent: int
+    steps: list[Step]
+    scores: list[float | None]
+    embeddings: list[np.ndarray | None]
+
+
+def request_seed(seed: int, problem_id: str, node: int) -> int:
+    """A per-request seed that depends only on (seed, problem id, node id), never on timing."""
+    digest = hashlib.blake2b(f"{seed}:{problem_id}:{node}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+class ProblemSearch:
+    """The state of one problem's search; ``run`` returns its result."""
+
+    def __init__(self, problem: Problem, ctx: SearchContext) -> None:
+        self.problem = problem
+        self.ctx = ctx
+        self.config = ctx.config
+        self.method = METHODS[self.config.method](self.config)
+        self.metrics = SearchMetrics()
+        self.scope = ProblemScope(problem.id)  # what routing backends key this problem's requests on
+        self.step_text: dict[int, str] = {0: ""}
+        self.embedding: dict[int, np.ndarray] = {}
+
+    async def run(self) -> ProblemResult:
+        current_scope.set(self.scope)  # this task's (and its children's) engine calls belong to this problem
+        try:
+            return await self._search()
+        finally:  # also when the search fails: its error result carries the moves too
+            self.metrics.endpoint_moves = self.scope.endpoint_moves
+
+    async def _search(self) -> ProblemResult:
+        started = time.perf_counter()
+        cfg = self.config
+        prompt = self.ctx.policy.render(self.problem.text, cfg.system_prompt, cfg.prompt_template)
+        limit = self.ctx.max_model_len
+        if limit is not None and len(prompt) + cfg.max_tokens > limit:
+            raise ProblemError(
+                f"problem {self.problem.id}: prompt of {len(prompt)} tokens plus max_tokens={cfg.max_tokens} "
+                f"exceeds the engine's max_model_len={limit}"
+            )
+        tree = self.tree = SearchTree(prompt, cfg.width, cfg.max_tokens)
+        self.metrics.root_prompt_tokens = len(prompt)
+        expanding, counts = [0], [cfg.width]  # depth 0: the root gets the whole budget (ets_spec §5.8)
+        for depth in range(1, cfg.max_depth + 1):
+            children = await self._expand_all(expanding, counts)
+            frontier, retired = tree.retire(children)
+            self.method.retired(tree, retired)
+            self.metrics.depth = depth
+            if not frontier or tree.remaining_budget <= 0 or depth == cfg.max_depth:
+                break
+            counts = await self._allocate(frontier, depth)
+            expanding = frontier
+            if not any(counts):
+                break
+        self.metrics.wall_time_s = time.perf_counter() - started
+        return await self._result()
+
+    async def _expand_all(self, nodes: Sequence[int], counts: Sequence[int]) -> list[int]:
+        """Expand every node with a nonzero count concurrently; insert children in frontier order,
+        so node ids (and the seeds derived from them) never depend on completion order."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._grow(v, k)) for v, k in zip(nodes, counts) if k > 0]
+        children: list[int] = []
+        for grown in (t.result() for t in tasks):
+            kept = [i for i, s in enumerate(grown.scores) if s is not None]
+            self.metrics.prm_dropped += len(grown.steps) - len(kept)
+            ids = self.tree.add_children(
+                grown.parent,
+                [list(grown.steps[i].token_ids) for i in kept],
+                [float(grown.scores[i]) for i in kept],  # type: ignore[arg-type]
+                [grown.steps[i].finished for i in kept],
+            )
+            for node, i in zip(ids, kept):
+                self.step_text[node] = grown.steps[i].text
+                if grown.embeddings[i] is not None:
+                    self.embedding[node] = grown.embeddings[i]  # type: ignore[assignment]
+            children.extend(ids)
+        return children
+
+    async def _grow(self, node: int, n: int) -> _Grown:
+        cfg, tree, metrics = self.config, self.tree, self.metrics
+        prompt = tree.prompt_token_ids(node)
+        sampling = Sampling(
+            max_tokens=min(cfg.max_step_tokens, cfg.max_tokens - tree.cum_tokens(node)),
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            stop=cfg.step_delimiter,
+            seed=request_seed(cfg.seed, self.problem.id, node),
+        )
+        expansion = await self.ctx.policy.expand(prompt, n, sampling)
+        metrics.policy_calls += 1
+        metrics.prompt_tokens += expansion.prompt_tokens
+        metrics.prefix_cached_tokens += expansion.cached_tokens
+        steps = [self._mark_answers(s) for s in expansion.steps]
+        metrics.generated_steps += len(steps)
+        metrics.generated_tokens += sum(len(s.token_ids) for s in steps)
+
+        history = tuple(self.step_text[v] for v in tree.path(node)[1:])
+        requests = [ScoreRequest(tuple(prompt) + s.token_ids, self.problem.text, history + (s.text,), self.scope) for s in steps]
+        embed = self.ctx.embed if self.method.needs_embeddings else None
+        async with asyncio.TaskGroup() as group:
+            scores = [group.create_task(self.ctx.score(r)) for r in requests]
+            embeddings = [group.create_task(embed(s.text)) for s in steps] if embed else []
+        metrics.prm_calls += len(requests)
+        metrics.prm_tokens += sum(len(r.token_ids) for r in requests)
+        metrics.embedded_steps += len(embeddings)
+        return _Grown(
+            parent=node,
+            steps=steps,
+            scores=[t.result() for t in scores],
+            embeddings=[t.result() for t in embeddings] if embed else [None] * len(steps),
+        )
+
+    def _mark_answers(self, step: Step) -> Step:
+        """A step that states the final answer ends its trajectory (ets_spec §2.4)."""
+        if step.finished or not any(m in step.text for m in self.config.answer_markers):
+            return step
+        return Step(step.token_ids, step.text, finished=True)
+
+    async def _allocate(self, frontier: list[int], depth: int) -> list[int]:
+        tree, metrics = self.tree, self.metrics
+        metrics.record_kv(*tree.kv(frontier, self.config.kv_block_size))
+        embeddings = None
+        if self.method.needs_embeddings:
+            embeddings = np.stack([self.embedding[v] for v in frontier])
+        view = Frontier(
+            tree=tree,
+            candidates=frontier,
+            scores=[tree.score(v) for v in frontier],
+            budget=tree.remaining_budget,
+            depth=depth,
+            embeddings=embeddings,
+            step_texts=[self.step_text[v] for v in frontier],
+        )
+        started = time.perf_counter()
+        allocation = await asyncio.to_thread(self.method.allocate, view)
+        metrics.selection_time_s += time.perf_counter() - started
+        metrics.selections += 1
+        metrics.solver_fallbacks += allocation.solver_fallback
+        return allocation.counts
+
+    async def _result(self) -> ProblemResult:
+        cfg, tree = self.config, self.tree
+        self.metrics.endpoint_moves = self.scope.endpoint_moves
+        candidates = []
+        for node in tree.finished_nodes():
+            text = "".join(self.step_text[v] for v in tree.path(node)[1:])
+            candidates.append(
+                Candidate(text, extract_answer(text), tuple(tree.path_scores(node)), tree.cum_tokens(node), node)
+            )
+        self.metrics.finished = len(candidates)
+        answer = await asyncio.to_thread(
+            select_answer,
+            [(c.answer, c.step_scores) for c in candidates],
+            cfg.answer_selection,
+            cfg.score_aggregation,
+        )
+        return ProblemResult(
+            id=self.problem.id,
+            problem=self.problem.text,
+            method=cfg.method,
+            width=cfg.width,
+            reference=self.problem.reference,
+            answer=answer,
+            candidates=candidates,
+            tree={
+                "parents": tree.parents(),
+                "step_tokens": tree.step_lengths(False),
+                "scores": [tree.score(v) for v in range(tree.num_nodes)],
+                "finished": [tree.is_finished(v) for v in range(tree.num_nodes)],
+            },
+            metrics=self.metrics.as_dict(),
+        )

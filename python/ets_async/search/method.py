@@ -1,0 +1,60 @@
+"""The SearchMethod protocol: a method only decides how many children each frontier node gets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..config import SearchConfig
+from ..core import SearchTree
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """What a method sees at one selection step (depth >= 1)."""
+
+    tree: SearchTree
+    candidates: list[int]
+    scores: list[float]
+    budget: int
+    depth: int
+    embeddings: np.ndarray | None  # newest-step embeddings of the candidates, if the method asked
+    step_texts: Sequence[str]  # newest-step texts of the candidates
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Children per candidate, and whether the exact selection had to fall back."""
+
+    counts: list[int]
+    solver_fallback: bool = False
+
+
+class SearchMethod(Protocol):
+    """One per problem (methods may keep per-tree state, e.g. DVTS subtree budgets)."""
+
+    needs_embeddings: bool
+
+    def allocate(self, frontier: Frontier) -> Allocation:
+        """Children counts for ``frontier.candidates``; runs off the event loop."""
+        ...
+
+    def retired(self, tree: SearchTree, nodes: Sequence[int]) -> None:
+        """Nodes that just finished or hit the token cap (each consumed one unit of budget)."""
+        ...
+
+
+class StatelessMethod:
+    """Shared defaults for methods that keep no per-tree state and need no embeddings."""
+
+    needs_embeddings = False
+
+    def retired(self, tree: SearchTree, nodes: Sequence[int]) -> None:
+        pass
+
+
+class MethodFactory(Protocol):
+    def __call__(self, config: SearchConfig) -> SearchMethod: ...

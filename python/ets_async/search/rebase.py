@@ -1,0 +1,15 @@
+"""REBASE (Wu et al. 2024): children in proportion to softmax(PRM score / T), sequential ceil."""
+
+from __future__ import annotations
+
+from .. import core
+from ..config import SearchConfig
+from .method import Allocation, Frontier, StatelessMethod
+
+
+class Rebase(StatelessMethod):
+    def __init__(self, config: SearchConfig) -> None:
+        self.softmax_temperature = config.softmax_temperature
+
+    def allocate(self, frontier: Frontier) -> Allocation:
+        return Allocation(core.rebase_allocation(frontier.scores, frontier.budget, self.softmax_temperature))

