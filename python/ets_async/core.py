@@ -1,0 +1,145 @@
+"""The stable core API (DESIGN.md "The Rust core API"): thin wrappers over the Rust ``_core``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from ets_async import _core
+from ets_async._core import (
+    CoreError,
+    SearchTree,
+    beam_allocation,
+    dvts_allocation,
+    kv_blocks,
+    kv_tokens,
+    kv_unshared_tokens,
+    reallocate_kept,
+    rebase_allocation,
+)
+from ets_async.errors import SolverError
+from ets_async.solver import solve_program
+
+__all__ = [
+    "CoreError",
+    "SearchTree",
+    "SolverError",
+    "beam_allocation",
+    "cluster_steps",
+    "dvts_allocation",
+    "EtsSelection",
+    "ets_allocation",
+    "ets_select",
+    "kv_blocks",
+    "kv_tokens",
+    "kv_unshared_tokens",
+    "reallocate_kept",
+    "rebase_allocation",
+    "solver_fallbacks",
+]
+
+logger = logging.getLogger("ets_async")
+
+_fallbacks = 0
+_fallbacks_lock = threading.Lock()
+
+
+def solver_fallbacks() -> int:
+    """How many ETS selections in this process fell back to REBASE because HiGHS failed."""
+    return _fallbacks
+
+
+@dataclass(frozen=True)
+class EtsSelection:
+    """One ETS selection: children per candidate, the kept set, and whether HiGHS failed."""
+
+    counts: list[int]
+    kept: list[bool]
+    fell_back: bool
+
+
+def ets_select(
+    parents: Sequence[int],
+    candidates: Sequence[int],
+    scores: Sequence[float],
+    cluster_labels: Sequence[int] | None,
+    budget: int,
+    lambda_b: float,
+    lambda_s: float,
+    softmax_temperature: float,
+    cost: Literal["nodes", "tokens"] = "nodes",
+    step_tokens: Sequence[int] | None = None,
+) -> EtsSelection:
+    """ETS selection (ets_spec §5): build the program, solve it exactly, re-allocate (§5.6).
+
+    ``parents[v]`` is node v's parent (-1 for the root), ``candidates`` the frontier node ids;
+    ``scores[i]`` and ``cluster_labels[i]`` belong to ``candidates[i]`` (``None`` disables the
+    coverage term). The budget is re-allocated over the kept candidates with REBASE's rule; the
+    counts sum to ``budget``.
+
+    If HiGHS fails (``SolverError``) the REBASE allocation is returned with ``fell_back=True``, a
+    warning is logged on the ``ets_async`` logger and ``solver_fallbacks()`` goes up by one. Bad
+    input raises ``CoreError``.
+    """
+    global _fallbacks
+    scores = list(scores)
+    program = _core.ets_program(
+        list(parents),
+        list(candidates),
+        scores,
+        None if cluster_labels is None else list(cluster_labels),
+        budget,
+        lambda_b,
+        lambda_s,
+        softmax_temperature,
+        cost=cost,
+        step_tokens=None if step_tokens is None else list(step_tokens),
+    )
+    try:
+        kept = solve_program(program)
+    except SolverError as exc:
+        with _fallbacks_lock:
+            _fallbacks += 1
+        logger.warning("ETS program not solved, falling back to the REBASE allocation: %s", exc)
+        counts = rebase_allocation(scores, budget, softmax_temperature)
+        return EtsSelection(counts, [c > 0 for c in counts], fell_back=True)
+    return EtsSelection(reallocate_kept(scores, kept, budget, softmax_temperature), kept, fell_back=False)
+
+
+def ets_allocation(
+    parents: Sequence[int],
+    candidates: Sequence[int],
+    scores: Sequence[float],
+    cluster_labels: Sequence[int] | None,
+    budget: int,
+    lambda_b: float,
+    lambda_s: float,
+    softmax_temperature: float,
+    cost: Literal["nodes", "tokens"] = "nodes",
+    step_tokens: Sequence[int] | None = None,
+) -> list[int]:
+    """ETS children counts per candidate: ``ets_select(...).counts`` (the stable API of DESIGN.md)."""
+    return ets_select(
+        parents, candidates, scores, cluster_labels, budget, lambda_b, lambda_s, softmax_temperature, cost, step_tokens
+    ).counts
+
+
+def cluster_steps(embeddings: np.ndarray | Sequence[Sequence[float]], threshold: float) -> list[int]:
+    """Cluster step embeddings (ets_spec §5.4): average-linkage cosine, cut at ``threshold``.
+
+    Same partition as SciPy's ``fcluster(linkage(X, "average", "cosine"), threshold,
+    criterion="distance")``, labelled 0..K-1 in order of first appearance. ``embeddings`` is an
+    (n, dim) array or a list of equal-length rows.
+    """
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if x.size == 0:
+        return []
+    if x.ndim != 2:
+        raise CoreError(f"embeddings must be a 2-D (n, dim) array, got {x.ndim} dimension(s)")
+    dim = x.shape[1]
+    return _core.cluster_labels(x.tobytes(), dim, threshold)

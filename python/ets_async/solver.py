@@ -1,0 +1,142 @@
+"""Solve one ETS integer program (the arrays built by ``_core.ets_program``) exactly with HiGHS."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ets_async.errors import SolverError
+
+__all__ = ["SolverError", "solve_program"]
+
+# Measured on W = 16..256 programs (bench/bench_selection.py, notes in bench/README.md):
+# - presolve costs more than it saves on programs this small (3-5x slower);
+# - the MIP feasibility-jump heuristic has a fixed cost of several ms per solve;
+# - the LP relaxation is almost always integral already, and then it is the MIP optimum, so we solve
+#   the LP first (dual simplex, ~1 ms at W=256) and run branch-and-bound only when it is fractional.
+# mip_rel_gap = 0 and a tiny absolute gap keep the MIP exactly optimal: ties between keep-sets are
+# common and the default 1e-4 relative gap would let HiGHS stop at a worse one.
+_OPTIONS: dict[str, bool | int | float | str] = {
+    "output_flag": False,
+    "threads": 1,
+    "random_seed": 0,
+    "presolve": "off",
+    "mip_heuristic_run_feasibility_jump": False,
+    "mip_rel_gap": 0.0,
+    "mip_abs_gap": 1e-10,
+}
+
+# A relaxed value this close to 0 or 1 counts as integral; the rounded point is then re-checked
+# against every row before it is accepted.
+_INTEGRAL_TOL = 1e-9
+_FEAS_TOL = 1e-9
+
+
+def _new_highs(time_limit_s: float | None) -> Any:
+    """A fresh HiGHS instance with the fixed options.
+
+    A new instance per call costs about 0.1 ms (measured), far below one solve, and it makes the
+    function trivially safe to call from many threads at once (``asyncio.to_thread``): nothing is
+    shared, and no state of an earlier solve can leak into the next.
+    """
+    import highspy
+
+    h = highspy.Highs()
+    for name, value in _OPTIONS.items():
+        h.setOptionValue(name, value)
+    if time_limit_s is not None:
+        h.setOptionValue("time_limit", float(time_limit_s))
+    return h
+
+
+def _pass(h: Any, arrays: dict[str, Any], integrality: np.ndarray) -> None:
+    import highspy
+
+    status = h.passModel(
+        arrays["num_col"],
+        arrays["num_row"],
+        len(arrays["a_index"]),
+        1,  # MatrixFormat.kColwise
+        1,  # ObjSense.kMinimize
+        arrays["offset"],
+        arrays["col_cost"],
+        arrays["col_lower"],
+        arrays["col_upper"],
+        arrays["row_lower"],
+        arrays["row_upper"],
+        arrays["a_start"],
+        arrays["a_index"],
+        arrays["a_value"],
+        integrality,
+    )
+    if status == highspy.HighsStatus.kError:
+        raise SolverError("HiGHS rejected the ETS program (passModel returned kError)")
+
+
+def _run(h: Any, what: str) -> np.ndarray:
+    import highspy
+
+    h.run()
+    model_status = h.getModelStatus()
+    if model_status != highspy.HighsModelStatus.kOptimal:
+        raise SolverError(
+            f"HiGHS did not solve the ETS program ({what}) to optimality: "
+            f"{h.modelStatusToString(model_status)}"
+        )
+    return np.asarray(h.getSolution().col_value, dtype=np.float64)
+
+
+def _rounded_if_feasible(x: np.ndarray, arrays: dict[str, Any]) -> np.ndarray | None:
+    """Round a relaxed solution; return it if it is integral and satisfies every bound and row."""
+    r = np.round(x)
+    if np.any(np.abs(x - r) > _INTEGRAL_TOL):
+        return None
+    if np.any(r < arrays["col_lower"] - _FEAS_TOL) or np.any(r > arrays["col_upper"] + _FEAS_TOL):
+        return None
+    start = arrays["a_start"]
+    col_of_nz = np.repeat(np.arange(arrays["num_col"]), np.diff(start))
+    activity = np.bincount(
+        arrays["a_index"], weights=arrays["a_value"] * r[col_of_nz], minlength=arrays["num_row"]
+    )
+    if np.any(activity < arrays["row_lower"] - _FEAS_TOL) or np.any(
+        activity > arrays["row_upper"] + _FEAS_TOL
+    ):
+        return None
+    return r
+
+
+def solve_program(program: Mapping[str, Any], *, time_limit_s: float | None = None) -> list[bool]:
+    """Solve an ETS program exactly; return the kept flag of each candidate (the x columns).
+
+    ``program`` is the dict returned by ``_core.ets_program`` (minimisation, CSC matrix, all columns
+    binary). The LP relaxation is solved first; when its optimum is integral it is also the optimum
+    of the integer program and is returned, otherwise HiGHS's branch-and-bound solves the integer
+    program with a zero relative gap. Deterministic (fixed seed, one thread).
+
+    Raises ``SolverError`` when HiGHS does not report an optimal solution (for example when
+    ``time_limit_s`` runs out first).
+    """
+    num_col = int(program["num_col"])
+    arrays: dict[str, Any] = {
+        "num_col": num_col,
+        "num_row": int(program["num_row"]),
+        "offset": float(program.get("offset", 0.0)),
+        "col_cost": np.asarray(program["col_cost"], dtype=np.float64),
+        "col_lower": np.asarray(program["col_lower"], dtype=np.float64),
+        "col_upper": np.asarray(program["col_upper"], dtype=np.float64),
+        "row_lower": np.asarray(program["row_lower"], dtype=np.float64),
+        "row_upper": np.asarray(program["row_upper"], dtype=np.float64),
+        "a_start": np.asarray(program["a_start"], dtype=np.int32),
+        "a_index": np.asarray(program["a_index"], dtype=np.int32),
+        "a_value": np.asarray(program["a_value"], dtype=np.float64),
+    }
+    num_x = int(program["num_x"])
+    h = _new_highs(time_limit_s)
+    _pass(h, arrays, np.zeros(num_col, dtype=np.int32))  # HighsVarType.kContinuous
+    x = _rounded_if_feasible(_run(h, "LP relaxation"), arrays)
+    if x is None:
+        _pass(h, arrays, np.ones(num_col, dtype=np.int32))  # HighsVarType.kInteger
+        x = np.round(_run(h, "integer program"))
+    return [bool(v > 0.5) for v in x[:num_x]]

@@ -1,0 +1,338 @@
+//! The only PyO3 file: the `ets_async._core` extension module.
+//!
+//! Each free function extracts its arguments into Rust values, runs the core with the GIL
+//! released (`py.detach`), and converts the result back; `SearchTree` methods delegate to
+//! [`crate::SearchTree`] with the GIL held (see [`PySearchTree`]). Every [`crate::CoreError`]
+//! becomes `ets_async._core.CoreError`, a subclass of `ValueError`. Integers arrive as `i64` so
+//! that negative or out-of-range values are reported by the core's checks (only ints beyond
+//! 64 bits fail earlier, with pyo3's `OverflowError`).
+
+use crate::error::CoreError as RustError;
+use crate::types::{node_id, node_ids, token_ids};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyList};
+
+pyo3::create_exception!(
+    ets_async._core,
+    CoreError,
+    PyValueError,
+    "Invalid input to an ets_async._core function; the message says what to fix."
+);
+
+impl From<RustError> for PyErr {
+    fn from(err: RustError) -> PyErr {
+        CoreError::new_err(err.to_string())
+    }
+}
+
+#[pyfunction]
+fn rebase_allocation(
+    py: Python<'_>,
+    scores: Vec<f64>,
+    budget: i64,
+    softmax_temperature: f64,
+) -> PyResult<Vec<u64>> {
+    Ok(py.detach(|| crate::rebase_allocation(&scores, budget, softmax_temperature))?)
+}
+
+#[pyfunction]
+fn reallocate_kept(
+    py: Python<'_>,
+    scores: Vec<f64>,
+    kept: Vec<bool>,
+    budget: i64,
+    softmax_temperature: f64,
+) -> PyResult<Vec<u64>> {
+    Ok(py.detach(|| crate::reallocate_kept(&scores, &kept, budget, softmax_temperature))?)
+}
+
+#[pyfunction]
+#[pyo3(signature = (scores, budget, keep=None))]
+fn beam_allocation(
+    py: Python<'_>,
+    scores: Vec<f64>,
+    budget: i64,
+    keep: Option<i64>,
+) -> PyResult<Vec<u64>> {
+    Ok(py.detach(|| crate::beam_allocation(&scores, budget, keep))?)
+}
+
+#[pyfunction]
+fn dvts_allocation(
+    py: Python<'_>,
+    groups: Vec<i64>,
+    scores: Vec<f64>,
+    group_budgets: Vec<i64>,
+) -> PyResult<Vec<u64>> {
+    Ok(py.detach(|| crate::dvts_allocation(&groups, &scores, &group_budgets))?)
+}
+
+#[pyfunction]
+fn kv_tokens(
+    py: Python<'_>,
+    parents: Vec<i64>,
+    step_tokens: Vec<i64>,
+    live: Vec<i64>,
+) -> PyResult<u64> {
+    Ok(py.detach(|| crate::kv_tokens(&parents, &step_tokens, &live))?)
+}
+
+#[pyfunction]
+fn kv_blocks(
+    py: Python<'_>,
+    parents: Vec<i64>,
+    step_tokens: Vec<i64>,
+    live: Vec<i64>,
+    block_size: i64,
+) -> PyResult<u64> {
+    Ok(py.detach(|| crate::kv_blocks(&parents, &step_tokens, &live, block_size))?)
+}
+
+#[pyfunction]
+fn kv_unshared_tokens(
+    py: Python<'_>,
+    parents: Vec<i64>,
+    step_tokens: Vec<i64>,
+    live: Vec<i64>,
+) -> PyResult<u64> {
+    Ok(py.detach(|| crate::kv_unshared_tokens(&parents, &step_tokens, &live))?)
+}
+
+#[pyfunction]
+fn cluster_labels(
+    py: Python<'_>,
+    embeddings: &[u8],
+    dim: i64,
+    threshold: f64,
+) -> PyResult<Vec<usize>> {
+    Ok(py.detach(|| crate::cluster_labels(embeddings, dim, threshold))?)
+}
+
+#[pyfunction]
+#[pyo3(signature = (parents, candidates, scores, cluster_labels, budget, lambda_b, lambda_s, softmax_temperature, cost="nodes", step_tokens=None))]
+#[allow(clippy::too_many_arguments)]
+fn ets_program<'py>(
+    py: Python<'py>,
+    parents: Vec<i64>,
+    candidates: Vec<i64>,
+    scores: Vec<f64>,
+    cluster_labels: Option<Vec<i64>>,
+    budget: i64,
+    lambda_b: f64,
+    lambda_s: f64,
+    softmax_temperature: f64,
+    cost: &str,
+    step_tokens: Option<Vec<i64>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cost: crate::NodeCost = cost.parse()?;
+    let p = py.detach(|| {
+        crate::ets_program(&crate::ProgramInput {
+            parents: &parents,
+            candidates: &candidates,
+            scores: &scores,
+            cluster_labels: cluster_labels.as_deref(),
+            budget,
+            lambda_b,
+            lambda_s,
+            softmax_temperature,
+            cost,
+            step_tokens: step_tokens.as_deref(),
+        })
+    })?;
+    let d = PyDict::new(py);
+    let floats = |values: &[f64]| float_list(py, values);
+    d.set_item("num_col", p.num_col)?;
+    d.set_item("num_row", p.num_row)?;
+    d.set_item("col_cost", floats(&p.col_cost)?)?;
+    d.set_item("col_lower", floats(&p.col_lower)?)?;
+    d.set_item("col_upper", floats(&p.col_upper)?)?;
+    d.set_item("integrality", p.integrality)?;
+    d.set_item("row_lower", floats(&p.row_lower)?)?;
+    d.set_item("row_upper", floats(&p.row_upper)?)?;
+    d.set_item("a_start", p.a_start)?;
+    d.set_item("a_index", p.a_index)?;
+    d.set_item("a_value", floats(&p.a_value)?)?;
+    d.set_item("num_x", p.num_x)?;
+    d.set_item("ancestors", p.ancestors)?;
+    d.set_item("num_clusters", p.num_clusters)?;
+    d.set_item("outcome", floats(&p.outcome)?)?;
+    d.set_item("offset", p.offset)?;
+    Ok(d)
+}
+
+/// A list of Python floats that shares one object per repeated common value (0, ±1, ±1e30):
+/// most entries of a program's bounds and matrix are such values, and building the lists is
+/// most of the cost of `ets_program` as seen from Python.
+fn float_list<'py>(py: Python<'py>, values: &[f64]) -> PyResult<Bound<'py, PyList>> {
+    let common: Vec<(u64, Bound<'py, PyFloat>)> =
+        [0.0, 1.0, -1.0, crate::program::INF, -crate::program::INF]
+            .iter()
+            .map(|&v| (f64::to_bits(v), PyFloat::new(py, v)))
+            .collect();
+    PyList::new(
+        py,
+        values.iter().map(
+            |&v| match common.iter().find(|(bits, _)| *bits == v.to_bits()) {
+                Some((_, obj)) => obj.clone(),
+                None => PyFloat::new(py, v),
+            },
+        ),
+    )
+}
+
+/// One problem's search tree; see `_core.pyi` for the documentation.
+///
+/// Its methods keep the GIL: each costs O(its arguments) or O(the union of the live paths), and
+/// releasing the GIL while holding the tree's mutable borrow would turn a concurrent call from
+/// another thread into "Already borrowed" instead of a short wait.
+#[pyclass(name = "SearchTree", module = "ets_async._core")]
+#[repr(transparent)]
+struct PySearchTree(crate::SearchTree);
+
+#[pymethods]
+impl PySearchTree {
+    #[new]
+    fn new(prompt_token_ids: Vec<i64>, width: i64, max_tokens: i64) -> PyResult<Self> {
+        let prompt = token_ids(&prompt_token_ids, "prompt_token_ids")?;
+        Ok(PySearchTree(crate::SearchTree::new(
+            prompt, width, max_tokens,
+        )?))
+    }
+
+    fn add_children(
+        &mut self,
+        parent: i64,
+        steps: Vec<Vec<i64>>,
+        scores: Vec<f64>,
+        finished: Vec<bool>,
+    ) -> PyResult<Vec<usize>> {
+        let parent = node_id(parent, "parent")?;
+        let steps = steps
+            .iter()
+            .map(|s| token_ids(s, "steps"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.0.add_children(parent, &steps, &scores, &finished)?)
+    }
+
+    #[getter]
+    fn num_nodes(&self) -> usize {
+        self.0.num_nodes()
+    }
+
+    #[getter]
+    fn remaining_budget(&self) -> u64 {
+        self.0.remaining_budget()
+    }
+
+    #[getter]
+    fn max_tokens(&self) -> u64 {
+        self.0.max_tokens()
+    }
+
+    fn parent(&self, v: i64) -> PyResult<i64> {
+        Ok(self.0.parent(node_id(v, "v")?)?.map_or(-1, |p| p as i64))
+    }
+
+    fn depth(&self, v: i64) -> PyResult<u32> {
+        Ok(self.0.depth(node_id(v, "v")?)?)
+    }
+
+    fn score(&self, v: i64) -> PyResult<f64> {
+        Ok(self.0.score(node_id(v, "v")?)?)
+    }
+
+    fn is_finished(&self, v: i64) -> PyResult<bool> {
+        Ok(self.0.is_finished(node_id(v, "v")?)?)
+    }
+
+    fn cum_tokens(&self, v: i64) -> PyResult<u64> {
+        Ok(self.0.cum_tokens(node_id(v, "v")?)?)
+    }
+
+    fn step_len(&self, v: i64) -> PyResult<usize> {
+        Ok(self.0.step_len(node_id(v, "v")?)?)
+    }
+
+    fn step_token_ids(&self, v: i64) -> PyResult<Vec<u32>> {
+        Ok(self.0.step_token_ids(node_id(v, "v")?)?.to_vec())
+    }
+
+    fn prompt_token_ids(&self, v: i64) -> PyResult<Vec<u32>> {
+        Ok(self.0.prompt_token_ids(node_id(v, "v")?)?)
+    }
+
+    fn path(&self, v: i64) -> PyResult<Vec<usize>> {
+        Ok(self.0.path(node_id(v, "v")?)?)
+    }
+
+    fn path_scores(&self, v: i64) -> PyResult<Vec<f64>> {
+        Ok(self.0.path_scores(node_id(v, "v")?)?)
+    }
+
+    fn parents(&self) -> Vec<i64> {
+        self.0.parents()
+    }
+
+    fn step_lengths(&self, include_prompt: bool) -> Vec<u64> {
+        self.0.step_lengths(include_prompt)
+    }
+
+    fn retire(&mut self, nodes: Vec<i64>) -> PyResult<(Vec<usize>, Vec<usize>)> {
+        Ok(self.0.retire(&node_ids(&nodes, "nodes")?)?)
+    }
+
+    fn finished_nodes(&self) -> Vec<usize> {
+        self.0.finished_nodes()
+    }
+
+    fn kv(&mut self, live: Vec<i64>, block_size: i64) -> PyResult<(u64, u64, u64)> {
+        let s = self.0.kv(&node_ids(&live, "live")?, block_size)?;
+        Ok((s.tokens, s.blocks, s.unshared_tokens))
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.num_nodes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "SearchTree(num_nodes={}, remaining_budget={}, max_tokens={})",
+            self.0.num_nodes(),
+            self.0.remaining_budget(),
+            self.0.max_tokens()
+        )
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("CoreError", m.py().get_type::<CoreError>())?;
+    m.add_function(wrap_pyfunction!(rebase_allocation, m)?)?;
+    m.add_function(wrap_pyfunction!(reallocate_kept, m)?)?;
+    m.add_function(wrap_pyfunction!(beam_allocation, m)?)?;
+    m.add_function(wrap_pyfunction!(dvts_allocation, m)?)?;
+    m.add_function(wrap_pyfunction!(kv_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(kv_blocks, m)?)?;
+    m.add_function(wrap_pyfunction!(kv_unshared_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster_labels, m)?)?;
+    m.add_function(wrap_pyfunction!(ets_program, m)?)?;
+    m.add_class::<PySearchTree>()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_errors_become_value_errors_with_the_core_message() {
+        Python::initialize();
+        Python::attach(|py| {
+            let err: PyErr = RustError::NothingKept.into();
+            assert!(err.is_instance_of::<PyValueError>(py));
+            assert!(err.is_instance_of::<CoreError>(py));
+            assert!(err.value(py).to_string().contains("kept has no true entry"));
+        });
+    }
+}
