@@ -1,0 +1,162 @@
+"""Problem files (GSM8K / MATH JSONL) -> normalised problems {"id", "problem", "answer"}; bad rows reported."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .grading import reference_answer
+
+__all__ = ["PROBLEM_FIELDS", "load_hf_dataset", "load_problems", "normalise_rows"]
+
+PROBLEM_FIELDS = ("problem", "question")
+"""Fields that hold the problem text, tried in this order (MATH, then GSM8K)."""
+ID_FIELDS = ("id", "unique_id")
+
+
+def _normalise_row(
+    row: Any,
+    index: int,
+    *,
+    question_field: str | None,
+    answer_field: str | None,
+    id_field: str | None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """One normalised problem, or None and the reason the row is unusable."""
+    if not isinstance(row, Mapping):
+        return None, f"expected a JSON object, got {type(row).__name__}"
+    if question_field is not None:
+        if question_field not in row:
+            return None, f"missing field {question_field!r}"
+        field = question_field
+    else:
+        field = next((name for name in PROBLEM_FIELDS if name in row), "")
+        if not field:
+            return None, f"missing problem text (expected one of {'/'.join(PROBLEM_FIELDS)})"
+    text = row[field]
+    if not isinstance(text, str):
+        return None, f"field {field!r} is not a string (got {type(text).__name__})"
+    if not text.strip():
+        return None, "empty problem text"
+    if answer_field is not None and answer_field not in row:
+        return None, f"missing field {answer_field!r}"
+    if id_field is not None:
+        if row.get(id_field) is None:
+            return None, f"missing field {id_field!r}"
+        raw_id = row[id_field]
+    else:
+        raw_id = next((row[name] for name in ID_FIELDS if row.get(name) is not None), index)
+    if isinstance(raw_id, (dict, list)):
+        return None, f"id is a {type(raw_id).__name__}, expected a string or number"
+    return {"id": str(raw_id), "problem": text, "answer": reference_answer(row, answer_field)}, None
+
+
+def normalise_rows(
+    rows: Iterable[Any],
+    *,
+    limit: int | None = None,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    id_field: str | None = None,
+    label: str = "row",
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Normalise already-parsed rows (row i gets id ``str(i)`` unless it carries one); see ``load_problems``."""
+    problems: list[dict[str, Any]] = []
+    issues: list[str] = []
+    first_seen: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        if limit is not None and len(problems) >= limit:
+            break
+        problem, reason = _normalise_row(
+            row, index, question_field=question_field, answer_field=answer_field, id_field=id_field
+        )
+        if problem is None:
+            issues.append(f"{label} {index}: {reason}")
+            continue
+        if problem["id"] in first_seen:
+            issues.append(
+                f"{label} {index}: duplicate id {problem['id']!r} (first seen at {label} {first_seen[problem['id']]})"
+            )
+            continue
+        first_seen[problem["id"]] = index
+        problems.append(problem)
+    return problems, issues
+
+
+def load_problems(
+    path: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    id_field: str | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Read a JSONL problem file into ``({"id", "problem", "answer"} dicts, human-readable issues)``.
+
+    Each line is one JSON object. The problem text is ``problem`` (MATH) or ``question`` (GSM8K)
+    unless ``question_field`` says otherwise; the reference is ``answer`` (GSM8K's ``#### N`` is
+    reduced to N) or MATH's ``solution`` (its last ``\\boxed{}``), or ``answer_field``; rows
+    without one get ``answer: None``. The id is the row's ``id``/``unique_id`` (or ``id_field``),
+    else the 0-based line index, which stays stable across runs so resuming works. Bad lines
+    (invalid JSON, missing or empty text, duplicate ids) are reported as "line N: ..." (1-based)
+    and skipped; blank lines are ignored. ``limit`` caps the number of problems returned.
+    """
+    problems: list[dict[str, Any]] = []
+    issues: list[str] = []
+    first_seen: dict[str, int] = {}
+    with Path(path).open(encoding="utf-8", errors="replace") as handle:
+        for index, line in enumerate(handle):
+            if limit is not None and len(problems) >= limit:
+                break
+            number = index + 1
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                issues.append(f"line {number}: not valid JSON: {exc}")
+                continue
+            problem, reason = _normalise_row(
+                row, index, question_field=question_field, answer_field=answer_field, id_field=id_field
+            )
+            if problem is None:
+                issues.append(f"line {number}: {reason}")
+                continue
+            if problem["id"] in first_seen:
+                issues.append(
+                    f"line {number}: duplicate id {problem['id']!r} (first seen on line {first_seen[problem['id']]})"
+                )
+                continue
+            first_seen[problem["id"]] = number
+            problems.append(problem)
+    return problems, issues
+
+
+def load_hf_dataset(
+    name: str,
+    split: str = "test",
+    *,
+    config: str | None = None,
+    limit: int | None = None,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    id_field: str | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Load a Hugging Face dataset split and normalise it like ``load_problems`` ("row N: ..." issues).
+
+    Needs the optional ``datasets`` package; may download the dataset.
+    """
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ImportError(
+            "load_hf_dataset needs the 'datasets' package (pip install datasets); "
+            "or download the split as JSONL and use load_problems"
+        ) from exc
+    data = datasets.load_dataset(name, config, split=split)
+    return normalise_rows(
+        data, limit=limit, question_field=question_field, answer_field=answer_field, id_field=id_field
+    )

@@ -1,0 +1,293 @@
+"""The run file: one JSON line per finished problem, appended durably; resume by skipping ids already written."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+try:  # advisory lock against two runs appending to one file; POSIX only
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["HEADER_KEY", "ResultWriter", "read_results", "summarize", "summarize_by_method"]
+
+logger = logging.getLogger(__name__)
+
+HEADER_KEY = "run_header"
+"""A line ``{"run_header": {...}}`` describes the run; it is not a problem record."""
+
+PathLike = str | os.PathLike[str]
+
+
+def _json_default(value: Any) -> Any:
+    """Serialise numpy scalars and arrays (via ``item``/``tolist``); reject anything else."""
+    for attr in ("item", "tolist"):
+        method = getattr(value, attr, None)
+        if callable(method):
+            return method()
+    raise TypeError(f"result field of type {type(value).__name__} is not JSON serialisable")
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset just past the line, raw line) for each line of a file."""
+    with path.open("rb") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            offset += len(raw)
+            yield number, offset, raw
+
+
+def _parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object on a line, or None with the reason it is unusable."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return None, f"expected a JSON object, got {type(value).__name__}"
+    return value, None
+
+
+class ResultWriter:
+    """Appends one JSON line per finished problem to ``path``; safe to kill at any moment.
+
+    On open, a torn last line (no trailing newline: the run was killed mid-write) is truncated
+    away and reported, and the ids already written are read back (``done_ids``). Each ``write``
+    is a single ``os.write`` of ``json.dumps(record) + "\\n"`` followed by ``os.fsync``, so a
+    SIGKILL leaves at most one torn line, at the end. Ids already written are not written again.
+    An exclusive advisory lock keeps a second writer off the same file. ``run_header`` is written
+    as the first line of a new file; on resume a different header is only warned about.
+    """
+
+    def __init__(self, path: PathLike, *, run_header: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.torn_bytes = 0
+        self.bad_lines: list[int] = []
+        self.existing_header: dict[str, Any] | None = None
+        self._done: set[str] = set()
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise RuntimeError(
+                        f"{self.path} is being written by another process; use another output file"
+                    ) from None
+                except OSError as exc:  # e.g. a file system without locks: go on unlocked
+                    logger.debug("%s: no advisory lock (%s)", self.path, exc)
+            self._recover()
+            if run_header is not None:
+                if os.fstat(self._fd).st_size == 0:
+                    self._append({HEADER_KEY: dict(run_header)})
+                elif self.existing_header is not None and self.existing_header != json.loads(
+                    json.dumps(dict(run_header), default=_json_default)
+                ):
+                    logger.warning("%s: resuming with a run header that differs from the file's first one", self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _recover(self) -> None:
+        """Drop a torn tail, then collect the ids of the complete, valid lines."""
+        good_end = 0
+        size = os.fstat(self._fd).st_size  # type: ignore[arg-type]
+        for number, end, raw in _iter_lines(self.path):
+            if not raw.endswith(b"\n"):
+                self.torn_bytes = size - good_end
+                logger.warning(
+                    "%s: line %d is torn (%d bytes, no trailing newline; the run was killed mid-write); "
+                    "removing it, that problem will be run again",
+                    self.path,
+                    number,
+                    self.torn_bytes,
+                )
+                os.truncate(self.path, good_end)
+                break
+            good_end = end
+            if not raw.strip():
+                continue
+            record, reason = _parse_line(raw)
+            if record is None:
+                self.bad_lines.append(number)
+                logger.warning("%s: line %d skipped: %s", self.path, number, reason)
+                continue
+            if HEADER_KEY in record and "id" not in record:
+                if self.existing_header is None:
+                    self.existing_header = record[HEADER_KEY]
+                continue
+            if not isinstance(record.get("id"), str):
+                self.bad_lines.append(number)
+                logger.warning("%s: line %d skipped: no string 'id' field", self.path, number)
+                continue
+            self._done.add(record["id"])
+
+    def done_ids(self) -> set[str]:
+        """Ids of the problems already in the file (read on open, plus those written since)."""
+        with self._lock:
+            return set(self._done)
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        data = (json.dumps(record, default=_json_default) + "\n").encode("utf-8")
+        if self._fd is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        view = memoryview(data)
+        while view:  # one call in practice; a short write to a regular file is only possible on a full disk
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fsync(self._fd)
+
+    def write(self, record: Mapping[str, Any]) -> bool:
+        """Append one problem's record durably; False (and a warning) if its id is already written."""
+        problem_id = record.get("id")
+        if not isinstance(problem_id, str):
+            raise ValueError(f"a result record needs a string 'id', got {problem_id!r}")
+        with self._lock:
+            if problem_id in self._done:
+                logger.warning("%s: id %r is already written; not writing it twice", self.path, problem_id)
+                return False
+            self._append(record)
+            self._done.add(problem_id)
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)  # also releases the flock
+                self._fd = None
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_results(paths: PathLike | Iterable[PathLike]) -> list[dict[str, Any]]:
+    """Problem records from one or more run files, in file order.
+
+    Tolerant: blank lines and header lines are skipped; invalid lines, lines without an id, a torn
+    last line and repeated ids within a file (the first is kept) are skipped with a warning that
+    names the file and line number.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    records: list[dict[str, Any]] = []
+    for path in map(Path, paths):
+        seen: dict[str, int] = {}
+        for number, _, raw in _iter_lines(path):
+            if not raw.strip():
+                continue
+            if not raw.endswith(b"\n"):
+                logger.warning("%s:%d: torn last line (no trailing newline) skipped", path, number)
+                continue
+            record, reason = _parse_line(raw)
+            if record is None:
+                logger.warning("%s:%d: skipped: %s", path, number, reason)
+                continue
+            if HEADER_KEY in record and "id" not in record:
+                continue
+            problem_id = record.get("id")
+            if not isinstance(problem_id, str):
+                logger.warning("%s:%d: skipped: no string 'id' field", path, number)
+                continue
+            if problem_id in seen:
+                logger.warning("%s:%d: skipped: id %r already on line %d", path, number, problem_id, seen[problem_id])
+                continue
+            seen[problem_id] = number
+            records.append(record)
+    return records
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def summarize(records: Iterable[Mapping[str, Any]], *, wall_time_s: float | None = None) -> dict[str, Any]:
+    """Accuracy, error counts and metric means of a set of problem records.
+
+    ``accuracy`` is over records whose ``correct`` is a bool; ``accuracy_all`` counts every problem
+    with a reference, errors and missing answers as wrong (the paper's convention).
+    ``metrics_mean[k]`` averages metric ``k`` over the records that report it; ``metrics_sum`` sums
+    it. ``prefix_cache_hit_rate`` = sum(prefix_cached_tokens) / sum(prompt_tokens) over records that
+    report both. ``problems_per_s`` needs the run's total ``wall_time_s``.
+    """
+    records = list(records)
+    n_graded = n_correct = n_with_reference = n_errors = n_no_answer = 0
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    cached_tokens = prompt_tokens = 0.0
+    has_cache_stats = False
+    for record in records:
+        correct = record.get("correct")
+        if record.get("error") is not None:
+            n_errors += 1
+        elif record.get("answer") is None:
+            n_no_answer += 1
+        if isinstance(correct, bool):
+            n_graded += 1
+            n_correct += correct
+        if record.get("reference") is not None or isinstance(correct, bool):
+            n_with_reference += 1
+        metrics = record.get("metrics")
+        if not isinstance(metrics, Mapping):
+            continue
+        for key, value in metrics.items():
+            if _is_number(value):
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+        if _is_number(metrics.get("prefix_cached_tokens")) and _is_number(metrics.get("prompt_tokens")):
+            has_cache_stats = True
+            cached_tokens += metrics["prefix_cached_tokens"]
+            prompt_tokens += metrics["prompt_tokens"]
+    summary: dict[str, Any] = {
+        "n_problems": len(records),
+        "n_errors": n_errors,
+        "n_no_answer": n_no_answer,
+        "n_graded": n_graded,
+        "n_correct": n_correct,
+        "accuracy": n_correct / n_graded if n_graded else None,
+        "n_with_reference": n_with_reference,
+        "accuracy_all": n_correct / n_with_reference if n_with_reference else None,
+        "metrics_mean": {key: sums[key] / counts[key] for key in sorted(sums)},
+        "metrics_sum": {key: sums[key] for key in sorted(sums)},
+        "prefix_cache_hit_rate": (cached_tokens / prompt_tokens) if has_cache_stats and prompt_tokens > 0 else None,
+        "wall_time_s": wall_time_s,
+        "problems_per_s": len(records) / wall_time_s if wall_time_s else None,
+    }
+    return summary
+
+
+def summarize_by_method(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    wall_times_s: Mapping[tuple[str, int | None], float] | None = None,
+) -> list[dict[str, Any]]:
+    """``summarize`` per (method, width), sorted by method then width; each row starts with both keys.
+
+    ``wall_times_s`` optionally gives each group's total wall time, for ``problems_per_s``.
+    """
+    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
+    for record in records:
+        key = (str(record.get("method")), record.get("width"))
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for key in sorted(groups, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
+        wall = wall_times_s.get(key) if wall_times_s else None
+        rows.append({"method": key[0], "width": key[1], **summarize(groups[key], wall_time_s=wall)})
+    return rows

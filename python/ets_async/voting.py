@@ -1,0 +1,177 @@
+"""Final answer selection over finished trajectories: step-score aggregation and (weighted) voting (ets_spec §7)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from .grading import answers_equivalent
+
+__all__ = [
+    "ANSWER_SELECTIONS",
+    "STEP_AGGREGATIONS",
+    "AnswerSelection",
+    "StepAggregation",
+    "VoteClass",
+    "aggregate_scores",
+    "select_answer",
+    "vote_table",
+]
+
+StepAggregation = Literal["last", "min", "prod", "mean"]
+AnswerSelection = Literal["weighted_majority", "majority", "best_of_n"]
+STEP_AGGREGATIONS: tuple[str, ...] = get_args(StepAggregation)
+ANSWER_SELECTIONS: tuple[str, ...] = get_args(AnswerSelection)
+
+Candidates = Sequence[tuple[str | None, Sequence[float | None]]]
+Equivalence = Callable[[str, str], bool]
+
+
+def aggregate_scores(step_scores: Sequence[float | None], how: StepAggregation) -> float:
+    """One score for a trajectory from its per-step PRM scores, as the original evaluator does.
+
+    ``last``: the final step's score (0 if there are no steps or it is None); ``min``: the minimum,
+    starting from 1 and ignoring None (0 if there are no steps); ``prod``: the product (0 if there
+    are no scores); ``mean``: the mean (0 if there are no steps). ``prod`` and ``mean`` skip None.
+    Raises ValueError for an unknown ``how``.
+    """
+    scores = list(step_scores)
+    if how == "last":
+        return 0.0 if not scores or scores[-1] is None else float(scores[-1])
+    if how == "min":
+        if not scores:
+            return 0.0
+        return min([1.0] + [float(s) for s in scores if s is not None])
+    if how == "prod":
+        present = [float(s) for s in scores if s is not None]
+        return math.prod(present) if present else 0.0
+    if how == "mean":
+        present = [float(s) for s in scores if s is not None]
+        return sum(present) / len(present) if present else 0.0
+    raise ValueError(f"unknown step aggregation {how!r}; expected one of {', '.join(STEP_AGGREGATIONS)}")
+
+
+@dataclass
+class VoteClass:
+    """One equivalence class of answers: its representative (first member), weight and size."""
+
+    answer: str
+    weight: float
+    count: int
+
+
+class _CachedEquivalence:
+    """Pairwise equivalence with a per-call cache; identical strings never reach ``equivalent``."""
+
+    def __init__(self, equivalent: Equivalence) -> None:
+        self._equivalent = equivalent
+        self._cache: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, answer: str, representative: str) -> bool:
+        if answer == representative:
+            return True
+        key = (answer, representative)
+        verdict = self._cache.get(key)
+        if verdict is None:
+            verdict = bool(self._equivalent(answer, representative))
+            self._cache[key] = verdict
+        return verdict
+
+
+def _vote(
+    candidates: Candidates,
+    weighted: bool,
+    aggregation: StepAggregation,
+    equivalent: Equivalence,
+) -> tuple[list[VoteClass], int | None]:
+    """Classes in creation order and the index of the winner (None if no candidate has an answer).
+
+    Faithful to the original evaluator: a candidate's weight goes to *every* class whose
+    representative it matches (equivalence need not be transitive, ets_spec §11 quirk 8), and a
+    new class opens only if it matches none. The winner is tracked as a running maximum updated
+    on strict improvement only, so of two classes with equal final weight, the one that reached
+    that weight first while scanning the candidates wins (with one candidate per class: the
+    earlier class). Unlike the original, the running maximum starts at -inf, so all-zero weights
+    still select an answer instead of none.
+    """
+    if aggregation not in STEP_AGGREGATIONS:
+        raise ValueError(f"unknown step aggregation {aggregation!r}; expected one of {', '.join(STEP_AGGREGATIONS)}")
+    same = _CachedEquivalence(equivalent)
+    classes: list[VoteClass] = []
+    best: int | None = None
+    best_weight = -math.inf
+    for answer, step_scores in candidates:
+        if answer is None:
+            continue
+        weight = aggregate_scores(step_scores, aggregation) if weighted else 1.0
+        matched = False
+        for index, vote_class in enumerate(classes):
+            if same(answer, vote_class.answer):
+                matched = True
+                vote_class.weight += weight
+                vote_class.count += 1
+                if vote_class.weight > best_weight:
+                    best, best_weight = index, vote_class.weight
+        if not matched:
+            classes.append(VoteClass(answer=answer, weight=weight, count=1))
+            if weight > best_weight:
+                best, best_weight = len(classes) - 1, weight
+    return classes, best
+
+
+def vote_table(
+    candidates: Candidates,
+    selection: AnswerSelection = "weighted_majority",
+    aggregation: StepAggregation = "last",
+    *,
+    equivalent: Equivalence = answers_equivalent,
+) -> list[VoteClass]:
+    """The equivalence classes a majority vote forms, with their weights, in creation order.
+
+    ``selection="majority"`` gives every candidate weight 1; ``best_of_n`` is reported like
+    ``weighted_majority`` (the table is for inspection; the selection itself differs).
+    """
+    _check_selection(selection)
+    classes, _ = _vote(candidates, selection != "majority", aggregation, equivalent)
+    return classes
+
+
+def _check_selection(selection: str) -> None:
+    if selection not in ANSWER_SELECTIONS:
+        raise ValueError(f"unknown answer selection {selection!r}; expected one of {', '.join(ANSWER_SELECTIONS)}")
+
+
+def select_answer(
+    candidates: Candidates,
+    selection: AnswerSelection = "weighted_majority",
+    aggregation: StepAggregation = "last",
+    *,
+    equivalent: Equivalence = answers_equivalent,
+) -> str | None:
+    """The final answer among finished trajectories ``(extracted answer or None, step scores)``.
+
+    ``weighted_majority``: equivalence classes weighted by the aggregated step score (see
+    ``_vote`` for the exact tie and overlap rules); ``majority``: the same with weight 1;
+    ``best_of_n``: the answer of the candidate with the highest aggregated score (first on ties).
+    Candidates without an answer are ignored; None if no candidate has one. Returns the winning
+    class's representative, i.e. the first answer string of that class.
+    """
+    _check_selection(selection)
+    if selection == "best_of_n":
+        if aggregation not in STEP_AGGREGATIONS:
+            raise ValueError(
+                f"unknown step aggregation {aggregation!r}; expected one of {', '.join(STEP_AGGREGATIONS)}"
+            )
+        best_answer: str | None = None
+        best_score = -math.inf
+        for answer, step_scores in candidates:
+            if answer is None:
+                continue
+            score = aggregate_scores(step_scores, aggregation)
+            if best_answer is None or score > best_score:
+                best_answer, best_score = answer, score
+        return best_answer
+    classes, best = _vote(candidates, selection == "weighted_majority", aggregation, equivalent)
+    return None if best is None else classes[best].answer

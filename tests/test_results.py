@@ -1,0 +1,224 @@
+"""The run file: durable appends, torn-line recovery, resume after SIGKILL, tolerant reading, summaries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import ets_async.results
+from ets_async.results import ResultWriter, read_results, summarize, summarize_by_method
+
+RESULTS_PY = Path(ets_async.results.__file__).resolve()
+
+
+def record(problem_id: str, **fields) -> dict:
+    return {"id": problem_id, "problem": "p", "answer": "1", "correct": True, "error": None, **fields}
+
+
+def valid_ids(path: Path) -> list[str]:
+    """Ids of the file's lines; fails if any line is not valid JSON or the file has a torn end."""
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n")
+    return [json.loads(line)["id"] for line in data.decode().splitlines() if "run_header" not in json.loads(line)]
+
+
+def test_write_appends_one_line_per_record(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    with ResultWriter(path) as writer:
+        assert writer.done_ids() == set()
+        assert writer.write(record("a", metrics={"generated_tokens": 5}))
+        assert writer.write(record("b"))
+        assert writer.done_ids() == {"a", "b"}
+    assert valid_ids(path) == ["a", "b"]
+    assert read_results(path)[0]["metrics"] == {"generated_tokens": 5}
+
+
+def test_torn_last_line_is_truncated_on_open(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "run.jsonl"
+    lines = [json.dumps(record(str(i))) + "\n" for i in range(3)]
+    torn = json.dumps(record("3"))[:25]  # killed mid-write: no newline
+    path.write_text("".join(lines) + torn)
+    caplog.set_level(logging.WARNING)
+    with ResultWriter(path) as writer:
+        assert writer.done_ids() == {"0", "1", "2"}
+        assert writer.torn_bytes == len(torn)
+        assert path.read_text() == "".join(lines)  # ends cleanly after the third line
+        assert writer.write(record("3"))
+    assert "line 4 is torn" in caplog.text
+    assert valid_ids(path) == ["0", "1", "2", "3"]
+
+
+def test_duplicate_ids_are_not_written_twice(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    with ResultWriter(path) as writer:
+        writer.write(record("a"))
+    with ResultWriter(path) as writer:
+        assert writer.write(record("a")) is False
+        assert writer.write(record("b")) is True
+        assert writer.write(record("b")) is False
+    assert valid_ids(path) == ["a", "b"]
+
+
+def test_record_needs_a_string_id(tmp_path: Path) -> None:
+    with ResultWriter(tmp_path / "run.jsonl") as writer, pytest.raises(ValueError, match="string 'id'"):
+        writer.write({"id": 3})
+
+
+def test_run_header_is_written_once_and_is_not_a_problem(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "run.jsonl"
+    with ResultWriter(path, run_header={"method": "ets", "width": 16}) as writer:
+        writer.write(record("a"))
+    caplog.set_level(logging.WARNING)
+    with ResultWriter(path, run_header={"method": "ets", "width": 16}) as writer:
+        assert writer.done_ids() == {"a"}
+        assert writer.existing_header == {"method": "ets", "width": 16}
+    assert "differs" not in caplog.text
+    with ResultWriter(path, run_header={"method": "rebase", "width": 16}):
+        pass
+    assert "differs" in caplog.text
+    assert path.read_text().count("run_header") == 1
+    assert [r["id"] for r in read_results(path)] == ["a"]
+
+
+def test_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    with ResultWriter(path), pytest.raises(RuntimeError, match="another process"):
+        ResultWriter(path)
+    with ResultWriter(path):  # the lock is released on close
+        pass
+
+
+def test_read_results_reports_bad_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text(
+        json.dumps(record("1"))
+        + "\n"
+        + "{not json\n"
+        + "\n"
+        + "[1, 2]\n"
+        + json.dumps({"x": 1})
+        + "\n"
+        + json.dumps(record("1"))
+        + "\n"
+        + json.dumps(record("2"))
+        + "\n"
+        + '{"id": "3"'
+    )
+    second.write_text(json.dumps(record("1", method="rebase")) + "\n")
+    caplog.set_level(logging.WARNING)
+    records = read_results([first, second])
+    assert [(r["id"], r.get("method")) for r in records] == [("1", None), ("2", None), ("1", "rebase")]
+    assert f"{first}:2: skipped: not valid JSON" in caplog.text
+    assert f"{first}:4: skipped: expected a JSON object" in caplog.text
+    assert f"{first}:5: skipped: no string 'id'" in caplog.text
+    assert f"{first}:6: skipped: id '1' already on line 1" in caplog.text
+    assert f"{first}:8: torn last line" in caplog.text
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import importlib.util, sys, time
+    # Load results.py by path so the child does not import the whole package (engines and all).
+    spec = importlib.util.spec_from_file_location("results", sys.argv[3])
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    ResultWriter = results.ResultWriter
+    path, n = sys.argv[1], int(sys.argv[2])
+    with ResultWriter(path, run_header={"method": "ets"}) as writer:
+        done = writer.done_ids()
+        for i in range(n):
+            if str(i) in done:
+                continue
+            writer.write({"id": str(i), "answer": "x" * 50000, "metrics": {"wall_time_s": 0.1}})
+            print(i, flush=True)
+            time.sleep(0.02)
+    """
+)
+
+
+def test_sigkill_midway_then_resume_leaves_one_line_per_id(tmp_path: Path) -> None:
+    path, n = tmp_path / "run.jsonl", 40
+    command = [sys.executable, "-c", _KILLED_WRITER, str(path), str(n), str(RESULTS_PY)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    for _ in range(5):  # let it write a few records, then kill it without warning
+        assert child.stdout.readline(), "the writer process died early"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    written = len(valid_ids(path)) if path.read_bytes().endswith(b"\n") else None
+    assert written is None or 5 <= written < n
+    # Whatever the kill left, add a torn tail as a kill in the middle of os.write would.
+    with path.open("ab") as handle:
+        handle.write(b'{"id": "torn", "answer": "xxxx')
+
+    resumed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "torn" in resumed.stderr
+    ids = valid_ids(path)
+    assert sorted(ids, key=int) == [str(i) for i in range(n)]
+    assert len(ids) == len(set(ids))
+    assert path.read_text().count("run_header") == 1
+
+
+def test_summarize_by_hand() -> None:
+    records = [
+        record(
+            "1",
+            correct=True,
+            reference="1",
+            metrics={"generated_tokens": 100, "prompt_tokens": 50, "prefix_cached_tokens": 40},
+        ),
+        record(
+            "2",
+            correct=False,
+            reference="2",
+            metrics={"generated_tokens": 300, "prompt_tokens": 150, "prefix_cached_tokens": 20},
+        ),
+        record("3", answer=None, correct=False, reference="3", metrics={"generated_tokens": 200}),
+        record("4", answer=None, correct=None, reference="4", error="BackendError: engine died", metrics={}),
+        record("5", correct=None, reference=None, metrics={"generated_tokens": 0, "policy_calls": 7}),
+    ]
+    summary = summarize(records, wall_time_s=10.0)
+    assert summary["n_problems"] == 5
+    assert summary["n_errors"] == 1
+    assert summary["n_no_answer"] == 1  # the error is counted as an error, not as "no answer"
+    assert summary["n_graded"] == 3 and summary["n_correct"] == 1
+    assert summary["accuracy"] == pytest.approx(1 / 3)
+    assert summary["n_with_reference"] == 4
+    assert summary["accuracy_all"] == pytest.approx(1 / 4)  # the errored problem counts as wrong
+    assert summary["metrics_mean"]["generated_tokens"] == pytest.approx(600 / 4)
+    assert summary["metrics_sum"]["generated_tokens"] == 600
+    assert summary["metrics_mean"]["policy_calls"] == 7
+    assert summary["prefix_cache_hit_rate"] == pytest.approx(60 / 200)
+    assert summary["problems_per_s"] == pytest.approx(0.5)
+
+
+def test_summarize_empty_and_without_cache_stats() -> None:
+    summary = summarize([])
+    assert summary["n_problems"] == 0 and summary["accuracy"] is None and summary["accuracy_all"] is None
+    assert summary["prefix_cache_hit_rate"] is None and summary["problems_per_s"] is None
+
+
+def test_summarize_by_method() -> None:
+    records = [
+        record("1", method="rebase", width=16, correct=True),
+        record("1", method="ets", width=64, correct=False),
+        record("1", method="ets", width=16, correct=True),
+        record("2", method="ets", width=16, correct=False),
+    ]
+    rows = summarize_by_method(records, wall_times_s={("ets", 16): 4.0})
+    assert [(r["method"], r["width"], r["n_problems"], r["accuracy"]) for r in rows] == [
+        ("ets", 16, 2, 0.5),
+        ("ets", 64, 1, 0.0),
+        ("rebase", 16, 1, 1.0),
+    ]
+    assert rows[0]["problems_per_s"] == 0.5 and rows[1]["problems_per_s"] is None
