@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -20,6 +21,8 @@ async def backends():
     loaded = load_backends(EngineConfig(max_model_len=2048, max_num_seqs=64))
     yield loaded
     loaded.shutdown()
+    del loaded
+    gc.collect()  # let AsyncLLM.__del__ run now, not at interpreter exit
 
 
 @pytest.fixture(scope="session")

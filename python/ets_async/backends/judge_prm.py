@@ -28,7 +28,8 @@ def single_token_id(tokenizer: Any, text: str) -> int:
 def judge_probability(logprobs: Mapping[int, float], positive: int, negative: int) -> float:
     """P(positive) / (P(positive) + P(negative)) from a token -> logprob map.
 
-    A label missing from the returned top-k is bounded by the smallest logprob that was returned.
+    A label missing from the map (an engine that returns only top-k logprobs) is bounded by the
+    smallest logprob that was returned.
     """
     floor = min(logprobs.values())
     lp_pos = logprobs.get(positive, floor)
@@ -51,13 +52,11 @@ class LogprobPRM:
         *,
         positive: str,
         negative: str,
-        top_logprobs: int = 20,
     ) -> None:
         self.engine = engine
         self.prompt_ids = prompt_ids
         self.positive = single_token_id(tokenizer, positive)
         self.negative = single_token_id(tokenizer, negative)
-        self.top_logprobs = top_logprobs
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
         """All requests go to the engine at once; it batches them."""
@@ -70,8 +69,7 @@ class LogprobPRM:
         params = SamplingParams(
             max_tokens=1,
             temperature=0.0,
-            logprobs=self.top_logprobs,
-            allowed_token_ids=[self.positive, self.negative],
+            logprob_token_ids=[self.positive, self.negative],  # always returned, whatever their rank
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         output = await run_request(self.engine, self.prompt_ids(request), params, tag="prm")

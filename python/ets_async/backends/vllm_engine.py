@@ -54,10 +54,10 @@ async def run_request(
     tag: str = "ets",
 ) -> RequestOutput:
     """Submit one token-id prompt for generation and return its final output."""
-    from vllm.inputs import TokensPrompt
+    from vllm.inputs import tokens_input
 
     request_id = next_request_id(tag)
-    prompt = TokensPrompt(prompt_token_ids=list(prompt_token_ids))
+    prompt = tokens_input(list(prompt_token_ids))
     return await final_output(engine, engine.generate(prompt, params, request_id), request_id)
 
 

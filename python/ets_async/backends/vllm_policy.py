@@ -33,6 +33,16 @@ class VllmPolicy:
         self.engine = engine
         self.tokenizer = tokenizer
         self.max_model_len: int | None = engine.model_config.max_model_len
+        self.eos_token_id = tokenizer.eos_token_id
+
+    def _step(self, output: Any) -> Step:
+        """finish_reason "stop" with no stop_reason is end-of-sequence: the trajectory ends there.
+        Its token ids end with the EOS id, which is not part of the solution text: drop it."""
+        ids = tuple(output.token_ids)
+        ended = output.finish_reason == "stop" and output.stop_reason is None
+        if ended and ids and ids[-1] == self.eos_token_id:
+            ids = ids[:-1]
+        return Step(ids, output.text, finished=ended)
 
     def render(self, problem: str, system_prompt: str | None, template: str) -> list[int]:
         return render_chat(self.tokenizer, problem, system_prompt, template)
@@ -52,9 +62,5 @@ class VllmPolicy:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         output = await run_request(self.engine, prompt_token_ids, params, tag="policy")
-        steps = [
-            # finish_reason "stop" with no stop_reason is the end-of-sequence token: the trajectory ends.
-            Step(tuple(o.token_ids), o.text, finished=o.finish_reason == "stop" and o.stop_reason is None)
-            for o in output.outputs
-        ]
+        steps = [self._step(o) for o in output.outputs]
         return Expansion(steps, prompt_tokens=len(prompt_token_ids), cached_tokens=output.num_cached_tokens or 0)

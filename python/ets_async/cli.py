@@ -1,0 +1,853 @@
+"""The command line: datasets and flags -> configs -> iter_solve -> run files; eval, plot and demo.
+
+    ets-async run --dataset test.jsonl --method ets --width 16 [--config ets_16] [--out runs/x.jsonl]
+    ets-async eval runs/*.jsonl
+    ets-async plot runs/*.jsonl -o fig.png
+    ets-async demo
+
+All file and network I/O for runs lives here; the library below it is pure or engine-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import gc
+import importlib.resources
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+
+from .config import EngineConfig, SearchConfig
+from .errors import ConfigError
+from .progress import RunProgress
+from .search import METHODS
+from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
+
+__all__ = ["app", "main", "recipe_names", "resolve_recipe"]
+
+log = logging.getLogger("ets_async")
+
+app = typer.Typer(
+    name="ets-async",
+    help="ETS tree search (and REBASE, beam search, DVTS, best-of-N) for LLM math reasoning: "
+    "run a dataset, evaluate and plot run files, or try the demo.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,  # plain click help and errors: stable text, no markup in option help
+    pretty_exceptions_enable=False,
+)
+
+MethodName = enum.Enum("MethodName", {name: name for name in METHODS}, type=str)  # type: ignore[misc]
+Selection = enum.Enum("Selection", {name: name for name in ANSWER_SELECTIONS}, type=str)  # type: ignore[misc]
+Aggregation = enum.Enum("Aggregation", {name: name for name in STEP_AGGREGATIONS}, type=str)  # type: ignore[misc]
+
+
+class BackendName(str, enum.Enum):
+    vllm = "vllm"
+    fake = "fake"
+
+
+DEMO_FILE = "demo_problems.jsonl"
+DEMO_SETTINGS: dict[str, Any] = {
+    "method": "ets",
+    "width": 4,
+    "max_step_tokens": 64,
+    "max_tokens": 256,
+    "max_depth": 6,
+    "max_concurrent_problems": 4,
+}
+"""Small enough for SmolLM2-135M on two CPU cores in a couple of minutes."""
+DEMO_ENGINE: dict[str, Any] = {"max_model_len": 2048, "cpu_kv_cache_gib": 1.0, "max_num_seqs": 64}
+
+# Fields that change how fast a run goes but not what it computes: a resumed run may change them.
+_RUNTIME_FIELDS = frozenset({"max_concurrent_problems", "request_rate_limit", "problem_timeout_s"})
+_MAX_REPORTED_ISSUES = 50
+
+
+# --------------------------------------------------------------------------------------------------
+# Recipes and configuration
+# --------------------------------------------------------------------------------------------------
+
+
+def _recipe_dir() -> importlib.resources.abc.Traversable:
+    return importlib.resources.files("ets_async") / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """Names of the shipped recipes (``ets_16``, ``rebase_64``, ...), sorted."""
+    return sorted(p.name[: -len(".yaml")] for p in _recipe_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_recipe(spec: str) -> tuple[str, str]:
+    """``(label, YAML text)`` of a recipe name (``ets_16``, ``ets_16.yaml``) or a YAML file path."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return str(path), path.read_text(encoding="utf-8")
+    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
+    resource = _recipe_dir() / f"{name}.yaml"
+    if "/" not in name and resource.is_file():
+        return f"recipe {name}", resource.read_text(encoding="utf-8")
+    raise typer.BadParameter(
+        f"{spec!r} is neither a YAML file nor a shipped recipe; recipes: {', '.join(recipe_names())}",
+        param_hint="--config",
+    )
+
+
+def _usage_error(message: str) -> typer.Exit:
+    """Report a usage or configuration error; raise the result (exit code 2, like a bad option)."""
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _parse_value(raw: str) -> Any:
+    """A --set value as YAML (numbers, booleans, null, lists), or the raw string if it is not YAML."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+
+
+def _parse_assignments(items: Iterable[str], fields: Iterable[str], flag: str, kind: str) -> dict[str, Any]:
+    known = sorted(fields)
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=flag)
+        if key not in known:
+            raise typer.BadParameter(
+                f"{item!r}: unknown {kind} field {key!r}; known fields: {', '.join(known)}", param_hint=flag
+            )
+        values[key] = _parse_value(raw)
+    return values
+
+
+def build_search_config(
+    recipe: str | None = None,
+    sets: Sequence[str] = (),
+    *,
+    base: Mapping[str, Any] | None = None,
+    **flags: Any,
+) -> tuple[SearchConfig, str]:
+    """The SearchConfig of a run and where it came from.
+
+    Precedence, lowest first: SearchConfig defaults, ``base``, the recipe, the flags that were given
+    (not None), then ``--set KEY=VALUE``. A bad key or value exits with code 2 and says why.
+    """
+    values: dict[str, Any] = dict(base or {})
+    source = "defaults"
+    if recipe is not None:
+        source, text = resolve_recipe(recipe)
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise typer.BadParameter(f"{source}: not valid YAML: {exc}", param_hint="--config") from None
+        if not isinstance(data, dict):
+            raise typer.BadParameter(f"{source}: expected a mapping of SearchConfig fields", param_hint="--config")
+        values.update(data)
+    values.update({key: _plain(value) for key, value in flags.items() if value is not None})
+    values.update(_parse_assignments(sets, SearchConfig.model_fields, "--set", "SearchConfig"))
+    try:
+        return SearchConfig(**values), source
+    except ConfigError as exc:
+        raise _usage_error(f"{source}: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _engine_config(model: str | None, sets: Sequence[str], base: Mapping[str, Any] | None = None) -> EngineConfig:
+    values = {**(base or {}), **_parse_assignments(sets, EngineConfig.model_fields, "--engine-set", "EngineConfig")}
+    if model is not None:
+        values["model"] = model
+    try:
+        return EngineConfig(**values)
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+
+
+def _describe_config(config: SearchConfig) -> str:
+    parts = [
+        f"method={config.method}",
+        f"width={config.width}",
+        f"temperature={config.temperature:g}",
+        f"max_step_tokens={config.max_step_tokens}",
+        f"max_tokens={config.max_tokens}",
+        f"max_depth={config.max_depth}",
+        f"softmax_temperature={config.softmax_temperature:g}",
+    ]
+    if config.method == "ets":
+        parts += [f"lambda_b={config.lambda_b:g}", f"lambda_s={config.coverage_weight:g}", f"kv_cost={config.kv_cost}"]
+    parts += [f"selection={config.answer_selection}/{config.score_aggregation}", f"seed={config.seed}"]
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_dataset(
+    spec: str,
+    *,
+    limit: int | None,
+    question_field: str | None,
+    answer_field: str | None,
+    id_field: str | None,
+    hf_config: str | None,
+) -> tuple[list[dict[str, Any]], list[str], str]:
+    """(problems, issues prefixed with their source, a short name for default output files)."""
+    from .datasets import load_hf_dataset, load_problems
+
+    fields: dict[str, Any] = {"limit": limit, "question_field": question_field, "answer_field": answer_field, "id_field": id_field}
+    if spec.startswith("hf:"):
+        name, _, split = spec[3:].partition(":")
+        split = split or "test"
+        if not name:
+            raise typer.BadParameter("expected hf:NAME[:SPLIT], e.g. hf:openai/gsm8k:test", param_hint="--dataset")
+        try:
+            problems, issues = load_hf_dataset(name, split, config=hf_config, **fields)
+        except ImportError as exc:
+            raise _usage_error(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - hub unreachable, unknown dataset or split, ...
+            raise _usage_error(
+                f"could not load Hugging Face dataset {name!r} (split {split!r}): {type(exc).__name__}: {exc}"
+            ) from None
+        return problems, [f"{spec}: {issue}" for issue in issues], f"{name.replace('/', '_')}-{split}"
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise typer.BadParameter(f"{spec}: no such file", param_hint="--dataset")
+    problems, issues = load_problems(path, **fields)
+    return problems, [f"{spec}: {issue}" for issue in issues], path.stem
+
+
+def _report_issues(issues: Sequence[str]) -> None:
+    for issue in issues[:_MAX_REPORTED_ISSUES]:
+        typer.echo(f"skipped {issue}", err=True)
+    if len(issues) > _MAX_REPORTED_ISSUES:
+        typer.echo(f"... and {len(issues) - _MAX_REPORTED_ISSUES} more skipped lines", err=True)
+
+
+def _demo_problems(n: int) -> list[dict[str, Any]]:
+    from .datasets import load_problems
+
+    resource = importlib.resources.files("ets_async") / "data" / DEMO_FILE
+    with importlib.resources.as_file(resource) as path:
+        problems, _ = load_problems(path, limit=n)
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------
+
+
+def _make_backends(backend: BackendName, fake_delay: float, engine_config: EngineConfig | None):
+    if backend == BackendName.fake:
+        from .testing import fake_backends
+
+        return fake_backends(delay_s=fake_delay)
+    from .backends import load_backends
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if log.getEffectiveLevel() > logging.INFO:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    try:
+        return load_backends(engine_config)
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a missing model, an engine that cannot start, ...
+        typer.echo(f"Error: could not start the engine: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _solve(
+    problems: list[dict[str, Any]],
+    config: SearchConfig,
+    make_backends: Callable[[], Any],
+    on_record: Callable[[dict[str, Any]], None],
+    session: str,
+    on_ready: Callable[[], None] = lambda: None,
+) -> None:
+    """Solve ``problems``, calling ``on_record`` with each finished problem's run-file record.
+
+    ``on_ready`` is called once the backends are up; the records' ``run.elapsed_s`` count from then.
+    """
+    from .api import iter_solve
+
+    backends = make_backends()  # inside the event loop: the engine binds to it
+    on_ready()
+    try:
+        started = time.perf_counter()
+        config_record = config.model_dump(mode="json")
+        results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+        async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
+            async for result in results:
+                record = result.to_dict()
+                record["config"] = config_record
+                record["run"] = {"session": session, "elapsed_s": round(time.perf_counter() - started, 4)}
+                on_record(record)
+    finally:
+        backends.shutdown()
+
+
+def _session_id() -> str:
+    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
+
+
+def _default_out(stem: str, config: SearchConfig) -> Path:
+    return Path("runs") / f"{stem}-{config.method}-{config.width}.jsonl"
+
+
+def _check_resumable(existing: Mapping[str, Any] | None, header: Mapping[str, Any], out: Path) -> None:
+    """Refuse to append to a run file written with different search settings."""
+    if not existing or not isinstance(existing.get("config"), Mapping):
+        return
+    old, new = existing["config"], header["config"]
+    changed = sorted(k for k in set(old) | set(new) if k not in _RUNTIME_FIELDS and old.get(k) != new.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise _usage_error(
+            f"{out} was written with other search settings ({diffs}); "
+            "use another --out, or the same settings to resume it"
+        )
+
+
+@app.command()
+def run(
+    dataset: str = typer.Option(
+        ...,
+        "--dataset",
+        "-d",
+        metavar="FILE|hf:NAME[:SPLIT]",
+        help="Problems: a JSONL file, one object per line, with GSM8K fields (question, answer ending in "
+        "'#### N') or MATH fields (problem, answer or solution), detected per line; or hf:NAME[:SPLIT] "
+        "(split defaults to test) for a Hugging Face dataset, which needs the optional 'datasets' package "
+        "and a reachable hub. Bad lines are reported with their line numbers and skipped.",
+    ),
+    method: Optional[MethodName] = typer.Option(  # noqa: UP007 - typer needs Optional
+        None, "--method", "-m", help="Search method. [default: ets, or the recipe's]"
+    ),
+    width: Optional[int] = typer.Option(  # noqa: UP007
+        None, "--width", "-w", min=1, help="Search width W: trajectories per problem. [default: 16, or the recipe's]"
+    ),
+    config: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--config",
+        "-c",
+        metavar="RECIPE|FILE",
+        help="Start from a shipped recipe (ets_16, ets_64, ets_256, rebase_16, ...: the paper's settings; "
+        "see 'ets-async recipes') or a YAML file of SearchConfig fields. Flags override it.",
+    ),
+    set_: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Set any SearchConfig field, e.g. --set lambda_s=1.2 --set max_depth=10 (value read as YAML). "
+        "Repeatable; wins over --config and the other flags.",
+    ),
+    out: Optional[Path] = typer.Option(  # noqa: UP007
+        None,
+        "--out",
+        "-o",
+        help="Run file (JSONL, one line per finished problem; the summary goes to OUT.summary.json). "
+        "If it exists the run resumes: problems already in it are skipped. "
+        "[default: runs/<dataset>-<method>-<width>.jsonl]",
+    ),
+    limit: Optional[int] = typer.Option(  # noqa: UP007
+        None, "--limit", "-n", min=1, help="Use only the first N valid problems of the dataset."
+    ),
+    question_field: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="Field holding the problem text. [default: problem, else question]"
+    ),
+    answer_field: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="Field holding the reference answer ('#### N' is reduced to N). [default: answer, else solution]"
+    ),
+    id_field: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="Field holding the problem id. [default: id, else unique_id, else the line index]"
+    ),
+    hf_config: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="Configuration name of a Hugging Face dataset (e.g. 'main' for openai/gsm8k)."
+    ),
+    model: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="Policy model path or name. [default: the embedded SmolLM2-135M-Instruct]"
+    ),
+    engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None,
+        "--engine-set",
+        metavar="KEY=VALUE",
+        help="Set any EngineConfig field, e.g. --engine-set prm=qwen_prm --engine-set prm_model=PATH. Repeatable.",
+    ),
+    backend: BackendName = typer.Option(
+        BackendName.vllm,
+        help="vllm: the in-process vLLM engine. fake: scripted backends (ets_async.testing), a dry run that "
+        "exercises the whole pipeline without a model; its answers are noise.",
+    ),
+    fake_delay: float = typer.Option(
+        0.0, min=0.0, help="With --backend fake: seconds each policy request takes (a slow engine)."
+    ),
+    max_concurrent: Optional[int] = typer.Option(  # noqa: UP007
+        None, min=1, help="Problems searched at once. [default: 8, or the recipe's]"
+    ),
+    seed: Optional[int] = typer.Option(None, min=0, help="Sampling seed. [default: 0]"),  # noqa: UP007
+    selection: Optional[Selection] = typer.Option(  # noqa: UP007
+        None, help="Final answer selection. [default: weighted_majority]"
+    ),
+    aggregation: Optional[Aggregation] = typer.Option(  # noqa: UP007
+        None, help="Step-score aggregation for weighted voting and best-of-N. [default: last]"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress messages; only the summary."),
+) -> None:
+    """Search every problem of a dataset and append one JSON line per problem to a run file.
+
+    Re-running the same command resumes: problems already in the run file are skipped, so a run
+    that was interrupted (even killed) ends with exactly one line per problem. Failed problems are
+    recorded with their error; the exit code is nonzero only for usage and configuration errors.
+    """
+    from .results import ResultWriter, read_results
+
+    search_config, source = build_search_config(
+        config,
+        set_ or (),
+        method=method,
+        width=width,
+        seed=seed,
+        max_concurrent_problems=max_concurrent,
+        answer_selection=selection,
+        score_aggregation=aggregation,
+    )
+    engine_config = _engine_config(model, engine_set or ()) if backend == BackendName.vllm else None
+    problems, issues, stem = _load_dataset(
+        dataset,
+        limit=limit,
+        question_field=question_field,
+        answer_field=answer_field,
+        id_field=id_field,
+        hf_config=hf_config,
+    )
+    _report_issues(issues)
+    if not problems:
+        raise _usage_error(f"{dataset}: no usable problems ({len(issues)} skipped)")
+    out = out or _default_out(stem, search_config)
+    header = {
+        "dataset": dataset,
+        "backend": backend.value,
+        "model": engine_config.model if engine_config else None,
+        "config": search_config.model_dump(mode="json"),
+    }
+    try:
+        writer = ResultWriter(out, run_header=header)
+    except RuntimeError as exc:  # another run holds the file
+        raise _usage_error(str(exc)) from None
+    with writer:
+        _check_resumable(writer.existing_header, header, out)
+        done = writer.done_ids()
+        todo = [p for p in problems if p["id"] not in done]
+        if not quiet:
+            typer.echo(f"config ({source}): {_describe_config(search_config)}", err=True)
+            resumed = ""
+            if not todo:
+                resumed = "; all already done"
+            elif len(todo) < len(problems):
+                resumed = f"; {len(problems) - len(todo)} already done, resuming"
+            typer.echo(f"{len(problems)} problems from {dataset} -> {out}{resumed}", err=True)
+            if todo and backend == BackendName.vllm:
+                typer.echo("starting the engine ...", err=True)
+        if todo:
+            _run_with_progress(
+                todo,
+                search_config,
+                lambda: _make_backends(backend, fake_delay, engine_config),
+                writer.write,
+                total=len(problems),
+                done=len(problems) - len(todo),
+                quiet=quiet,
+            )
+    records = read_results(out)
+    summary = run_summary(records)
+    summary_path = out.with_name(out.name + ".summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    typer.echo(_format_summary(summary, f"{out} ({summary['problems']} problems)"))
+    if not quiet:
+        typer.echo(f"summary written to {summary_path}", err=True)
+
+
+def _run_with_progress(
+    problems: list[dict[str, Any]],
+    config: SearchConfig,
+    make_backends: Callable[[], Any],
+    on_record: Callable[[dict[str, Any]], Any],
+    *,
+    total: int,
+    done: int = 0,
+    quiet: bool = False,
+    echo: Callable[[dict[str, Any]], str | None] | None = None,
+) -> None:
+    """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130."""
+    progress = RunProgress(total, done=done, quiet=quiet)
+
+    def record_done(record: dict[str, Any]) -> None:
+        on_record(record)
+        progress.update(record)
+        if echo is not None:
+            line = echo(record)
+            if line:
+                progress.write(line, file=sys.stdout)
+
+    redirect = contextlib.nullcontext()
+    if not quiet:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect = logging_redirect_tqdm()  # log lines go above the bar
+    try:
+        with progress, redirect:
+            asyncio.run(_solve(problems, config, make_backends, record_done, _session_id(), progress.start))
+    except KeyboardInterrupt:
+        typer.echo(
+            f"\ninterrupted after {progress.tally.problems} problems; run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+    finally:
+        gc.collect()  # release the engine now, while the interpreter is whole, not at exit
+
+
+# --------------------------------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def wall_time(records: Iterable[Mapping[str, Any]]) -> float | None:
+    """Total search wall time of the sessions that wrote ``records`` (None if any record lacks it).
+
+    Each record carries ``run.session`` and ``run.elapsed_s`` (seconds from its session's start to
+    the record); a session lasted as long as its last record, so resumed and killed runs add up.
+    """
+    sessions: dict[str, float] = {}
+    for record in records:
+        info = record.get("run")
+        if not isinstance(info, Mapping):
+            return None
+        elapsed, session = _number(info.get("elapsed_s")), info.get("session")
+        if elapsed is None or not isinstance(session, str):
+            return None
+        sessions[session] = max(sessions.get(session, 0.0), elapsed)
+    return sum(sessions.values()) if sessions else None
+
+
+def _summary_row(records: Sequence[Mapping[str, Any]], method: Any = None, width: Any = None) -> dict[str, Any]:
+    from .results import summarize
+
+    wall = wall_time(records)
+    detail = summarize(records, wall_time_s=wall)
+    means, sums = detail["metrics_mean"], detail["metrics_sum"]
+    peaks = [
+        peak for r in records if (peak := _number((r.get("metrics") or {}).get("kv_tokens_peak"))) is not None
+    ]
+    generated = sums.get("generated_tokens")
+    return {
+        "method": method,
+        "width": width,
+        "problems": detail["n_problems"],
+        "accuracy": detail["accuracy_all"],
+        "correct": detail["n_correct"],
+        "with_reference": detail["n_with_reference"],
+        "accuracy_graded": detail["accuracy"],
+        "errors": detail["n_errors"],
+        "no_answer": detail["n_no_answer"],
+        "kv_tokens_mean": means.get("kv_tokens_mean"),
+        "kv_tokens_peak": max(peaks) if peaks else None,
+        "kv_tokens_peak_mean": means.get("kv_tokens_peak"),
+        "kv_blocks_mean": means.get("kv_blocks_mean"),
+        "generated_tokens_mean": means.get("generated_tokens"),
+        "generated_tokens_total": generated,
+        "prefix_cache_hit_rate": detail["prefix_cache_hit_rate"],
+        "wall_time_s": wall,
+        "problems_per_s": detail["problems_per_s"],
+        "generated_tokens_per_s": generated / wall if wall and generated is not None else None,
+        "detail": detail,
+    }
+
+
+def summary_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One summary per (method, width), sorted by method then width.
+
+    ``accuracy`` counts every problem with a reference (errors and missing answers are wrong, as in
+    the paper); ``accuracy_graded`` only those that were graded. KV figures are in tokens:
+    ``kv_tokens_mean`` is the mean over problems of each problem's mean over selection steps,
+    ``kv_tokens_peak`` the largest over problems. ``problems_per_s`` needs the ``run`` timing that
+    ``ets-async run`` writes into every record.
+    """
+    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((str(record.get("method")), record.get("width")), []).append(record)
+    keys = sorted(groups, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
+    return [_summary_row(groups[k], *k) for k in keys]
+
+
+def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The summary of one run file (all its records together)."""
+    methods = {str(r.get("method")) for r in records}
+    widths = {r.get("width") for r in records}
+    return _summary_row(
+        records,
+        methods.pop() if len(methods) == 1 else sorted(methods),
+        widths.pop() if len(widths) == 1 else sorted(widths, key=str),
+    )
+
+
+def _fmt(value: Any, kind: str = "num") -> str:
+    if value is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "rate":
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.1f}"
+    return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _accuracy_text(row: Mapping[str, Any]) -> str:
+    if row["accuracy"] is None:
+        return "-"
+    return f"{_fmt(row['accuracy'], 'pct')} ({row['correct']}/{row['with_reference']})"
+
+
+def _format_summary(row: Mapping[str, Any], title: str) -> str:
+    lines = [
+        ("accuracy", _accuracy_text(row)),
+        ("errors / no answer", f"{row['errors']} / {row['no_answer']}"),
+        ("KV tokens mean", _fmt(row["kv_tokens_mean"])),
+        ("KV tokens peak", _fmt(row["kv_tokens_peak"])),
+        ("KV blocks mean", _fmt(row["kv_blocks_mean"])),
+        (
+            "generated tokens",
+            f"{_fmt(row['generated_tokens_mean'])} per problem, {_fmt(row['generated_tokens_total'])} total",
+        ),
+        (
+            "throughput",
+            f"{_fmt(row['problems_per_s'], 'rate')} problems/s, {_fmt(row['generated_tokens_per_s'], 'rate')} tokens/s",
+        ),
+        ("prefix-cache hits", _fmt(row["prefix_cache_hit_rate"], "pct")),
+        ("search wall time", f"{_fmt(row['wall_time_s'], 'rate')} s"),
+    ]
+    width = max(len(name) for name, _ in lines)
+    return "\n".join([f"summary of {title}"] + [f"  {name:<{width}}  {value}" for name, value in lines])
+
+
+_TABLE_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
+    ("method", lambda r: str(r["method"])),
+    ("W", lambda r: _fmt(r["width"])),
+    ("problems", lambda r: _fmt(r["problems"])),
+    ("accuracy", _accuracy_text),
+    ("KV mean", lambda r: _fmt(r["kv_tokens_mean"])),
+    ("KV peak", lambda r: _fmt(r["kv_tokens_peak"])),
+    ("KV blocks", lambda r: _fmt(r["kv_blocks_mean"])),
+    ("gen tokens", lambda r: _fmt(r["generated_tokens_mean"])),
+    ("problems/s", lambda r: _fmt(r["problems_per_s"], "rate")),
+    ("prefix hit", lambda r: _fmt(r["prefix_cache_hit_rate"], "pct")),
+    ("errors", lambda r: _fmt(r["errors"])),
+]
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table of ``summary_rows``."""
+    cells = [[name for name, _ in _TABLE_COLUMNS]] + [[cell(row) for _, cell in _TABLE_COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_TABLE_COLUMNS))]
+    text = []
+    for n, line in enumerate(cells):
+        text.append("  ".join(c.ljust(w) if i < 1 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        if n == 0:
+            text.append("  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def _read_run_files(files: Sequence[Path]) -> list[dict[str, Any]]:
+    from .results import read_results
+
+    for path in files:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path}: no such file", param_hint="FILES")
+    records = read_results(files)
+    if not records:
+        raise _usage_error(f"no problem records in {', '.join(map(str, files))}")
+    return records
+
+
+def regrade(
+    records: Iterable[Mapping[str, Any]], selection: str, aggregation: str, *, timeout_s: float = 5.0
+) -> list[dict[str, Any]]:
+    """Copies of ``records`` with the answer re-selected from the stored candidates and re-graded."""
+    from .grading import grade
+    from .voting import select_answer
+
+    regraded = []
+    for record in records:
+        record = dict(record)
+        if record.get("error") is None:
+            candidates = record.get("candidates") or []
+            pairs = [(c.get("answer"), c.get("step_scores") or ()) for c in candidates if isinstance(c, Mapping)]
+            record["answer"] = select_answer(pairs, selection, aggregation)  # type: ignore[arg-type]
+            record["correct"] = grade(record["answer"], record.get("reference"), timeout_s=timeout_s)
+        regraded.append(record)
+    return regraded
+
+
+@app.command("eval")
+def eval_(
+    files: list[Path] = typer.Argument(..., help="Run files written by 'ets-async run'."),
+    regrade_: bool = typer.Option(
+        False,
+        "--regrade",
+        help="Re-select each answer from the stored candidates with --selection/--aggregation and grade it again.",
+    ),
+    selection: Selection = typer.Option(  # type: ignore[valid-type]
+        "weighted_majority", help="Answer selection for --regrade."
+    ),
+    aggregation: Aggregation = typer.Option(  # type: ignore[valid-type]
+        "last", help="Step-score aggregation for --regrade (weighted voting and best-of-N)."
+    ),
+    grade_timeout: float = typer.Option(5.0, min=0.1, help="Seconds math-verify may take per comparison."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summaries as JSON instead of a table."),
+) -> None:
+    """Summarize run files per (method, width): accuracy, KV size, tokens, throughput, prefix-cache hits.
+
+    Accuracy counts errors and missing answers as wrong. KV sizes are tokens held by the search
+    tree (ets_spec.md §8.1): the mean over problems of each problem's mean over selection steps,
+    and the largest peak.
+    """
+    records = _read_run_files(files)
+    if regrade_:
+        records = regrade(records, _plain(selection), _plain(aggregation), timeout_s=grade_timeout)
+    rows = summary_rows(records)
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in r.items() if k != "detail"} for r in rows], indent=2))
+        return
+    if regrade_:
+        typer.echo(f"regraded with selection={_plain(selection)} aggregation={_plain(aggregation)}")
+    typer.echo(format_table(rows))
+
+
+@app.command()
+def plot(
+    files: list[Path] = typer.Argument(..., help="Run files written by 'ets-async run' (any methods and widths)."),
+    output: Path = typer.Option(Path("plot.png"), "--output", "-o", help="PNG file to write."),
+    title: Optional[str] = typer.Option(None, help="Figure title."),  # noqa: UP007
+) -> None:
+    """Plot accuracy against mean KV size and against generated tokens, and throughput, per method and width."""
+    from .plots import plot_summaries
+
+    rows = summary_rows(_read_run_files(files))
+    path = plot_summaries(rows, output, title=title)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def recipes() -> None:
+    """List the shipped recipes (the paper's settings per method and width) for --config."""
+    for name in recipe_names():
+        _, text = resolve_recipe(name)
+        values = yaml.safe_load(text)
+        extra = f" lambda_b={values['lambda_b']} lambda_s={values['lambda_s']}" if "lambda_s" in values else ""
+        typer.echo(
+            f"{name:<14} method={values['method']} width={values['width']} temperature={values['temperature']} "
+            f"max_step_tokens={values['max_step_tokens']} max_tokens={values['max_tokens']} "
+            f"T={values['softmax_temperature']}{extra}"
+        )
+
+
+@app.command()
+def demo(
+    problems: int = typer.Option(4, "--problems", "-n", min=1, max=8, help="How many bundled problems to solve (1-8)."),
+    method: Optional[MethodName] = typer.Option(None, "--method", "-m", help="Search method. [default: ets]"),  # noqa: UP007
+    width: Optional[int] = typer.Option(None, "--width", "-w", min=1, help="Search width. [default: 4]"),  # noqa: UP007
+    set_: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
+    ),
+    model: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="Policy model path or name. [default: the embedded SmolLM2-135M-Instruct]"
+    ),
+    backend: BackendName = typer.Option(
+        BackendName.vllm, help="vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
+    ),
+    fake_delay: float = typer.Option(0.0, min=0.0, help="With --backend fake: seconds each policy request takes."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Solve a few bundled grade-school problems with ETS on the embedded default model and show the results.
+
+    Uses a small search (width 4, 64-token steps, 256 tokens per trajectory, depth 6) so that it
+    finishes in a few minutes on a CPU. Nothing is written to disk.
+    """
+    config, _ = build_search_config(None, set_ or (), base=DEMO_SETTINGS, method=method, width=width)
+    engine_config = _engine_config(model, (), base=DEMO_ENGINE) if backend == BackendName.vllm else None
+    items = _demo_problems(problems)
+    model_name = (engine_config.model if engine_config else None) or "SmolLM2-135M-Instruct (embedded)"
+    typer.echo(f"demo: {len(items)} problems, model {model_name if backend == BackendName.vllm else 'fake'}")
+    typer.echo(f"config: {_describe_config(config)}")
+    if backend == BackendName.vllm:
+        typer.echo("starting the engine (about a minute on a CPU) ...")
+    records: list[dict[str, Any]] = []
+    _run_with_progress(
+        items,
+        config,
+        lambda: _make_backends(backend, fake_delay, engine_config),
+        records.append,
+        total=len(items),
+        quiet=quiet,
+        echo=_describe_record,
+    )
+    typer.echo("")
+    typer.echo(_format_summary(run_summary(records), f"the demo ({len(records)} problems)"))
+
+
+def _describe_record(record: Mapping[str, Any]) -> str:
+    metrics = record.get("metrics") or {}
+    mark = {True: "correct", False: "wrong", None: "ungraded"}[record.get("correct")]
+    question = str(record.get("problem", ""))
+    question = question if len(question) <= 100 else question[:97] + "..."
+    lines = [f"[{record['id']}] {question}"]
+    if record.get("error"):
+        lines.append(f"    error: {record['error']}")
+    else:
+        lines.append(f"    answer {record.get('answer')!r}, reference {record.get('reference')!r}: {mark}")
+    lines.append(
+        f"    {len(record.get('candidates') or [])} finished trajectories, "
+        f"{_fmt(metrics.get('generated_tokens'))} generated tokens, "
+        f"KV mean {_fmt(metrics.get('kv_tokens_mean'))} / peak {_fmt(metrics.get('kv_tokens_peak'))} tokens, "
+        f"depth {_fmt(metrics.get('depth'))}, {_fmt(metrics.get('wall_time_s'), 'rate')} s"
+    )
+    return "\n".join(lines)
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details (INFO).")) -> None:
+    """ETS tree search for LLM math reasoning."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("ets_async").setLevel(level)
+
+
+def main() -> None:
+    """The ``ets-async`` console script and ``python -m ets_async``."""
+    app(prog_name="ets-async")

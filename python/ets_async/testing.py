@@ -1,0 +1,116 @@
+"""Scripted backends: fast, deterministic stand-ins for the engine, for tests and dry runs.
+
+They exercise the whole pipeline (search loop, batching, grading, run files, CLI) without a model:
+
+    from ets_async.testing import fake_backends
+    backends = fake_backends()
+    results = await solve_many(problems, config, policy=backends.policy, prm=backends.prm,
+                               embedder=backends.embedder)
+
+``ets-async run --backend fake`` uses them too. Their answers are arithmetic noise (40, 41 or 42),
+so accuracy figures from a fake run mean nothing; token counts, KV figures and resumption are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Sequence
+
+import numpy as np
+
+from .backends import Backends, Expansion, Sampling, ScoreRequest
+from .types import Step
+
+__all__ = ["FakeEmbedder", "FakePRM", "FakePolicy", "fake_backends"]
+
+
+def _unit(text: str) -> float:
+    """A deterministic pseudo-random number in [0, 1) derived from ``text``."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") / 2**32
+
+
+class FakePolicy:
+    """Byte-level 'tokenizer'; each step is a short arithmetic line; depth >= ``answer_depth`` answers.
+
+    Records every request's prompt so tests can check token-id extension, and tracks requests in
+    flight. ``delay_s`` makes every expansion take that long (a slow engine); ``fail_on`` makes
+    expansions of prompts containing that string raise (an engine failure).
+    """
+
+    def __init__(self, *, answer_depth: int = 3, delay_s: float = 0.0, fail_on: str | None = None) -> None:
+        self.answer_depth = answer_depth
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+        self.prompts: list[tuple[int, ...]] = []
+        self.in_flight = 0
+        self.cancelled = 0
+
+    def render(self, problem: str, system_prompt: str | None, template: str) -> list[int]:
+        return list(f"{system_prompt or ''}|{template.format(problem=problem)}|".encode())
+
+    async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
+        self.prompts.append(tuple(prompt_token_ids))
+        prompt = bytes(prompt_token_ids).decode()
+        if self.fail_on is not None and self.fail_on in prompt:
+            raise RuntimeError(f"engine failure on {self.fail_on!r}")
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+        rng = random.Random(sampling.seed)
+        depth = prompt.count(sampling.stop)
+        steps = []
+        for _ in range(n):
+            a, b = rng.randint(1, 9), rng.randint(1, 3)
+            if depth + 1 >= self.answer_depth and rng.random() < 0.7:
+                text = f"The answer is: {a % 3 + 40}{sampling.stop}"
+            else:
+                text = f"{a} + {b} = {a + b}{sampling.stop}"
+            ids = tuple(text.encode()[: sampling.max_tokens])
+            steps.append(Step(ids, bytes(ids).decode(), finished=False))
+        return Expansion(steps, prompt_tokens=len(prompt_token_ids), cached_tokens=max(0, len(prompt_token_ids) - 8))
+
+
+class FakePRM:
+    """Deterministic pseudo-scores of the newest step; counts batch sizes.
+
+    ``drop``: steps containing this string get no score (None), which drops them.
+    """
+
+    def __init__(self, *, drop: str | None = None) -> None:
+        self.batches: list[int] = []
+        self.drop = drop
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
+        self.batches.append(len(requests))
+        await asyncio.sleep(0)
+        return [
+            None if self.drop is not None and self.drop in r.steps[-1] else _unit("/".join(r.steps)) for r in requests
+        ]
+
+
+class FakeEmbedder:
+    """Equal texts get equal vectors; a few texts share a direction so clusters form."""
+
+    def __init__(self, dim: int = 8) -> None:
+        self.dim = dim
+        self.calls = 0
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        rows = []
+        for text in texts:
+            rng = np.random.default_rng(int(_unit(text.split("=")[0]) * 2**31))
+            rows.append(rng.normal(size=self.dim))
+        return np.asarray(rows, dtype=np.float32)
+
+
+def fake_backends(*, delay_s: float = 0.0, answer_depth: int = 3) -> Backends:
+    """A scripted policy, PRM and embedder bundled like ``load_backends`` returns them."""
+    return Backends(FakePolicy(answer_depth=answer_depth, delay_s=delay_s), FakePRM(), FakeEmbedder())
