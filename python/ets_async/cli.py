@@ -392,6 +392,13 @@ def run(
         metavar="KEY=VALUE",
         help="Set any EngineConfig field, e.g. --engine-set prm=qwen_prm --engine-set prm_model=PATH. Repeatable.",
     ),
+    endpoint: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None,
+        "--endpoint",
+        metavar="URL",
+        help="An OpenAI-compatible vLLM/SGLang server to search on instead of the in-process engine "
+        "(repeatable: problems are spread over the servers, each pinned to one; also $ETS_ASYNC_ENDPOINTS).",
+    ),
     backend: BackendName = typer.Option(
         BackendName.vllm,
         help="vllm: the in-process vLLM engine. fake: scripted backends (ets_async.testing), a dry run that "
@@ -430,7 +437,8 @@ def run(
         answer_selection=selection,
         score_aggregation=aggregation,
     )
-    engine_config = _engine_config(model, engine_set or ()) if backend == BackendName.vllm else None
+    fleet = {"endpoints": tuple(endpoint)} if endpoint else None
+    engine_config = _engine_config(model, engine_set or (), base=fleet) if backend == BackendName.vllm else None
     problems, issues, stem = _load_dataset(
         dataset,
         limit=limit,

@@ -121,7 +121,7 @@ class EngineConfig(_Validated):
     max_model_len: int = Field(4096, ge=128)
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
-    cpu_kv_cache_gib: float = Field(2.0, gt=0.0, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    cpu_kv_cache_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB) on CPU")
     max_num_seqs: int = Field(256, ge=1)
     prm_batch_size: int = Field(64, ge=1, description="PRM requests per micro-batch")
     prm_batch_wait_ms: float = Field(2.0, ge=0.0)

@@ -139,7 +139,9 @@ class ProblemSearch:
         metrics.generated_tokens += sum(len(s.token_ids) for s in steps)
 
         history = tuple(self.step_text[v] for v in tree.path(node)[1:])
-        requests = [ScoreRequest(tuple(prompt) + s.token_ids, self.problem.text, history + (s.text,), self.scope) for s in steps]
+        requests = [
+            ScoreRequest(tuple(prompt) + s.token_ids, self.problem.text, history + (s.text,), self.scope) for s in steps
+        ]
         embed = self.ctx.embed if self.method.needs_embeddings else None
         async with asyncio.TaskGroup() as group:
             scores = [group.create_task(self.ctx.score(r)) for r in requests]

@@ -1,0 +1,218 @@
+"""The HTTP path against the in-process engine, and prefix affinity against round-robin routing.
+
+    python bench/bench_http.py --problems 4 --width 4
+    python bench/bench_http.py --no-affinity     # only the overhead comparison (one server)
+
+One run, same problems, same search settings, side by side:
+
+1. overhead: the problems through the in-process vLLM engine, then through one local ``vllm serve``
+   (same model, same engine settings, one CPU core each), printed as a wall-time ratio (HTTP /
+   in-process) and a generated-tokens/s ratio;
+2. affinity: the problems on two local servers with the fleet router (every request of a problem
+   on one server) and with round-robin per request, printed as the share of prompt tokens the
+   servers reported as served from their prefix cache.
+
+Every run prefixes the system prompt with its own tag, so no run starts with another run's prefixes
+in a cache. Servers are started here on loopback ports and always stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from ets_async import SearchConfig, solve_many
+from ets_async.backends.http_client import HttpClient, RetryPolicy
+from ets_async.backends.http_policy import HttpPolicy, LazyTokenizer
+from ets_async.backends.http_prm import http_judge_prm
+from ets_async.config import DEFAULT_SYSTEM_PROMPT, EngineConfig
+from ets_async.datasets import load_problems
+from ets_async.fleet import Router
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
+
+
+class RoundRobinRouter(Router):
+    """No affinity: request i goes to endpoint i mod N (the baseline of the affinity comparison)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._next = 0
+
+    def _pick(self, scope):
+        live = [e for e in self.endpoints if e.up]
+        if not live:
+            return None
+        self._next += 1
+        return live[self._next % len(live)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: str, port: int, log: Path, cpu: int, max_model_len: int) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--enforce-eager",
+        "--block-size", "32", "--enable-prefix-caching", "--max-model-len", str(max_model_len),
+        "--enable-prompt-tokens-details", "--max-num-seqs", "64",
+    ]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": str(cpu), "HF_HUB_OFFLINE": "1"}
+    with open(log, "wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def wait_healthy(urls: list[str], procs: list[subprocess.Popen], logs: list[Path], timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = set(range(len(urls)))
+    while pending and time.monotonic() < deadline:
+        for i in list(pending):
+            if procs[i].poll() is not None:
+                raise RuntimeError(f"server {urls[i]} exited:\n{logs[i].read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{urls[i]}/health", timeout=2) as response:
+                    if response.status == 200:
+                        pending.discard(i)
+            except OSError:
+                pass
+        time.sleep(1.0)
+    if pending:
+        raise RuntimeError("servers did not become healthy:\n" + "\n".join(logs[i].read_text()[-4000:] for i in pending))
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+class NoEmbedder:
+    """REBASE needs no embeddings; solve_many still wants an embedder (and would start a default one)."""
+
+    async def embed(self, texts):  # pragma: no cover - never called for rebase
+        raise AssertionError("rebase does not embed")
+
+
+async def measure(tag: str, problems, config: SearchConfig, policy, prm) -> dict[str, float]:
+    config = config.replace(system_prompt=f"[{tag}] {DEFAULT_SYSTEM_PROMPT}")
+    started = time.perf_counter()
+    results = await solve_many(problems, config, policy=policy, prm=prm, embedder=NoEmbedder())
+    wall = time.perf_counter() - started
+    ok = [r for r in results if r.error is None]
+    if len(ok) != len(results):
+        print(f"  {tag}: {len(results) - len(ok)} problem(s) failed: {[r.error for r in results if r.error][:2]}")
+    generated = sum(r.metrics["generated_tokens"] for r in ok)
+    prompt = sum(r.metrics["prompt_tokens"] for r in ok)
+    cached = sum(r.metrics["prefix_cached_tokens"] for r in ok)
+    row = {
+        "wall_s": wall,
+        "generated_tokens": generated,
+        "tok_per_s": generated / wall if wall else 0.0,
+        "cached_share": cached / prompt if prompt else 0.0,
+        "moves": sum(r.metrics["endpoint_moves"] for r in ok),
+    }
+    print(f"  {tag:<14} wall {wall:7.1f}s  generated {generated:6d} tok  {row['tok_per_s']:6.1f} tok/s  "
+          f"cached share {row['cached_share']:.3f}")  # fmt: skip
+    return row
+
+
+def fleet(router_cls, urls: list[str], model: str, max_model_len: int):
+    router = router_cls(urls, HttpClient(RetryPolicy(timeout_s=900.0)))
+    policy = HttpPolicy(router, LazyTokenizer(model), max_model_len=max_model_len)
+    return policy, http_judge_prm(router, policy.tokenizer)
+
+
+async def http_runs(problems, config: SearchConfig, urls: list[str], model: str, max_model_len: int) -> dict[str, dict]:
+    rows = {}
+    policy, prm = fleet(Router, urls[:1], model, max_model_len)
+    rows["http_1_server"] = await measure("http-1", problems, config, policy, prm)
+    await policy.aclose()
+    if len(urls) < 2:
+        return rows
+    policy, prm = fleet(Router, urls, model, max_model_len)
+    rows["affinity"] = await measure("affinity-2", problems, config, policy, prm)
+    await policy.aclose()
+    policy, prm = fleet(RoundRobinRouter, urls, model, max_model_len)
+    rows["round_robin"] = await measure("roundrobin-2", problems, config, policy, prm)
+    await policy.aclose()
+    return rows
+
+
+async def in_process_run(problems, config: SearchConfig, max_model_len: int) -> dict[str, float]:
+    from ets_async import load_backends
+
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "0"  # the same single core the first server had
+    backends = load_backends(EngineConfig(max_model_len=max_model_len, max_num_seqs=64, cpu_kv_cache_gib=1.0))
+    try:
+        return await measure("in-process", problems, config, backends.policy, backends.prm)
+    finally:
+        backends.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--problems", type=int, default=4)
+    parser.add_argument("--width", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--max-step-tokens", type=int, default=32)
+    parser.add_argument("--max-depth", type=int, default=4)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--no-affinity", action="store_true", help="only the overhead comparison (one server)")
+    args = parser.parse_args()
+
+    from ets_async import models
+
+    model = str(models.default_policy_model())
+    problems, _ = load_problems(args.data, limit=args.problems)
+    config = SearchConfig(
+        method="rebase", width=args.width, max_tokens=args.max_tokens, max_step_tokens=args.max_step_tokens,
+        max_depth=args.max_depth, seed=11,
+    )  # fmt: skip
+    print(f"{len(problems)} problems, rebase W={args.width}, max_tokens={args.max_tokens}; model {model}")
+
+    logdir = Path(tempfile.mkdtemp(prefix="bench_http_"))
+    servers = 1 if args.no_affinity else 2
+    ports = [free_port() for _ in range(servers)]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    logs = [logdir / f"server{i}.log" for i in range(servers)]
+    procs: list[subprocess.Popen] = []
+    try:
+        for i in range(servers):
+            procs.append(start_server(model, ports[i], logs[i], cpu=i, max_model_len=args.max_model_len))
+        wait_healthy(urls, procs, logs)
+        rows = asyncio.run(http_runs(problems, config, urls, model, args.max_model_len))
+    finally:
+        stop(procs)
+    rows["in_process"] = asyncio.run(in_process_run(problems, config, args.max_model_len))
+
+    http, local = rows["http_1_server"], rows["in_process"]
+    print("\nHTTP overhead (one local server vs the in-process engine, same problems and settings):")
+    print(f"  wall time ratio  http / in-process = {http['wall_s'] / local['wall_s']:.3f}")
+    print(f"  tokens/s ratio   http / in-process = {http['tok_per_s'] / local['tok_per_s']:.3f}")
+    if args.no_affinity:
+        return
+    print("Prefix affinity (two servers): share of prompt tokens served from the servers' prefix caches")
+    print(f"  with affinity {rows['affinity']['cached_share']:.3f}   round-robin {rows['round_robin']['cached_share']:.3f}"
+          f"   ratio {rows['affinity']['cached_share'] / max(rows['round_robin']['cached_share'], 1e-9):.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

