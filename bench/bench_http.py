@@ -21,13 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from ets_async import SearchConfig, solve_many
@@ -37,6 +32,7 @@ from ets_async.backends.http_prm import http_judge_prm
 from ets_async.config import DEFAULT_SYSTEM_PROMPT, EngineConfig
 from ets_async.datasets import load_problems
 from ets_async.fleet import Router
+from ets_async.local_servers import local_servers
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
 
@@ -54,53 +50,6 @@ class RoundRobinRouter(Router):
             return None
         self._next += 1
         return live[self._next % len(live)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model: str, port: int, log: Path, cpu: int, max_model_len: int) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--enforce-eager",
-        "--block-size", "32", "--enable-prefix-caching", "--max-model-len", str(max_model_len),
-        "--enable-prompt-tokens-details", "--max-num-seqs", "64",
-    ]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": str(cpu), "HF_HUB_OFFLINE": "1"}
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def wait_healthy(urls: list[str], procs: list[subprocess.Popen], logs: list[Path], timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    pending = set(range(len(urls)))
-    while pending and time.monotonic() < deadline:
-        for i in list(pending):
-            if procs[i].poll() is not None:
-                raise RuntimeError(f"server {urls[i]} exited:\n{logs[i].read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{urls[i]}/health", timeout=2) as response:
-                    if response.status == 200:
-                        pending.discard(i)
-            except OSError:
-                pass
-        time.sleep(1.0)
-    if pending:
-        raise RuntimeError("servers did not become healthy:\n" + "\n".join(logs[i].read_text()[-4000:] for i in pending))
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 class NoEmbedder:
@@ -188,19 +137,11 @@ def main() -> None:
     )  # fmt: skip
     print(f"{len(problems)} problems, rebase W={args.width}, max_tokens={args.max_tokens}; model {model}")
 
-    logdir = Path(tempfile.mkdtemp(prefix="bench_http_"))
     servers = 1 if args.no_affinity else 2
-    ports = [free_port() for _ in range(servers)]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    logs = [logdir / f"server{i}.log" for i in range(servers)]
-    procs: list[subprocess.Popen] = []
-    try:
-        for i in range(servers):
-            procs.append(start_server(model, ports[i], logs[i], cpu=i, max_model_len=args.max_model_len))
-        wait_healthy(urls, procs, logs)
+    log_dir = tempfile.mkdtemp(prefix="bench_http_")
+    with local_servers(model, servers, max_model_len=args.max_model_len, max_num_seqs=64, log_dir=log_dir) as running:
+        urls = [server.url for server in running]
         rows = asyncio.run(http_runs(problems, config, urls, model, args.max_model_len))
-    finally:
-        stop(procs)
     rows["in_process"] = asyncio.run(in_process_run(problems, config, args.max_model_len))
 
     http, local = rows["http_1_server"], rows["in_process"]

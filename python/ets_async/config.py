@@ -116,16 +116,16 @@ class EngineConfig(_Validated):
     prm: Literal["judge", "qwen_prm", "math_shepherd"] = "judge"
     prm_model: str | None = Field(None, description="PRM model; None = the policy model (judge PRM only)")
     embedder_model: str | None = Field(None, description="sentence-transformers model; None = packaged MiniLM")
-    dtype: str = "bfloat16"
+    dtype: str = Field(
+        "auto",
+        description="model dtype; auto = bfloat16 on GPUs and on CPUs with native bf16, float32 on other CPUs",
+    )
     block_size: int | None = Field(32, ge=1, description="engine KV block size (32 suits CPU prefix caching)")
     max_model_len: int = Field(4096, ge=128)
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     cpu_kv_cache_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB) on CPU")
     max_num_seqs: int = Field(256, ge=1)
-    prm_batch_size: int = Field(64, ge=1, description="PRM requests per micro-batch")
-    prm_batch_wait_ms: float = Field(2.0, ge=0.0)
-    embed_batch_size: int = Field(128, ge=1)
     # Scale-out (fleet.py): run the policy and the judge PRM on OpenAI-compatible servers instead.
     endpoints: tuple[str, ...] = Field((), description="vLLM/SGLang server URLs; empty = $ETS_ASYNC_ENDPOINTS or in-process")
     prm_endpoints: tuple[str, ...] = Field((), description="servers of a trained PRM (prm='qwen_prm'/'math_shepherd') on a fleet")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,46 @@ def _normalise_row(
     return {"id": str(raw_id), "problem": text, "answer": reference_answer(row, answer_field)}, None
 
 
+class _Unparsable(str):
+    """In place of a row: why its source could not be parsed (the issue text after "<where>: ")."""
+
+
+def _collect(
+    rows: Iterable[tuple[int, str, Any]],
+    *,
+    limit: int | None,
+    question_field: str | None,
+    answer_field: str | None,
+    id_field: str | None,
+    seen_word: str,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Normalise ``(index, where, row)`` items: ``index`` is the default id, ``where`` names the row
+    in issues ("line 3"), a ``_Unparsable`` row is reported as is. Duplicate ids after the first
+    are skipped as "duplicate id 'x' (first seen <seen_word> <where>)". Stops at ``limit`` problems."""
+    problems: list[dict[str, Any]] = []
+    issues: list[str] = []
+    first_seen: dict[str, str] = {}
+    for index, where, row in rows:
+        if limit is not None and len(problems) >= limit:
+            break
+        if isinstance(row, _Unparsable):
+            issues.append(f"{where}: {row}")
+            continue
+        problem, reason = _normalise_row(
+            row, index, question_field=question_field, answer_field=answer_field, id_field=id_field
+        )
+        if problem is None:
+            issues.append(f"{where}: {reason}")
+            continue
+        if problem["id"] in first_seen:
+            first = first_seen[problem["id"]]
+            issues.append(f"{where}: duplicate id {problem['id']!r} (first seen {seen_word} {first})")
+            continue
+        first_seen[problem["id"]] = where
+        problems.append(problem)
+    return problems, issues
+
+
 def normalise_rows(
     rows: Iterable[Any],
     *,
@@ -64,26 +104,26 @@ def normalise_rows(
     label: str = "row",
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Normalise already-parsed rows (row i gets id ``str(i)`` unless it carries one); see ``load_problems``."""
-    problems: list[dict[str, Any]] = []
-    issues: list[str] = []
-    first_seen: dict[str, int] = {}
-    for index, row in enumerate(rows):
-        if limit is not None and len(problems) >= limit:
-            break
-        problem, reason = _normalise_row(
-            row, index, question_field=question_field, answer_field=answer_field, id_field=id_field
-        )
-        if problem is None:
-            issues.append(f"{label} {index}: {reason}")
+    return _collect(
+        ((index, f"{label} {index}", row) for index, row in enumerate(rows)),
+        limit=limit,
+        question_field=question_field,
+        answer_field=answer_field,
+        id_field=id_field,
+        seen_word="at",
+    )
+
+
+def _json_lines(handle: Iterable[str]) -> Iterator[tuple[int, str, Any]]:
+    """``(0-based index, "line N" (1-based), parsed row or _Unparsable)``; blank lines skipped."""
+    for index, line in enumerate(handle):
+        if not line.strip():
             continue
-        if problem["id"] in first_seen:
-            issues.append(
-                f"{label} {index}: duplicate id {problem['id']!r} (first seen at {label} {first_seen[problem['id']]})"
-            )
-            continue
-        first_seen[problem["id"]] = index
-        problems.append(problem)
-    return problems, issues
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            row = _Unparsable(f"not valid JSON: {exc}")
+        yield index, f"line {index + 1}", row
 
 
 def load_problems(
@@ -104,35 +144,15 @@ def load_problems(
     (invalid JSON, missing or empty text, duplicate ids) are reported as "line N: ..." (1-based)
     and skipped; blank lines are ignored. ``limit`` caps the number of problems returned.
     """
-    problems: list[dict[str, Any]] = []
-    issues: list[str] = []
-    first_seen: dict[str, int] = {}
     with Path(path).open(encoding="utf-8", errors="replace") as handle:
-        for index, line in enumerate(handle):
-            if limit is not None and len(problems) >= limit:
-                break
-            number = index + 1
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                issues.append(f"line {number}: not valid JSON: {exc}")
-                continue
-            problem, reason = _normalise_row(
-                row, index, question_field=question_field, answer_field=answer_field, id_field=id_field
-            )
-            if problem is None:
-                issues.append(f"line {number}: {reason}")
-                continue
-            if problem["id"] in first_seen:
-                issues.append(
-                    f"line {number}: duplicate id {problem['id']!r} (first seen on line {first_seen[problem['id']]})"
-                )
-                continue
-            first_seen[problem["id"]] = number
-            problems.append(problem)
-    return problems, issues
+        return _collect(
+            _json_lines(handle),
+            limit=limit,
+            question_field=question_field,
+            answer_field=answer_field,
+            id_field=id_field,
+            seen_word="on",
+        )
 
 
 def load_hf_dataset(
