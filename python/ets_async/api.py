@@ -105,7 +105,9 @@ async def _iter_indexed(
     if config.request_rate_limit is not None:
         from asyncio_throttle import Throttler
 
-        throttler = Throttler(rate_limit=config.request_rate_limit, period=1.0)
+        # Throttler counts whole requests per period: r requests/s = n requests per n/r seconds.
+        slots = max(1, round(config.request_rate_limit))
+        throttler = Throttler(rate_limit=slots, period=slots / config.request_rate_limit)
         policy, prm = _ThrottledPolicy(policy, throttler), _ThrottledPRM(prm, throttler)
 
     async with contextlib.AsyncExitStack() as stack:
@@ -150,10 +152,10 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
             result = await search.run()
     except TimeoutError:
         result = _failed(problem, search, f"timed out after {config.problem_timeout_s:g}s")
-    except Exception as group:  # noqa: BLE001 - one problem's failure must not sink the batch
-        exc = _first_error(group)
-        log.warning("problem %s failed: %s: %s", problem.id, type(exc).__name__, exc)
-        result = _failed(problem, search, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one problem's failure must not sink the batch
+        error = _first_error(exc)
+        log.warning("problem %s failed: %s: %s", problem.id, type(error).__name__, error)
+        result = _failed(problem, search, f"{type(error).__name__}: {error}")
     if result.error is None and problem.reference is not None:
         result.correct = await asyncio.to_thread(grade, result.answer, problem.reference)
     return index, result

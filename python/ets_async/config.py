@@ -15,6 +15,7 @@ from .errors import ConfigError
 Method = Literal["ets", "rebase", "beam", "dvts", "best_of_n"]
 AnswerSelection = Literal["weighted_majority", "majority", "best_of_n"]
 StepAggregation = Literal["last", "min", "prod", "mean"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16", "half", "float"]
 
 DEFAULT_SYSTEM_PROMPT = (
     "Solve the math problem step by step. Separate the steps with a blank line. "
@@ -116,7 +117,7 @@ class EngineConfig(_Validated):
     prm: Literal["judge", "qwen_prm", "math_shepherd"] = "judge"
     prm_model: str | None = Field(None, description="PRM model; None = the policy model (judge PRM only)")
     embedder_model: str | None = Field(None, description="sentence-transformers model; None = packaged MiniLM")
-    dtype: str = Field(
+    dtype: Dtype = Field(
         "auto",
         description="model dtype; auto = bfloat16 on GPUs and on CPUs with native bf16, float32 on other CPUs",
     )

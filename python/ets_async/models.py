@@ -161,7 +161,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     src = str(gguf.parent)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, **kwargs)
-    model = model.to(torch.bfloat16)
+    model = model.to(dtype=torch.bfloat16)  # type: ignore[call-arg]  # transformers' wrapped .to() confuses mypy
     # The saved model is a plain (non-quantised) checkpoint: drop any GGUF quantisation marker.
     for obj in (model.config,):
         if hasattr(obj, "quantization_config"):

@@ -60,8 +60,7 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
     else:
         if config.prm_model is None:
             raise ConfigError(f"prm={config.prm!r} needs prm_model (a local path or model name)")
-        runner = "pooling" if config.prm == "qwen_prm" else "generate"
-        prm_engine = create_engine(config, config.prm_model, runner=runner)
+        prm_engine = create_engine(config, config.prm_model, runner="pooling" if config.prm == "qwen_prm" else "generate")
         engines.append(prm_engine)
         prm_tokenizer = prm_engine.get_tokenizer()
         if config.prm == "qwen_prm":

@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import BackendError
 from .protocols import ScoreRequest
 from .vllm_engine import run_request
 
@@ -73,8 +74,10 @@ class LogprobPRM:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         output = await run_request(self.engine, self.prompt_ids(request), params, tag="prm")
-        first = output.outputs[0].logprobs[0]
-        return judge_probability({t: lp.logprob for t, lp in first.items()}, self.positive, self.negative)
+        logprobs = output.outputs[0].logprobs
+        if not logprobs:
+            raise BackendError("the engine returned no log-probabilities for the judge's labels")
+        return judge_probability({t: lp.logprob for t, lp in logprobs[0].items()}, self.positive, self.negative)
 
 
 def judge_prm(engine: AsyncLLM, tokenizer: Any, *, question: str = DEFAULT_QUESTION) -> LogprobPRM:

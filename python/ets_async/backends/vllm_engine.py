@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from pathlib import Path
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from ..config import EngineConfig
+from ..config import Dtype, EngineConfig
 
 if TYPE_CHECKING:
     from vllm import RequestOutput, SamplingParams
@@ -26,7 +26,7 @@ def next_request_id(tag: str) -> str:
     return f"{tag}-{next(_request_ids)}"
 
 
-def resolve_dtype(dtype: str) -> str:
+def resolve_dtype(dtype: Dtype) -> Dtype:
     """``auto`` on a CPU without native bf16 (AVX-512 BF16 or AMX) means float32: emulated bf16
     matmuls there run about 4x slower than float32 (measured: 26 vs 105 tok/s, SmolLM2-135M, AVX2)."""
     if dtype != "auto":
@@ -42,7 +42,9 @@ def resolve_dtype(dtype: str) -> str:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
-def create_engine(config: EngineConfig, model: str, *, runner: str = "generate") -> AsyncLLM:
+def create_engine(
+    config: EngineConfig, model: str, *, runner: Literal["generate", "pooling"] = "generate"
+) -> AsyncLLM:
     """An AsyncLLM with prefix caching on. On CPU the KV cache size comes from ``cpu_kv_cache_gib``,
     and chunked prefill is off: vLLM rewinds a seeded request's random generator after a partial
     prefill, which CPU generators cannot do ("CPU Generator does not use offset" kills the engine

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,8 @@ class SearchContext:
 
     config: SearchConfig
     policy: Policy
-    score: Callable[[ScoreRequest], Awaitable[float | None]]
-    embed: Callable[[str], Awaitable[np.ndarray]] | None
+    score: Callable[[ScoreRequest], Coroutine[Any, Any, float | None]]
+    embed: Callable[[str], Coroutine[Any, Any, np.ndarray]] | None
     max_model_len: int | None = None
 
 

@@ -1,0 +1,16 @@
+"""The package type-checks (mypy with the pydantic plugin, settings in pyproject.toml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_package_type_checks():
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "python/ets_async"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
