@@ -170,3 +170,17 @@ def test_bad_config_is_rejected_with_the_field_named():
         SearchConfig(max_step_tokens=2048, max_tokens=1024)
     with pytest.raises(ConfigError, match="not_a_field"):
         SearchConfig(not_a_field=1)
+
+
+def test_request_rate_limit_spaces_engine_requests():
+    """20 requests/s: the first 20 may go at once, every later one waits its turn (a lower bound only)."""
+    import time
+
+    policy = FakePolicy()
+    config = SearchConfig(method="best_of_n", width=6, max_depth=3, request_rate_limit=20.0, max_concurrent_problems=4)
+    started = time.perf_counter()
+    run([f"What is {i} + 1?" for i in range(4)], config, policy=policy)
+    elapsed = time.perf_counter() - started
+    requests = len(policy.prompts)
+    assert requests > 30
+    assert elapsed >= (requests - 20) / 20.0 * 0.9
