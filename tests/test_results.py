@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import ets_async.results
-from ets_async.results import ResultWriter, read_results, summarize, summarize_by_method
+from ets_async.results import ResultWriter, group_by_method, read_results, summarize
 
 RESULTS_PY = Path(ets_async.results.__file__).resolve()
 
@@ -208,17 +208,18 @@ def test_summarize_empty_and_without_cache_stats() -> None:
     assert summary["prefix_cache_hit_rate"] is None and summary["problems_per_s"] is None
 
 
-def test_summarize_by_method() -> None:
+def test_group_by_method_then_summarize() -> None:
     records = [
         record("1", method="rebase", width=16, correct=True),
         record("1", method="ets", width=64, correct=False),
         record("1", method="ets", width=16, correct=True),
         record("2", method="ets", width=16, correct=False),
     ]
-    rows = summarize_by_method(records, wall_times_s={("ets", 16): 4.0})
-    assert [(r["method"], r["width"], r["n_problems"], r["accuracy"]) for r in rows] == [
+    groups = group_by_method(records)
+    rows = [(*key, summarize(group)) for key, group in groups.items()]
+    assert [(m, w, s["n_problems"], s["accuracy"]) for m, w, s in rows] == [
         ("ets", 16, 2, 0.5),
         ("ets", 64, 1, 0.0),
         ("rebase", 16, 1, 1.0),
     ]
-    assert rows[0]["problems_per_s"] == 0.5 and rows[1]["problems_per_s"] is None
+    assert summarize(groups[("ets", 16)], wall_time_s=4.0)["problems_per_s"] == 0.5

@@ -606,11 +606,9 @@ def summary_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ``kv_tokens_peak`` the largest over problems. ``problems_per_s`` needs the ``run`` timing that
     ``ets-async run`` writes into every record.
     """
-    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault((str(record.get("method")), record.get("width")), []).append(record)
-    keys = sorted(groups, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
-    return [_summary_row(groups[k], *k) for k in keys]
+    from .results import group_by_method
+
+    return [_summary_row(group, *key) for key, group in group_by_method(records).items()]
 
 
 def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

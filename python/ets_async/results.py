@@ -17,7 +17,7 @@ try:  # advisory lock against two runs appending to one file; POSIX only
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HEADER_KEY", "ResultWriter", "read_results", "summarize", "summarize_by_method"]
+__all__ = ["HEADER_KEY", "ResultWriter", "read_results", "group_by_method", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -273,21 +273,10 @@ def summarize(records: Iterable[Mapping[str, Any]], *, wall_time_s: float | None
     return summary
 
 
-def summarize_by_method(
-    records: Iterable[Mapping[str, Any]],
-    *,
-    wall_times_s: Mapping[tuple[str, int | None], float] | None = None,
-) -> list[dict[str, Any]]:
-    """``summarize`` per (method, width), sorted by method then width; each row starts with both keys.
-
-    ``wall_times_s`` optionally gives each group's total wall time, for ``problems_per_s``.
-    """
-    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
+def group_by_method(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, Any], list[Mapping[str, Any]]]:
+    """Records per (method, width), ordered by method then width."""
+    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
     for record in records:
-        key = (str(record.get("method")), record.get("width"))
-        groups.setdefault(key, []).append(record)
-    rows = []
-    for key in sorted(groups, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
-        wall = wall_times_s.get(key) if wall_times_s else None
-        rows.append({"method": key[0], "width": key[1], **summarize(groups[key], wall_time_s=wall)})
-    return rows
+        groups.setdefault((str(record.get("method")), record.get("width")), []).append(record)
+    order = sorted(groups, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
+    return {key: groups[key] for key in order}
