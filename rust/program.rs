@@ -76,8 +76,10 @@ pub struct ProgramInput<'a> {
 ///
 /// Columns: `x_i` for each candidate (input order), then `y_j` for each ancestor in
 /// [`EtsProgram::ancestors`] order, then `c_k` per cluster. Rows: for each ancestor j
-/// `y_j - Σ_{i∈D(j)} x_i <= 0`; for each ancestor j and each candidate i below it (j in
-/// ancestor order, i in candidate order) `y_j - x_i >= 0`; for each cluster k
+/// `y_j - Σ_{i∈D(j)} x_i <= 0`; for each ancestor (in ancestor order, the root excluded) and then
+/// each candidate (in input order) whose parent is an ancestor, `y_parent - y_node >= 0` or
+/// `y_parent - x_i >= 0` (the spec's pairwise `y_j >= x_i`, i in D(j), chained along tree edges:
+/// the same integer and LP optima with M + N rows instead of one per pair); for each cluster k
 /// `c_k - Σ_{i∈C_k} x_i <= 0`; finally `Σ_i x_i >= 1`. All columns are binary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EtsProgram {
@@ -314,8 +316,16 @@ pub fn ets_program(input: &ProgramInput<'_>) -> Result<EtsProgram> {
 
     // Rows as (column, row, value) triplets, generated in row order.
     let pairs = below_flat.len();
-    let num_row = m + pairs + k + 1;
-    let mut triplets: Vec<(usize, usize, f64)> = Vec::with_capacity(m + 3 * pairs + k + 2 * n);
+    let linked = (0..m)
+        .filter(|&j| tree.parent(ancestors[j]).is_some())
+        .count()
+        + candidates
+            .iter()
+            .filter(|&&v| tree.parent(v).is_some())
+            .count();
+    let num_row = m + linked + k + 1;
+    let mut triplets: Vec<(usize, usize, f64)> =
+        Vec::with_capacity(m + pairs + 2 * linked + k + 2 * n);
     let mut row_lower = Vec::with_capacity(num_row);
     let mut row_upper = Vec::with_capacity(num_row);
     let mut row = 0;
@@ -326,10 +336,18 @@ pub fn ets_program(input: &ProgramInput<'_>) -> Result<EtsProgram> {
         row_upper.push(0.0);
         row += 1;
     }
-    for (j, d) in below.iter().enumerate() {
-        for &i in *d {
-            triplets.push((y(j), row, 1.0));
-            triplets.push((x(i), row, -1.0));
+    // y_j >= x_i for every candidate i below ancestor j, written along tree edges: each live node
+    // keeps its parent live (y_parent - y_child >= 0, y_parent - x_i >= 0). Chained, these imply
+    // exactly the pairwise constraints, so the integer optimum and the LP relaxation are the same,
+    // with M + N rows instead of one per (ancestor, descendant) pair (about N * depth).
+    let edges = ancestors
+        .iter()
+        .map(|&a| (a, y(ancestor_col[a])))
+        .chain(candidates.iter().enumerate().map(|(i, &v)| (v, x(i))));
+    for (node, col) in edges {
+        if let Some(p) = tree.parent(node) {
+            triplets.push((y(ancestor_col[p]), row, 1.0));
+            triplets.push((col, row, -1.0));
             row_lower.push(0.0);
             row_upper.push(INF);
             row += 1;
@@ -496,19 +514,20 @@ mod tests {
         let p = ets_program(&inp).unwrap();
         assert_eq!(p.ancestors, vec![0, 1, 2]);
         assert_eq!((p.num_x, p.num_clusters, p.num_col), (3, 2, 8));
-        // rows: 3 OR-upper rows, pairs (0:3), (1:2), (2:1) = 6, 2 cluster rows, 1 cover row.
-        assert_eq!(p.num_row, 3 + 6 + 2 + 1);
+        // rows: 3 OR-upper rows; edge rows y0>=y1, y0>=y2, y1>=x0, y1>=x1, y2>=x2 (3..8);
+        // 2 cluster rows (8, 9); 1 cover row (10).
+        assert_eq!(p.num_row, 3 + 5 + 2 + 1);
         assert_eq!(p.a_start.len(), p.num_col + 1);
         assert_eq!(*p.a_start.last().unwrap(), p.a_index.len());
-        // Column x_0 (node 3): rows y0-sum (0), y1-sum (1), pair (0,3) (3), pair (1,3) (6),
-        // cluster 0 (9), cover (11).
-        assert_eq!(&p.a_index[p.a_start[0]..p.a_start[1]], &[0, 1, 3, 6, 9, 11]);
+        // Column x_0 (node 3): rows y0-sum (0), y1-sum (1), edge y1>=x0 (5), cluster 0 (8),
+        // cover (10).
+        assert_eq!(&p.a_index[p.a_start[0]..p.a_start[1]], &[0, 1, 5, 8, 10]);
         assert_eq!(
             &p.a_value[p.a_start[0]..p.a_start[1]],
-            &[-1.0, -1.0, -1.0, -1.0, -1.0, 1.0]
+            &[-1.0, -1.0, -1.0, -1.0, 1.0]
         );
-        // Column y_0 (root): its sum row and its three pair rows.
-        assert_eq!(&p.a_index[p.a_start[3]..p.a_start[4]], &[0, 3, 4, 5]);
+        // Column y_0 (root): its sum row and the edge rows to its children y1, y2.
+        assert_eq!(&p.a_index[p.a_start[3]..p.a_start[4]], &[0, 3, 4]);
         // Cluster column c_1 (label 9) is worth λ_s / K = 0.75.
         assert_eq!(p.col_cost[7], -0.75);
         assert_eq!(p.col_cost[6], -0.75);
@@ -631,8 +650,10 @@ mod tests {
         let parents: Vec<i64> = (0..n as i64).map(|v| v - 1).collect();
         let p = ets_program(&input(&parents, &[n as i64 - 1], &[0.3])).unwrap();
         assert_eq!(p.ancestors.len(), n - 1);
+        // n - 1 OR-upper rows, n - 1 edge rows (n - 2 between ancestors, one to the candidate), cover.
         assert_eq!(p.num_row, (n - 1) * 2 + 1);
-        assert_eq!(p.a_start[1] - p.a_start[0], 2 * (n - 1) + 1);
+        // x: every OR-upper row, its own edge row and the cover row.
+        assert_eq!(p.a_start[1] - p.a_start[0], (n - 1) + 2);
     }
 
     #[test]

@@ -215,9 +215,10 @@ def ets_program(
     Columns, in order: ``x_i`` per candidate (input order, N), ``y_j`` per ancestor (every node
     above a candidate, root included, ascending id; M of them, listed in ``"ancestors"``), then
     ``c_k`` per cluster (distinct labels ascending; only when ``cluster_labels`` is given and
-    ``lambda_s > 0``). Rows: per ancestor j ``y_j - Σ_{i∈D(j)} x_i <= 0``; per ancestor j and
-    candidate i below it ``y_j - x_i >= 0``; per cluster k ``c_k - Σ_{i∈C_k} x_i <= 0``; last
-    ``Σ_i x_i >= 1``. All columns binary. Depth 0 (``candidates == [root]``) gives one x column.
+    ``lambda_s > 0``). Rows: per ancestor j ``y_j - Σ_{i∈D(j)} x_i <= 0``; per tree edge into a
+    non-root ancestor or a candidate ``y_parent - y_j >= 0`` / ``y_parent - x_i >= 0`` (the spec's
+    ``y_j >= x_i`` for i in D(j), chained along edges: same optima, M + N rows instead of one per
+    pair); per cluster k ``c_k - Σ_{i∈C_k} x_i <= 0``; last ``Σ_i x_i >= 1``. All columns binary. Depth 0 (``candidates == [root]``) gives one x column.
 
     Arguments:
         parents: parent index per node, -1 for the root.
