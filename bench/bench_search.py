@@ -1,10 +1,13 @@
 """ETS against REBASE (and scaling with concurrency) on the same GSM8K problems and the same engine.
 
     python bench/bench_search.py compare --problems 20 --width 16
-    python bench/bench_search.py scaling --problems 16 --width 4 --concurrency 1 4 16
+    python bench/bench_search.py compare --methods rebase ets ets:lambda_s=0   # variants: method:key=value,...
+    python bench/bench_search.py scaling --problems 16 --width 4 --concurrency-levels 1 4 16
 
-Both runs share one engine; its prefix cache is reset before each run so no run inherits another's
-cache. Prints per-method means and the side-by-side ratios.
+All runs share one engine; its prefix cache is reset before each run so no run inherits another's
+cache. Prints per-method means and the side-by-side ratios. Compare mode also prints how much of the
+reference's KV any selection rule could save at all: the newest layer (the candidates' own steps) is
+held whatever is kept, so generated-only KV / newest-layer tokens bounds every method's KV ratio.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ets_async import SearchConfig, load_backends, solve_many
 from ets_async.config import EngineConfig
@@ -27,7 +33,19 @@ def mean(records, key):
     return statistics.fmean(r.metrics[key] for r in records) if records else 0.0
 
 
-async def run_once(backends, problems, config):
+def method_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """'ets' or 'ets:lambda_s=0,cluster_threshold=0.3' -> (method, SearchConfig overrides)."""
+    method, _, rest = spec.partition(":")
+    overrides: dict[str, Any] = {"method": method}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bad method variant {spec!r}: expected method:key=value,...")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return spec, overrides
+
+
+async def run_once(backends, problems, config, label=None):
     engine = backends.engines[0]
     await engine.reset_prefix_cache()
     started = time.perf_counter()
@@ -37,7 +55,7 @@ async def run_once(backends, problems, config):
     graded = [r for r in ok if r.correct is not None]
     prompt_tokens = sum(r.metrics["prompt_tokens"] for r in ok)
     return {
-        "method": config.method,
+        "method": label or config.method,
         "width": config.width,
         "concurrency": config.max_concurrent_problems,
         "problems": len(results),
@@ -46,6 +64,9 @@ async def run_once(backends, problems, config):
         "kv_tokens_mean": mean(ok, "kv_tokens_mean"),
         "kv_tokens_peak": mean(ok, "kv_tokens_peak"),
         "kv_generated_mean": mean(ok, "kv_tokens_mean") - mean(ok, "root_prompt_tokens"),
+        "kv_newest_layer_mean": mean(ok, "kv_frontier_tokens_mean"),
+        "expanded_nodes": mean(ok, "expanded_nodes_mean"),
+        "cluster_ratio": mean(ok, "cluster_ratio_mean"),
         "kv_blocks_mean": mean(ok, "kv_blocks_mean"),
         "kv_blocks_peak": mean(ok, "kv_blocks_peak"),
         "generated_tokens": mean(ok, "generated_tokens"),
@@ -63,19 +84,32 @@ def print_rows(rows, keys):
         print(" | ".join(f"{row[k]:>18.4g}" if isinstance(row[k], float) else f"{row[k]:>18}" for k in keys))
 
 
-async def compare(args, backends, problems):
-    base = SearchConfig(
+def base_config(args, concurrency: int) -> SearchConfig:
+    return SearchConfig(
         width=args.width,
         max_step_tokens=args.max_step_tokens,
         max_tokens=args.max_tokens,
-        max_concurrent_problems=args.concurrency,
+        max_concurrent_problems=concurrency,
         seed=args.seed,
     )
-    rows = [await run_once(backends, problems, base.replace(method=m)) for m in args.methods]
-    keys = ["method", "accuracy", "kv_tokens_mean", "kv_generated_mean", "kv_tokens_peak", "kv_blocks_mean",
-            "kv_blocks_peak", "generated_tokens", "selection_ms_per_step", "prefix_hit_rate", "wall_s", "problems_per_s"]
+
+
+async def compare(args, backends, problems):
+    base = base_config(args, args.concurrency)
+    rows = []
+    for spec in args.methods:
+        label, overrides = method_variant(spec)
+        rows.append(await run_once(backends, problems, base.replace(**overrides), label))
+    keys = ["method", "accuracy", "kv_tokens_mean", "kv_generated_mean", "kv_newest_layer_mean", "kv_tokens_peak",
+            "kv_blocks_mean", "kv_blocks_peak", "expanded_nodes", "cluster_ratio", "generated_tokens", "selection_ms_per_step",
+            "prefix_hit_rate", "wall_s", "problems_per_s"]
     print_rows(rows, keys)
     reference = rows[0]
+    print(
+        f"\nbound: {reference['method']}'s generated-only KV / its newest layer = "
+        f"x{reference['kv_generated_mean'] / reference['kv_newest_layer_mean']:.2f} "
+        "(no selection at this budget can shrink generated-only KV by more)"
+    )
     print(f"\nratios {reference['method']} / other (KV and tokens: >1 means the other is smaller; throughput: other / {reference['method']})")
     for row in rows[1:]:
         print(
@@ -91,17 +125,11 @@ async def compare(args, backends, problems):
 
 
 async def scaling(args, backends, problems):
+    label, overrides = method_variant(args.methods[0])
     rows = []
     for concurrency in args.concurrency_levels:
-        config = SearchConfig(
-            method=args.methods[0],
-            width=args.width,
-            max_step_tokens=args.max_step_tokens,
-            max_tokens=args.max_tokens,
-            max_concurrent_problems=concurrency,
-            seed=args.seed,
-        )
-        rows.append(await run_once(backends, problems, config))
+        config = base_config(args, concurrency).replace(**overrides)
+        rows.append(await run_once(backends, problems, config, label))
     print_rows(rows, ["method", "concurrency", "problems", "errors", "generated_tokens", "wall_s", "problems_per_s"])
     base = rows[0]["problems_per_s"]
     print("\nproblems/s relative to concurrency 1: " + ", ".join(f"{r['concurrency']}: x{r['problems_per_s'] / base:.2f}" for r in rows))

@@ -35,6 +35,13 @@ def test_every_method_solves_every_problem(method):
         assert metrics["prm_calls"] == metrics["generated_steps"]
         assert metrics["kv_tokens_peak"] >= metrics["kv_tokens_mean"] > 0
         assert metrics["kv_unshared_tokens_mean"] >= metrics["kv_tokens_mean"]
+        # the newest layer is part of the KV; prompt + newest layer + ancestors add up to it
+        assert 0 < metrics["kv_frontier_tokens_mean"] <= metrics["kv_tokens_mean"] - metrics["root_prompt_tokens"]
+        assert 1 <= metrics["expanded_nodes_mean"] <= 8
+        if method == "ets":
+            assert 0 < metrics["cluster_ratio_mean"] <= 1
+        else:
+            assert metrics["cluster_ratio_mean"] == 0
     assert results[1].correct in (True, False)  # graded: it has a reference
     assert results[0].correct is None
 
@@ -170,6 +177,25 @@ def test_bad_config_is_rejected_with_the_field_named():
         SearchConfig(max_step_tokens=2048, max_tokens=1024)
     with pytest.raises(ConfigError, match="not_a_field"):
         SearchConfig(not_a_field=1)
+
+
+def test_engine_cpu_cores_become_vllm_binding_only_while_the_engine_starts(monkeypatch):
+    import os
+
+    from ets_async.backends.vllm_engine import _engine_environment, cpu_binding
+    from ets_async.config import EngineConfig
+
+    assert cpu_binding("all") == ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    assert cpu_binding("0-3,6") == "0-3,6"
+    with pytest.raises(ConfigError, match="cpu_cores"):
+        EngineConfig(cpu_cores="0-")
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "7")  # set by the user: kept
+    with _engine_environment(EngineConfig(cpu_cores="1", cpu_kv_cache_gib=3), on_cpu=True):
+        assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+        assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "7"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "7"
 
 
 def test_request_rate_limit_spaces_engine_requests():

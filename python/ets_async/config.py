@@ -126,6 +126,12 @@ class EngineConfig(_Validated):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     cpu_kv_cache_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB) on CPU")
+    cpu_cores: str = Field(
+        "all",
+        pattern=r"^(all|auto|[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)$",
+        description="CPU cores of the engine's worker: all = every core this process may use; auto = vLLM's "
+        "own choice (it keeps one core per worker for its scheduler); or a list such as 0-3,6",
+    )
     max_num_seqs: int = Field(256, ge=1)
     # Scale-out (fleet.py): run the policy and the judge PRM on OpenAI-compatible servers instead.
     endpoints: tuple[str, ...] = Field((), description="vLLM/SGLang server URLs; empty = $ETS_ASYNC_ENDPOINTS or in-process")

@@ -29,15 +29,31 @@ class SearchMetrics:
     kv_tokens: list[int] = field(default_factory=list)
     kv_blocks: list[int] = field(default_factory=list)
     kv_unshared_tokens: list[int] = field(default_factory=list)
+    kv_frontier_tokens: list[int] = field(default_factory=list)
+    expanded_nodes: list[int] = field(default_factory=list)
+    cluster_ratios: list[float] = field(default_factory=list)
 
-    def record_kv(self, tokens: int, blocks: int, unshared: int) -> None:
-        """One selection step's KV size (ets_spec §8.1: the candidates and their ancestors)."""
+    def record_kv(self, tokens: int, blocks: int, unshared: int, frontier: int) -> None:
+        """One selection step's KV size (ets_spec §8.1: the candidates and their ancestors).
+
+        ``frontier`` is the candidates' own step tokens: the part no selection rule can share, so
+        ``kv_tokens - root_prompt_tokens - frontier`` is what a method can save at that step.
+        """
         self.kv_tokens.append(tokens)
         self.kv_blocks.append(blocks)
         self.kv_unshared_tokens.append(unshared)
+        self.kv_frontier_tokens.append(frontier)
+
+    def record_allocation(self, counts: list[int], clusters: int | None) -> None:
+        """How many candidates got children (the live branches the next step's KV will hold), and
+        semantic clusters per candidate where the method clustered: near 1 means every step is its
+        own cluster, so ETS's coverage term protects every candidate from pruning."""
+        self.expanded_nodes.append(sum(1 for c in counts if c > 0))
+        if clusters is not None:
+            self.cluster_ratios.append(clusters / len(counts))
 
     def as_dict(self) -> dict[str, float]:
-        def mean(xs: list[int]) -> float:
+        def mean(xs: list[int] | list[float]) -> float:
             return sum(xs) / len(xs) if xs else 0.0
 
         scalars = {k: v for k, v in vars(self).items() if not isinstance(v, list)}
@@ -49,4 +65,7 @@ class SearchMetrics:
             "kv_blocks_mean": mean(self.kv_blocks),
             "kv_blocks_peak": max(self.kv_blocks, default=0),
             "kv_unshared_tokens_mean": mean(self.kv_unshared_tokens),
+            "kv_frontier_tokens_mean": mean(self.kv_frontier_tokens),
+            "expanded_nodes_mean": mean(self.expanded_nodes),
+            "cluster_ratio_mean": mean(self.cluster_ratios),  # 0.0: never clustered
         }

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -42,14 +43,41 @@ def resolve_dtype(dtype: Dtype) -> Dtype:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
+def cpu_binding(cores: str) -> str:
+    """``EngineConfig.cpu_cores`` as a VLLM_CPU_OMP_THREADS_BIND value.
+
+    ``all`` lists the cores this process may run on. vLLM's ``auto`` keeps one core per worker free
+    for its scheduler process, which halves a 2-core machine: measured here, 16 concurrent ETS
+    problems (W=4, SmolLM2-135M) took 128 s on both cores against 181 s on one.
+    """
+    if cores == "all":
+        return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    return cores
+
+
+@contextmanager
+def _engine_environment(config: EngineConfig, on_cpu: bool) -> Iterator[None]:
+    """The CPU settings vLLM reads from the environment when it spawns the engine; variables the
+    user already set win. The process environment is restored afterwards."""
+    wanted = {"VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kv_cache_gib)}
+    if on_cpu:
+        wanted["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(config.cpu_cores)
+    added = [key for key in wanted if key not in os.environ]
+    os.environ.update({key: wanted[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 def create_engine(
     config: EngineConfig, model: str, *, runner: Literal["generate", "pooling"] = "generate"
 ) -> AsyncLLM:
     """An AsyncLLM with prefix caching on. On CPU the KV cache size comes from ``cpu_kv_cache_gib``,
     and chunked prefill is off: vLLM rewinds a seeded request's random generator after a partial
     prefill, which CPU generators cannot do ("CPU Generator does not use offset" kills the engine
-    once many seeded requests share a step's token budget)."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
+    once many seeded requests share a step's token budget). The worker runs on ``cpu_cores``."""
     import torch
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -70,7 +98,8 @@ def create_engine(
         max_num_batched_tokens=max(config.max_model_len, 2048) if on_cpu else None,
         disable_log_stats=False,
     )
-    return AsyncLLM.from_engine_args(args)
+    with _engine_environment(config, on_cpu):
+        return AsyncLLM.from_engine_args(args)
 
 
 async def run_request(

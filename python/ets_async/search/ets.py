@@ -25,11 +25,12 @@ class Ets(StatelessMethod):
 
     def allocate(self, frontier: Frontier) -> Allocation:
         tree = frontier.tree
+        labels = self.cluster_labels(frontier)
         selection = core.ets_select(
             tree.parents(),
             frontier.candidates,
             frontier.scores,
-            self.cluster_labels(frontier),
+            labels,
             frontier.budget,
             self.lambda_b,
             self.lambda_s,
@@ -37,4 +38,5 @@ class Ets(StatelessMethod):
             cost=self.cost,
             step_tokens=tree.step_lengths(False) if self.cost == "tokens" else None,
         )
-        return Allocation(selection.counts, solver_fallback=selection.fell_back)
+        clusters = len(set(labels)) if labels is not None else None
+        return Allocation(selection.counts, solver_fallback=selection.fell_back, clusters=clusters)

@@ -165,7 +165,8 @@ class ProblemSearch:
 
     async def _allocate(self, frontier: list[int], depth: int) -> list[int]:
         tree, metrics = self.tree, self.metrics
-        metrics.record_kv(*tree.kv(frontier, self.config.kv_block_size))
+        step_lengths = tree.step_lengths(False)
+        metrics.record_kv(*tree.kv(frontier, self.config.kv_block_size), sum(step_lengths[v] for v in frontier))
         embeddings = None
         if self.method.needs_embeddings:
             embeddings = np.stack([self.embedding[v] for v in frontier])
@@ -183,6 +184,7 @@ class ProblemSearch:
         metrics.selection_time_s += time.perf_counter() - started
         metrics.selections += 1
         metrics.solver_fallbacks += allocation.solver_fallback
+        metrics.record_allocation(allocation.counts, allocation.clusters)
         return allocation.counts
 
     async def _result(self) -> ProblemResult:

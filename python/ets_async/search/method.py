@@ -27,10 +27,12 @@ class Frontier:
 
 @dataclass(frozen=True)
 class Allocation:
-    """Children per candidate, and whether the exact selection had to fall back."""
+    """Children per candidate, whether the exact selection had to fall back, and how many semantic
+    clusters the candidates formed (None when the method did not cluster)."""
 
     counts: list[int]
     solver_fallback: bool = False
+    clusters: int | None = None
 
 
 class SearchMethod(Protocol):
