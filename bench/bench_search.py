@@ -45,11 +45,28 @@ def method_variant(spec: str) -> tuple[str, dict[str, Any]]:
     return spec, overrides
 
 
+async def sample_engine_kv_usage(samples: list[float], period_s: float = 0.25) -> None:
+    """Append the engine's own KV-cache usage (vllm:kv_cache_usage_perc, the share of blocks held by
+    running requests) every ``period_s`` until cancelled: the engine-side view of the tree metric."""
+    from vllm.v1.metrics.reader import Gauge, get_metrics_snapshot
+
+    while True:
+        samples.extend(
+            m.value for m in get_metrics_snapshot() if m.name == "vllm:kv_cache_usage_perc" and isinstance(m, Gauge)
+        )
+        await asyncio.sleep(period_s)
+
+
 async def run_once(backends, problems, config, label=None):
     engine = backends.engines[0]
     await engine.reset_prefix_cache()
+    usage: list[float] = []
+    sampler = asyncio.create_task(sample_engine_kv_usage(usage))
     started = time.perf_counter()
-    results = await solve_many(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+    try:
+        results = await solve_many(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+    finally:
+        sampler.cancel()
     wall = time.perf_counter() - started
     ok = [r for r in results if r.error is None]
     graded = [r for r in ok if r.correct is not None]
@@ -69,6 +86,8 @@ async def run_once(backends, problems, config, label=None):
         "cluster_ratio": mean(ok, "cluster_ratio_mean"),
         "kv_blocks_mean": mean(ok, "kv_blocks_mean"),
         "kv_blocks_peak": mean(ok, "kv_blocks_peak"),
+        "engine_kv_usage_mean": statistics.fmean(usage) if usage else float("nan"),
+        "engine_kv_usage_peak": max(usage, default=float("nan")),
         "generated_tokens": mean(ok, "generated_tokens"),
         "selection_ms_per_step": 1000 * sum(r.metrics["selection_time_s"] for r in ok)
         / max(1, sum(r.metrics["selections"] for r in ok)),
@@ -101,8 +120,8 @@ async def compare(args, backends, problems):
         label, overrides = method_variant(spec)
         rows.append(await run_once(backends, problems, base.replace(**overrides), label))
     keys = ["method", "accuracy", "kv_tokens_mean", "kv_generated_mean", "kv_newest_layer_mean", "kv_tokens_peak",
-            "kv_blocks_mean", "kv_blocks_peak", "expanded_nodes", "cluster_ratio", "generated_tokens", "selection_ms_per_step",
-            "prefix_hit_rate", "wall_s", "problems_per_s"]
+            "kv_blocks_mean", "kv_blocks_peak", "engine_kv_usage_mean", "engine_kv_usage_peak", "expanded_nodes",
+            "cluster_ratio", "generated_tokens", "selection_ms_per_step", "prefix_hit_rate", "wall_s", "problems_per_s"]
     print_rows(rows, keys)
     reference = rows[0]
     print(
@@ -117,6 +136,7 @@ async def compare(args, backends, problems):
             f"  KV generated-only mean x{reference['kv_generated_mean'] / row['kv_generated_mean']:.2f}"
             f"  KV peak x{reference['kv_tokens_peak'] / row['kv_tokens_peak']:.2f}"
             f"  KV blocks mean x{reference['kv_blocks_mean'] / row['kv_blocks_mean']:.2f}"
+            f"  engine KV usage mean x{reference['engine_kv_usage_mean'] / row['engine_kv_usage_mean']:.2f}"
             f"  generated tokens x{reference['generated_tokens'] / row['generated_tokens']:.2f}"
             f"  throughput x{row['problems_per_s'] / reference['problems_per_s']:.2f}"
             f"  accuracy {reference['accuracy']:.2f} -> {row['accuracy']:.2f}"
