@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ets_async import SearchConfig, load_backends, solve_many
+from ets_async.cli import _parse_assignments
 from ets_async.config import EngineConfig
 from ets_async.datasets import load_problems
 
@@ -34,15 +33,11 @@ def mean(records, key):
 
 
 def method_variant(spec: str) -> tuple[str, dict[str, Any]]:
-    """'ets' or 'ets:lambda_s=0,cluster_threshold=0.3' -> (method, SearchConfig overrides)."""
+    """'ets' or 'ets:lambda_s=0,cluster_threshold=0.3' -> (method, SearchConfig overrides), parsed
+    like the CLI's ``--set`` (unknown fields are refused by name)."""
     method, _, rest = spec.partition(":")
-    overrides: dict[str, Any] = {"method": method}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"bad method variant {spec!r}: expected method:key=value,...")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return spec, overrides
+    sets = _parse_assignments(filter(None, rest.split(",")), SearchConfig.model_fields, "--methods", "search")
+    return spec, {"method": method, **sets}
 
 
 async def sample_engine_kv_usage(samples: list[float], period_s: float = 0.25) -> None:

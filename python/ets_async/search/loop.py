@@ -165,8 +165,7 @@ class ProblemSearch:
 
     async def _allocate(self, frontier: list[int], depth: int) -> list[int]:
         tree, metrics = self.tree, self.metrics
-        step_lengths = tree.step_lengths(False)
-        metrics.record_kv(*tree.kv(frontier, self.config.kv_block_size), sum(step_lengths[v] for v in frontier))
+        metrics.record_kv(*tree.kv(frontier, self.config.kv_block_size), sum(tree.step_len(v) for v in frontier))
         embeddings = None
         if self.method.needs_embeddings:
             embeddings = np.stack([self.embedding[v] for v in frontier])
