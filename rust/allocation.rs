@@ -85,9 +85,11 @@ pub(crate) fn sequential_ceil(
         .iter()
         .map(|&i| scores[i])
         .fold(f64::NEG_INFINITY, f64::max);
+    // w = (r - max) / T rounded to f32, then exp evaluated in f64 and rounded to f32: the correctly
+    // rounded f32 exp (f32::exp may be off by an ulp, which moves shares that sit on an integer).
     let weights: Vec<f32> = order
         .iter()
-        .map(|&i| (((scores[i] - r_max) / temperature) as f32).exp())
+        .map(|&i| f64::from(((scores[i] - r_max) / temperature) as f32).exp() as f32)
         .collect();
     let mut sum: f32 = weights.iter().sum();
     let mut left = budget;
