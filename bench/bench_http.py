@@ -129,7 +129,7 @@ def main() -> None:
 
     from ets_async import models
 
-    model = str(models.default_policy_model())
+    model = models.prepare_model(models.TEST_POLICY)
     problems, _ = load_problems(args.data, limit=args.problems)
     config = SearchConfig(
         method="rebase", width=args.width, max_tokens=args.max_tokens, max_step_tokens=args.max_step_tokens,

