@@ -117,3 +117,13 @@ def test_load_hf_dataset_without_datasets_package(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
     with pytest.raises(ImportError, match="pip install datasets"):
         load_hf_dataset("openai/gsm8k", "test", config="main")
+
+
+def test_solve_many_and_the_cli_share_one_normaliser() -> None:
+    from ets_async.types import Problem
+
+    row = {"question": "Tom has 3 apples and buys 5 more. How many?", "answer": "3 + 5 = 8\n#### 8"}
+    problem = Problem.coerce(row, 4)
+    (loaded,), _ = normalise_rows([row])
+    assert problem.reference == loaded["answer"] == "8"
+    assert problem.id == "4" and problem.text == loaded["problem"]

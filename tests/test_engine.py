@@ -116,7 +116,7 @@ async def test_bad_problem_in_a_batch_on_the_engine(backends):
         problems, SearchConfig(method="rebase", **SMALL), policy=backends.policy, prm=backends.prm, embedder=backends.embedder
     )
     assert results[0].error is None
-    assert "needs a 'problem' or 'question'" in results[1].error
+    assert "missing problem text (expected one of problem/question)" in results[1].error
     assert "max_model_len" in results[2].error
 
 

@@ -213,3 +213,47 @@ def test_worker_that_cannot_start_raises_clearly() -> None:
     with pytest.raises(RuntimeError, match="math-verify"):
         pool.equivalent("1", "2", 1.0)
     pool.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("4 glasses", 4),
+        ("$1,250.", 1250),
+        ("x = 4", 4),
+        ("18 dollars per day", 18),
+        ("-5", -5),
+        ("12.50", 12.5),
+        ("3/4", 0.75),
+        ("3 + 5", None),  # computes something
+        ("2 1/2", None),  # two numbers
+        (r"\frac{1}{2}", None),  # LaTeX goes to math-verify
+        ("2X'", None),  # a number glued to letters is not a reading
+        ("no number", None),
+    ],
+)
+def test_numeric_value(answer: str, expected: float | None) -> None:
+    value = grading.numeric_value(answer)
+    assert (value is None) if expected is None else value == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("predicted", "reference", "expected"),
+    [
+        ("4 glasses", "4", True),
+        ("$1,250.", "1250", True),
+        ("x = 4", "4", True),
+        ("8 apples + 5 = 13", "13", True),  # several numbers: a GSM8K reference compares the last one
+        ("8 apples + 5 = 13", "8", False),
+        ("1/2", "2", False),  # a fraction is one number
+        ("5 glasses", "4", False),
+        ("2X'", "8", False),
+    ],
+)
+def test_grade_against_gsm8k_references(predicted: str, reference: str, expected: bool) -> None:
+    assert grade(predicted, reference) is expected
+
+
+def test_numeric_answers_vote_together() -> None:
+    assert answers_equivalent("4 glasses", "4") and answers_equivalent("$18", "18 dollars")
+    assert not answers_equivalent("4 glasses", "5 glasses")

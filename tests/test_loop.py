@@ -96,7 +96,7 @@ def test_bad_problems_get_errors_and_the_batch_goes_on():
     results, _ = run(problems, SearchConfig(width=4))
     errors = [r.error for r in results]
     assert errors[0] is None and errors[4] is None
-    assert "needs a 'problem' or 'question'" in errors[1]
+    assert "missing problem text (expected one of problem/question)" in errors[1]
     assert "empty problem text" in errors[2]
     assert "expected a string" in errors[3]
 

@@ -100,10 +100,13 @@ def test_tie_goes_to_the_earlier_class() -> None:
     assert select_answer([("a", []), ("b", [0.9]), ("a", [0.9])], "majority", equivalent=exact) == "a"
 
 
-def test_tie_goes_to_the_class_that_reached_the_maximum_first() -> None:
-    # The original keeps a running maximum updated on strict improvement: after a, b, b the
-    # leader is "b" with 2 votes; the last "a" only ties it, so "b" stays the winner.
-    assert select_answer([("a", []), ("b", []), ("b", []), ("a", [])], "majority", equivalent=exact) == "b"
+def test_weight_ties_go_to_the_larger_class_then_to_a_number() -> None:
+    # weights tie at 1.0: "b" has two members, "a" one -> "b"
+    assert select_answer([("a", [1.0]), ("b", [0.5]), ("b", [0.5])], equivalent=exact) == "b"
+    # weight and count tie: the answer that reads as a number wins over an earlier non-number
+    assert select_answer([("2X'", [0.5]), ("8 apples", [0.5])], equivalent=exact) == "8 apples"
+    # the class that reached the maximum first no longer wins a tie: equal votes -> earlier class
+    assert select_answer([("a", []), ("b", []), ("b", []), ("a", [])], "majority", equivalent=exact) == "a"
 
 
 def test_missing_answers_are_ignored() -> None:

@@ -8,50 +8,55 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import ProblemError
 from .grading import reference_answer
 
-__all__ = ["PROBLEM_FIELDS", "load_hf_dataset", "load_problems", "normalise_rows"]
+__all__ = ["PROBLEM_FIELDS", "load_hf_dataset", "load_problems", "normalise_row", "normalise_rows"]
 
 PROBLEM_FIELDS = ("problem", "question")
 """Fields that hold the problem text, tried in this order (MATH, then GSM8K)."""
 ID_FIELDS = ("id", "unique_id")
 
 
-def _normalise_row(
+def normalise_row(
     row: Any,
     index: int,
     *,
-    question_field: str | None,
-    answer_field: str | None,
-    id_field: str | None,
-) -> tuple[dict[str, Any] | None, str | None]:
-    """One normalised problem, or None and the reason the row is unusable."""
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    id_field: str | None = None,
+) -> dict[str, Any]:
+    """One problem ``{"id", "problem", "answer"}`` from a dataset row; raise ProblemError saying why not.
+
+    The one normaliser of problems: ``load_problems`` and ``solve_many`` (``Problem.coerce``) both
+    use it, so a GSM8K row's ``answer`` ("... #### 8") is the reference "8" whichever way it came in.
+    """
     if not isinstance(row, Mapping):
-        return None, f"expected a JSON object, got {type(row).__name__}"
+        raise ProblemError(f"expected a JSON object, got {type(row).__name__}")
     if question_field is not None:
         if question_field not in row:
-            return None, f"missing field {question_field!r}"
+            raise ProblemError(f"missing field {question_field!r}")
         field = question_field
     else:
         field = next((name for name in PROBLEM_FIELDS if name in row), "")
         if not field:
-            return None, f"missing problem text (expected one of {'/'.join(PROBLEM_FIELDS)})"
+            raise ProblemError(f"missing problem text (expected one of {'/'.join(PROBLEM_FIELDS)})")
     text = row[field]
     if not isinstance(text, str):
-        return None, f"field {field!r} is not a string (got {type(text).__name__})"
+        raise ProblemError(f"field {field!r} is not a string (got {type(text).__name__})")
     if not text.strip():
-        return None, "empty problem text"
+        raise ProblemError("empty problem text")
     if answer_field is not None and answer_field not in row:
-        return None, f"missing field {answer_field!r}"
+        raise ProblemError(f"missing field {answer_field!r}")
     if id_field is not None:
         if row.get(id_field) is None:
-            return None, f"missing field {id_field!r}"
+            raise ProblemError(f"missing field {id_field!r}")
         raw_id = row[id_field]
     else:
         raw_id = next((row[name] for name in ID_FIELDS if row.get(name) is not None), index)
     if isinstance(raw_id, (dict, list)):
-        return None, f"id is a {type(raw_id).__name__}, expected a string or number"
-    return {"id": str(raw_id), "problem": text, "answer": reference_answer(row, answer_field)}, None
+        raise ProblemError(f"id is a {type(raw_id).__name__}, expected a string or number")
+    return {"id": str(raw_id), "problem": text, "answer": reference_answer(row, answer_field)}
 
 
 class _Unparsable(str):
@@ -79,11 +84,12 @@ def _collect(
         if isinstance(row, _Unparsable):
             issues.append(f"{where}: {row}")
             continue
-        problem, reason = _normalise_row(
-            row, index, question_field=question_field, answer_field=answer_field, id_field=id_field
-        )
-        if problem is None:
-            issues.append(f"{where}: {reason}")
+        try:
+            problem = normalise_row(
+                row, index, question_field=question_field, answer_field=answer_field, id_field=id_field
+            )
+        except ProblemError as exc:
+            issues.append(f"{where}: {exc}")
             continue
         if problem["id"] in first_seen:
             first = first_seen[problem["id"]]

@@ -13,6 +13,7 @@ import atexit
 import functools
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -22,11 +23,13 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 __all__ = [
     "MathVerifyPool",
     "answers_equivalent",
+    "numeric_value",
     "extract_answer",
     "grade",
     "normalize_answer",
@@ -208,6 +211,54 @@ def normalize_answer(answer: str) -> str:
     if slash:
         s = "\\frac{" + slash.group(1) + "}{" + slash.group(2) + "}"
     return s.rstrip(".")
+
+
+# --------------------------------------------------------------------------------------------------
+# Numeric readings: GSM8K-style answers are one number, often decorated ("4 glasses", "$1,250.")
+# --------------------------------------------------------------------------------------------------
+
+_NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?(?![\w,]*\.?\d)(?!\w)")
+_NUMERIC_NOISE_RE = re.compile(r"[$€£%]|\\\$|\\%|\\!|\\,")
+_OPERATOR_RE = re.compile(r"[+*=^<>\\{}]|\d\s*-\s*\d|\d\s*[x×]\s*\d")
+
+
+def _number(token: str) -> Fraction:
+    token = token.replace(",", "").replace(" ", "")
+    if "/" in token:
+        num, den = token.split("/")
+        return Fraction(int(num), int(den)) if int(den) else Fraction(math.inf)
+    return Fraction(token)
+
+
+def numeric_value(answer: str | None) -> Fraction | None:
+    """The number an answer states when it states exactly one and computes nothing, else None.
+
+    Currency and percent signs, thousands separators, units and other words, a trailing period and
+    a short ``x =`` prefix are ignored: "4 glasses", "$1,250." and "x = 4" read as 4, 1250 and 4;
+    "a/b" is one fraction. "3 + 5", "2 1/2", LaTeX and answers with two numbers have no reading.
+    """
+    if answer is None:
+        return None
+    text = _LHS_RE.sub("", _NUMERIC_NOISE_RE.sub("", answer.strip()))
+    if _OPERATOR_RE.search(text):
+        return None
+    numbers = _NUMBER_RE.findall(text)
+    if len(numbers) != 1:
+        return None
+    try:
+        value = _number(numbers[0])
+    except (ValueError, ZeroDivisionError):
+        return None
+    return None if value.denominator == 0 else value
+
+
+def _last_number(text: str) -> Fraction | None:
+    """The last plain number of a text (GSM8K graders' "flexible" read-out), or None."""
+    found = _NUMBER_RE.findall(_NUMERIC_NOISE_RE.sub("", text))
+    try:
+        return _number(found[-1]) if found else None
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,7 +462,8 @@ def _verify_cached(gold: str, pred: str, timeout_s: float) -> bool:
 def answers_equivalent(a: str, b: str, *, timeout_s: float = 5.0) -> bool:
     """Whether two answers are mathematically the same; ``a`` plays the gold answer.
 
-    Cheap string normalisation first, then math-verify in a worker process bounded by
+    Exact or normalised string equality first; then, when both answers read as one number
+    (``numeric_value``), those numbers decide; otherwise math-verify, in a worker process bounded by
     ``timeout_s`` (a timeout counts as not equivalent and is logged). math-verify verdicts,
     timeouts included, are cached per (a, b, timeout_s), so a pathological pair stalls only once.
     Thread-safe; blocking, so call it through ``asyncio.to_thread`` from async code.
@@ -425,13 +477,24 @@ def answers_equivalent(a: str, b: str, *, timeout_s: float = 5.0) -> bool:
         return bool(na)
     if not na or not nb:
         return False
+    va, vb = numeric_value(a), numeric_value(b)
+    if va is not None and vb is not None:
+        return va == vb
     return _verify_cached(a.strip(), b.strip(), float(timeout_s))
 
 
 def grade(predicted: str | None, reference: str | None, *, timeout_s: float = 5.0) -> bool | None:
-    """Whether ``predicted`` matches ``reference``: None without a reference, False without a prediction."""
+    """Whether ``predicted`` matches ``reference``: None without a reference, False without a prediction.
+
+    A reference that is one number (GSM8K) is compared with the prediction's number: its only
+    number, else its last plain number when it states several ("8 apples + 5 = 13" grades as 13);
+    other references go through ``answers_equivalent``.
+    """
     if reference is None:
         return None
     if predicted is None:
         return False
+    gold = numeric_value(reference)
+    if gold is not None and numeric_value(predicted) is None and "\\" not in predicted:
+        return _last_number(predicted) == gold
     return answers_equivalent(reference, predicted, timeout_s=timeout_s)

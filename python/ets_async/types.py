@@ -28,16 +28,13 @@ class Problem:
         elif isinstance(item, str):
             problem = cls(id=str(index), text=item)
         elif isinstance(item, Mapping):
-            text = item.get("problem", item.get("question"))
-            if text is None:
-                raise ProblemError(f"problem {index}: needs a 'problem' or 'question' field")
-            reference = item.get("answer")
-            raw_id = item.get("id", item.get("unique_id", index))
-            problem = cls(
-                id=str(raw_id),
-                text=text,
-                reference=None if reference is None else str(reference),
-            )
+            from .datasets import normalise_row  # the one normaliser of problem rows
+
+            try:
+                row = normalise_row(item, index)
+            except ProblemError as exc:
+                raise ProblemError(f"problem {item.get('id', index)}: {exc}") from None
+            problem = cls(id=row["id"], text=row["problem"], reference=row["answer"])
         else:
             raise ProblemError(
                 f"problem {index}: expected a string, a mapping or a Problem, got {type(item).__name__}"
@@ -56,6 +53,7 @@ class Step:
     token_ids: tuple[int, ...]
     text: str
     finished: bool
+    logprobs: tuple[float, ...] | None = None  # of each sampled token, when the policy was asked for them
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from .grading import answers_equivalent
+from .grading import answers_equivalent, numeric_value
 
 __all__ = [
     "ANSWER_SELECTIONS",
@@ -88,37 +88,37 @@ def _vote(
 ) -> tuple[list[VoteClass], int | None]:
     """Classes in creation order and the index of the winner (None if no candidate has an answer).
 
-    Faithful to the original evaluator: a candidate's weight goes to *every* class whose
-    representative it matches (equivalence need not be transitive, ets_spec §11 quirk 8), and a
-    new class opens only if it matches none. The winner is tracked as a running maximum updated
-    on strict improvement only, so of two classes with equal final weight, the one that reached
-    that weight first while scanning the candidates wins (with one candidate per class: the
-    earlier class). Unlike the original, the running maximum starts at -inf, so all-zero weights
-    still select an answer instead of none.
+    As in the original evaluator, a candidate's weight goes to *every* class whose representative
+    it matches (equivalence need not be transitive, ets_spec §11 quirk 8), and a new class opens only
+    if it matches none. The winner has the largest total weight; ties go to the class with more
+    members, then to one whose answer reads as a number (``grading.numeric_value``), then to the
+    earlier class. (The original kept the class that reached the maximum first, which hands ties
+    to whichever answer happened to be sampled early.) Candidates without an answer never vote.
     """
     if aggregation not in STEP_AGGREGATIONS:
         raise ValueError(f"unknown step aggregation {aggregation!r}; expected one of {', '.join(STEP_AGGREGATIONS)}")
     same = _CachedEquivalence(equivalent)
     classes: list[VoteClass] = []
-    best: int | None = None
-    best_weight = -math.inf
     for answer, step_scores in candidates:
         if answer is None:
             continue
         weight = aggregate_scores(step_scores, aggregation) if weighted else 1.0
         matched = False
-        for index, vote_class in enumerate(classes):
+        for vote_class in classes:
             if same(answer, vote_class.answer):
                 matched = True
                 vote_class.weight += weight
                 vote_class.count += 1
-                if vote_class.weight > best_weight:
-                    best, best_weight = index, vote_class.weight
         if not matched:
             classes.append(VoteClass(answer=answer, weight=weight, count=1))
-            if weight > best_weight:
-                best, best_weight = len(classes) - 1, weight
-    return classes, best
+    if not classes:
+        return classes, None
+
+    def rank(index: int) -> tuple[float, int, bool, int]:
+        c = classes[index]
+        return (c.weight, c.count, numeric_value(c.answer) is not None, -index)
+
+    return classes, max(range(len(classes)), key=rank)
 
 
 def vote_table(
@@ -153,7 +153,8 @@ def select_answer(
     """The final answer among finished trajectories ``(extracted answer or None, step scores)``.
 
     ``weighted_majority``: equivalence classes weighted by the aggregated step score (see
-    ``_vote`` for the exact tie and overlap rules); ``majority``: the same with weight 1;
+    ``_vote`` for the tie and overlap rules: weight, then count, then a numeric answer, then the
+    earlier class); ``majority``: the same with weight 1;
     ``best_of_n``: the answer of the candidate with the highest aggregated score (first on ties).
     Candidates without an answer are ignored; None if no candidate has one. Returns the winning
     class's representative, i.e. the first answer string of that class.
