@@ -102,6 +102,7 @@ async def _iter_indexed(
         prm = prm or defaults.prm
         embedder = embedder or defaults.embedder
     max_model_len = getattr(policy, "max_model_len", None)
+    step_logprobs = bool(getattr(prm, "needs_step_logprobs", False))
     if config.request_rate_limit is not None:
         from asyncio_throttle import Throttler
 
@@ -120,7 +121,7 @@ async def _iter_indexed(
                 MicroBatcher(_embed_rows(embedder), max_batch=128, max_wait_s=0.002, max_in_flight=1)
             )
             embed = embed_batcher.submit
-        ctx = SearchContext(config, policy, score_batcher.submit, embed, max_model_len)
+        ctx = SearchContext(config, policy, score_batcher.submit, embed, max_model_len, step_logprobs)
         pending: set[asyncio.Task[tuple[int, ProblemResult]]] = set()
         try:
             async for index, item in _aenumerate(problems):

@@ -250,7 +250,7 @@ def load_fleet_backends(config, endpoints: Sequence[str]):  # -> Backends (typed
     model's ``root`` (servers started from a local path on this machine).
     """
     from . import models
-    from .backends import PRM, Backends
+    from .backends import PRM, Backends, model_free_prm, with_checks
     from .backends.embedder import SentenceTransformerEmbedder
     from .backends.http_client import RetryPolicy
     from .backends.http_policy import HttpPolicy, LazyTokenizer
@@ -270,7 +270,9 @@ def load_fleet_backends(config, endpoints: Sequence[str]):  # -> Backends (typed
     max_len = (served.max_model_len if served else None) or config.max_model_len
     policy = HttpPolicy(router, LazyTokenizer(local[0]), model=name, max_model_len=max_len)
     prm: PRM
-    if config.prm == "judge":
+    if (free := model_free_prm(config)) is not None:
+        prm = free
+    elif config.prm == "judge":
         prm = http_judge_prm(router, policy.tokenizer, model=name)
     else:
         if not config.prm_endpoints or config.prm_model is None or not os.path.isdir(config.prm_model):
@@ -287,5 +289,5 @@ def load_fleet_backends(config, endpoints: Sequence[str]):  # -> Backends (typed
             prm = HttpPoolingPRM(prm_router, prm_tokenizer, model=prm_name)
         else:
             prm = http_math_shepherd_prm(prm_router, prm_tokenizer, model=prm_name)
-    embedder = SentenceTransformerEmbedder(config.embedder_model or models.default_embedder_model())
-    return Backends(policy, prm, embedder)
+    embedder = SentenceTransformerEmbedder(models.resolve_model(config.embedder_model, models.DEFAULT_EMBEDDER))
+    return Backends(policy, with_checks(config, prm), embedder)

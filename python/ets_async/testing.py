@@ -73,7 +73,8 @@ class FakePolicy:
             else:
                 text = f"{a} + {b} = {a + b}{sampling.stop}"
             ids = tuple(text.encode()[: sampling.max_tokens])
-            steps.append(Step(ids, bytes(ids).decode(), finished=False))
+            logprobs = tuple(-rng.random() for _ in ids) if sampling.logprobs else None
+            steps.append(Step(ids, bytes(ids).decode(), finished=False, logprobs=logprobs))
         return Expansion(steps, prompt_tokens=len(prompt_token_ids), cached_tokens=max(0, len(prompt_token_ids) - 8))
 
 

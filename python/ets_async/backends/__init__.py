@@ -31,6 +31,26 @@ class Backends:
             close()
 
 
+def model_free_prm(config: EngineConfig) -> PRM | None:
+    """The PRM of ``config`` when it needs no model of its own (confidence, arithmetic), else None."""
+    from .confidence_prm import ArithmeticCheckedPRM, ConfidencePRM
+
+    if config.prm == "confidence":
+        return ConfidencePRM()
+    if config.prm == "arithmetic":
+        return ArithmeticCheckedPRM()
+    return None
+
+
+def with_checks(config: EngineConfig, prm: PRM) -> PRM:
+    """``prm`` with the configured model-free checks applied on top (``arithmetic_check``)."""
+    from .confidence_prm import ArithmeticCheckedPRM
+
+    if config.arithmetic_check and config.prm != "arithmetic":
+        return ArithmeticCheckedPRM(prm)
+    return prm
+
+
 def load_backends(config: EngineConfig | None = None) -> Backends:
     """Start the configured engines: by default the embedded SmolLM2-135M policy on vLLM, the
     LM-judge PRM on the same engine, and the packaged all-MiniLM-L6-v2 embedder (loaded on first use)."""
@@ -46,14 +66,16 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
 
     if endpoints := config.endpoints or endpoints_from_env():  # servers instead of an in-process engine
         return load_fleet_backends(config, endpoints)
-    policy_model = config.model or models.default_policy_model()
+    policy_model = models.resolve_model(config.model)
     log.info("starting policy engine on %s", policy_model)
     engine = create_engine(config, policy_model)
     engines = [engine]
     tokenizer = engine.get_tokenizer()
     policy = VllmPolicy(engine, tokenizer)
     prm: PRM
-    if config.prm == "judge":
+    if (free := model_free_prm(config)) is not None:
+        prm = free
+    elif config.prm == "judge":
         if config.prm_model not in (None, policy_model):
             raise ConfigError("the judge PRM reads the policy's own token ids: leave prm_model unset for prm='judge'")
         prm = judge_prm(engine, tokenizer)
@@ -67,8 +89,8 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
             prm = QwenPRM(prm_engine, prm_tokenizer)
         else:
             prm = math_shepherd_prm(prm_engine, prm_tokenizer)
-    embedder = SentenceTransformerEmbedder(config.embedder_model or models.default_embedder_model())
-    return Backends(policy, prm, embedder, engines=tuple(engines))
+    embedder = SentenceTransformerEmbedder(models.resolve_model(config.embedder_model, models.DEFAULT_EMBEDDER))
+    return Backends(policy, with_checks(config, prm), embedder, engines=tuple(engines))
 
 
 __all__ = ["PRM", "Backends", "Embedder", "Expansion", "Policy", "Sampling", "ScoreRequest", "load_backends"]

@@ -52,6 +52,8 @@ def completion_payload(prompt_token_ids: Sequence[int], n: int, sampling: Sampli
     }
     if sampling.seed is not None:
         payload["seed"] = sampling.seed
+    if sampling.logprobs:
+        payload["logprobs"] = 0  # the sampled tokens' own log-probabilities only
     if model is not None:
         payload["model"] = model
     return payload
@@ -84,7 +86,9 @@ def parse_completion(
             token_ids = encode(text)
         stop = choice.get("stop_reason", choice.get("matched_stop"))
         finished = choice.get("finish_reason") == "stop" and not isinstance(stop, str)
-        steps.append(Step(tuple(int(t) for t in token_ids), text, finished=finished))
+        token_logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
+        logprobs = None if token_logprobs is None else tuple(float(lp or 0.0) for lp in token_logprobs)
+        steps.append(Step(tuple(int(t) for t in token_ids), text, finished=finished, logprobs=logprobs))
     usage = data.get("usage") or {}
     return Expansion(steps, prompt_tokens=int(usage.get("prompt_tokens") or prompt_tokens), cached_tokens=cached_prompt_tokens(data))
 

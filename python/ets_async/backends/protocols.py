@@ -33,6 +33,7 @@ class Sampling:
     top_p: float
     stop: str
     seed: int | None
+    logprobs: bool = False  # also return each sampled token's log-probability (Step.logprobs)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class ScoreRequest:
     steps: tuple[str, ...]
     # Which search asked (PRM calls are batched across problems, so the context variable is lost).
     scope: ProblemScope | None = field(default=None, compare=False, repr=False)
+    # The newest step's sampled-token log-probabilities, when the policy returned them.
+    step_logprobs: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable
@@ -70,7 +73,11 @@ class Policy(Protocol):
 
 @runtime_checkable
 class PRM(Protocol):
-    """Process reward model: one score in [0, 1] for the newest step of each trajectory."""
+    """Process reward model: one score in [0, 1] for the newest step of each trajectory.
+
+    A PRM that reads the policy's token log-probabilities (``ScoreRequest.step_logprobs``) says so
+    with a class attribute ``needs_step_logprobs = True``; the search then asks the policy for them.
+    """
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
         """Scores in request order; None drops that child (ets_spec §3.3, quirk 7)."""

@@ -39,10 +39,14 @@ class VllmPolicy:
         """finish_reason "stop" with no stop_reason is end-of-sequence: the trajectory ends there.
         Its token ids end with the EOS id, which is not part of the solution text: drop it."""
         ids = tuple(output.token_ids)
+        logprobs = None
+        if output.logprobs is not None:
+            logprobs = tuple(float(position[token].logprob) for token, position in zip(ids, output.logprobs))
         ended = output.finish_reason == "stop" and output.stop_reason is None
         if ended and ids and ids[-1] == self.eos_token_id:
             ids = ids[:-1]
-        return Step(ids, output.text, finished=ended)
+            logprobs = logprobs[: len(ids)] if logprobs is not None else None
+        return Step(ids, output.text, finished=ended, logprobs=logprobs)
 
     def render(self, problem: str, system_prompt: str | None, template: str) -> list[int]:
         return render_chat(self.tokenizer, problem, system_prompt, template)
@@ -59,6 +63,7 @@ class VllmPolicy:
             stop=[sampling.stop],
             include_stop_str_in_output=True,
             seed=sampling.seed,
+            logprobs=0 if sampling.logprobs else None,  # 0: only the sampled token's
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         output = await run_request(self.engine, prompt_token_ids, params, tag="policy")

@@ -5,6 +5,7 @@ expand the frontier -> score (and embed) each child -> allocate children -> repe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -34,6 +35,7 @@ class SearchContext:
     score: Callable[[ScoreRequest], Coroutine[Any, Any, float | None]]
     embed: Callable[[str], Coroutine[Any, Any, np.ndarray]] | None
     max_model_len: int | None = None
+    step_logprobs: bool = False  # the PRM reads the policy's token log-probabilities
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class ProblemSearch:
             top_p=cfg.top_p,
             stop=cfg.step_delimiter,
             seed=request_seed(cfg.seed, self.problem.id, node),
+            logprobs=self.ctx.step_logprobs,
         )
         expansion = await self.ctx.policy.expand(prompt, n, sampling)
         metrics.policy_calls += 1
@@ -141,7 +144,8 @@ class ProblemSearch:
 
         history = tuple(self.step_text[v] for v in tree.path(node)[1:])
         requests = [
-            ScoreRequest(tuple(prompt) + s.token_ids, self.problem.text, history + (s.text,), self.scope) for s in steps
+            ScoreRequest(tuple(prompt) + s.token_ids, self.problem.text, history + (s.text,), self.scope, s.logprobs)
+            for s in steps
         ]
         embed = self.ctx.embed if self.method.needs_embeddings else None
         async with asyncio.TaskGroup() as group:
@@ -161,7 +165,7 @@ class ProblemSearch:
         """A step that states the final answer ends its trajectory (ets_spec §2.4)."""
         if step.finished or not any(m in step.text for m in self.config.answer_markers):
             return step
-        return Step(step.token_ids, step.text, finished=True)
+        return dataclasses.replace(step, finished=True)
 
     async def _allocate(self, frontier: list[int], depth: int) -> list[int]:
         tree, metrics = self.tree, self.metrics
