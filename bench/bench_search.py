@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ets_async import SearchConfig, load_backends, solve_many
-from ets_async.cli import _parse_assignments
 from ets_async.config import EngineConfig
 from ets_async.datasets import load_problems
 
@@ -36,8 +35,7 @@ def method_variant(spec: str) -> tuple[str, dict[str, Any]]:
     """'ets' or 'ets:lambda_s=0,cluster_threshold=0.3' -> (method, SearchConfig overrides), parsed
     like the CLI's ``--set`` (unknown fields are refused by name)."""
     method, _, rest = spec.partition(":")
-    sets = _parse_assignments(filter(None, rest.split(",")), SearchConfig.model_fields, "--methods", "search")
-    return spec, {"method": method, **sets}
+    return spec, {"method": method, **SearchConfig.parse_settings(filter(None, rest.split(",")))}
 
 
 async def sample_engine_kv_usage(samples: list[float], period_s: float = 0.25) -> None:

@@ -16,7 +16,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from ets_async import SearchConfig, cli
-from ets_async.cli import app, build_search_config, recipe_names, wall_time
+from ets_async.cli import app, build_search_config, wall_time
+from ets_async.config import recipe_names
 from ets_async.progress import RunTally
 from ets_async.results import HEADER_KEY
 
@@ -426,9 +427,11 @@ def test_demo_on_the_fake_backend(runner):
     result = invoke(runner, "demo", "--backend", "fake", "--problems", "3", "--quiet")
     assert result.exit_code == 0, result.output
     assert "config: method=ets width=4" in result.output and "max_step_tokens=64" in result.output
-    for i in (1, 2, 3):
-        assert f"[demo-{i}]" in result.output
-    assert "demo-4" not in result.output
+    rows = [line.split() for line in result.output.splitlines() if line.startswith("demo-")]
+    assert [row[0] for row in rows] == ["demo-1", "demo-2", "demo-3"]  # one table row per problem, in order
+    references = {"demo-1": "8", "demo-2": "24", "demo-3": "13"}
+    for row in rows:  # ... id, problem words..., answer, reference, result, tokens, KV mean, time
+        assert row[-5] == references[row[0]] and row[-4] in ("right", "wrong")
     assert "summary of the demo (3 problems)" in result.output
     assert "errors / no answer  0 / 0" in result.output
 

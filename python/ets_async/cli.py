@@ -21,21 +21,20 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 
-from .config import EngineConfig, SearchConfig
+from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
 from .errors import ConfigError
 from .progress import RunProgress
 from .search import METHODS
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
 
-__all__ = ["app", "main", "recipe_names", "resolve_recipe"]
+__all__ = ["app", "build_search_config", "main"]
 
 log = logging.getLogger("ets_async")
 
@@ -81,58 +80,10 @@ _MAX_REPORTED_ISSUES = 50
 # --------------------------------------------------------------------------------------------------
 
 
-def _recipe_dir() -> importlib.resources.abc.Traversable:
-    return importlib.resources.files("ets_async") / "recipes"
-
-
-def recipe_names() -> list[str]:
-    """Names of the shipped recipes (``ets_16``, ``rebase_64``, ...), sorted."""
-    return sorted(p.name[: -len(".yaml")] for p in _recipe_dir().iterdir() if p.name.endswith(".yaml"))
-
-
-def resolve_recipe(spec: str) -> tuple[str, str]:
-    """``(label, YAML text)`` of a recipe name (``ets_16``, ``ets_16.yaml``) or a YAML file path."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return str(path), path.read_text(encoding="utf-8")
-    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
-    resource = _recipe_dir() / f"{name}.yaml"
-    if "/" not in name and resource.is_file():
-        return f"recipe {name}", resource.read_text(encoding="utf-8")
-    raise typer.BadParameter(
-        f"{spec!r} is neither a YAML file nor a shipped recipe; recipes: {', '.join(recipe_names())}",
-        param_hint="--config",
-    )
-
-
 def _usage_error(message: str) -> typer.Exit:
     """Report a usage or configuration error; raise the result (exit code 2, like a bad option)."""
     typer.echo(f"Error: {message}", err=True)
     return typer.Exit(2)
-
-
-def _parse_value(raw: str) -> Any:
-    """A --set value as YAML (numbers, booleans, null, lists), or the raw string if it is not YAML."""
-    try:
-        return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
-        return raw
-
-
-def _parse_assignments(items: Iterable[str], fields: Iterable[str], flag: str, kind: str) -> dict[str, Any]:
-    known = sorted(fields)
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=flag)
-        if key not in known:
-            raise typer.BadParameter(
-                f"{item!r}: unknown {kind} field {key!r}; known fields: {', '.join(known)}", param_hint=flag
-            )
-        values[key] = _parse_value(raw)
-    return values
 
 
 def build_search_config(
@@ -142,28 +93,13 @@ def build_search_config(
     base: Mapping[str, Any] | None = None,
     **flags: Any,
 ) -> tuple[SearchConfig, str]:
-    """The SearchConfig of a run and where it came from.
-
-    Precedence, lowest first: SearchConfig defaults, ``base``, the recipe, the flags that were given
-    (not None), then ``--set KEY=VALUE``. A bad key or value exits with code 2 and says why.
-    """
-    values: dict[str, Any] = dict(base or {})
-    source = "defaults"
-    if recipe is not None:
-        source, text = resolve_recipe(recipe)
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise typer.BadParameter(f"{source}: not valid YAML: {exc}", param_hint="--config") from None
-        if not isinstance(data, dict):
-            raise typer.BadParameter(f"{source}: expected a mapping of SearchConfig fields", param_hint="--config")
-        values.update(data)
-    values.update({key: _plain(value) for key, value in flags.items() if value is not None})
-    values.update(_parse_assignments(sets, SearchConfig.model_fields, "--set", "SearchConfig"))
+    """The SearchConfig of a run (``SearchConfig.load``) and where it came from; a bad key or value
+    exits with code 2 and says why."""
     try:
-        return SearchConfig(**values), source
+        config = SearchConfig.load(recipe, sets, base=base, **{key: _plain(value) for key, value in flags.items()})
+        return config, "defaults" if recipe is None else read_recipe(recipe)[0]
     except ConfigError as exc:
-        raise _usage_error(f"{source}: {exc}") from None
+        raise _usage_error(str(exc)) from None
 
 
 def _plain(value: Any) -> Any:
@@ -171,11 +107,8 @@ def _plain(value: Any) -> Any:
 
 
 def _engine_config(model: str | None, sets: Sequence[str], base: Mapping[str, Any] | None = None) -> EngineConfig:
-    values = {**(base or {}), **_parse_assignments(sets, EngineConfig.model_fields, "--engine-set", "EngineConfig")}
-    if model is not None:
-        values["model"] = model
     try:
-        return EngineConfig(**values)
+        return EngineConfig.load(None, sets, base=base, model=model)
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
 
@@ -256,7 +189,48 @@ def _demo_problems(n: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _make_backends(backend: BackendName, fake_delay: float, engine_config: EngineConfig | None):
+@contextlib.contextmanager
+def _output_to(log_path: Path | None) -> Iterator[None]:
+    """Send everything written to this process's stdout and stderr while the block runs to
+    ``log_path`` (None: leave it on the terminal). Processes started inside the block (vLLM's engine
+    core and worker) keep writing there for their whole life."""
+    if log_path is None:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with open(log_path, "ab") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
+
+
+def _engine_log() -> Path | None:
+    """Where this session's engine output goes: a log file, or the terminal with --verbose."""
+    if log.getEffectiveLevel() <= logging.INFO:
+        return None
+    from .models import cache_root
+
+    return cache_root() / "logs" / f"engine-{_session_id()}.log"
+
+
+def _log_note(log_path: Path | None) -> str:
+    return f" (its output goes to {log_path}; --verbose shows it)" if log_path else ""
+
+
+def _make_backends(backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None):
     if backend == BackendName.fake:
         from .testing import fake_backends
 
@@ -264,14 +238,14 @@ def _make_backends(backend: BackendName, fake_delay: float, engine_config: Engin
     from .backends import load_backends
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if log.getEffectiveLevel() > logging.INFO:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
-        return load_backends(engine_config)
+        with _output_to(log_path):
+            return load_backends(engine_config)
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a missing model, an engine that cannot start, ...
-        typer.echo(f"Error: could not start the engine: {type(exc).__name__}: {exc}", err=True)
+        where = f" (engine log: {log_path})" if log_path else ""
+        typer.echo(f"Error: could not start the engine: {type(exc).__name__}: {exc}{where}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -451,6 +425,7 @@ def run(
     if not problems:
         raise _usage_error(f"{dataset}: no usable problems ({len(issues)} skipped)")
     out = out or _default_out(stem, search_config)
+    engine_log = _engine_log() if backend == BackendName.vllm else None
     header = {
         "dataset": dataset,
         "backend": backend.value,
@@ -474,12 +449,12 @@ def run(
                 resumed = f"; {len(problems) - len(todo)} already done, resuming"
             typer.echo(f"{len(problems)} problems from {dataset} -> {out}{resumed}", err=True)
             if todo and backend == BackendName.vllm:
-                typer.echo("starting the engine ...", err=True)
+                typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
         if todo:
             _run_with_progress(
                 todo,
                 search_config,
-                lambda: _make_backends(backend, fake_delay, engine_config),
+                lambda: _make_backends(backend, fake_delay, engine_config, engine_log),
                 writer.write,
                 total=len(problems),
                 done=len(problems) - len(todo),
@@ -679,11 +654,18 @@ _TABLE_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table of ``summary_rows``."""
-    cells = [[name for name, _ in _TABLE_COLUMNS]] + [[cell(row) for _, cell in _TABLE_COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_TABLE_COLUMNS))]
+    return _columns(rows, _TABLE_COLUMNS)
+
+
+def _columns(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, Callable[[Mapping[str, Any]], str]]], left: int = 1
+) -> str:
+    """A plain-text table: the first ``left`` columns left-aligned, the others right-aligned."""
+    cells = [[name for name, _ in columns]] + [[cell(row) for _, cell in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     text = []
     for n, line in enumerate(cells):
-        text.append("  ".join(c.ljust(w) if i < 1 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        text.append("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
         if n == 0:
             text.append("  ".join("-" * w for w in widths))
     return "\n".join(text)
@@ -773,8 +755,7 @@ def plot(
 def recipes() -> None:
     """List the shipped recipes (the paper's settings per method and width) for --config."""
     for name in recipe_names():
-        _, text = resolve_recipe(name)
-        values = yaml.safe_load(text)
+        _, values = read_recipe(name)
         extra = f" lambda_b={values['lambda_b']} lambda_s={values['lambda_s']}" if "lambda_s" in values else ""
         typer.echo(
             f"{name:<14} method={values['method']} width={values['width']} temperature={values['temperature']} "
@@ -807,43 +788,57 @@ def demo(
     """
     config, _ = build_search_config(None, set_ or (), base=DEMO_SETTINGS, method=method, width=width)
     engine_config = _engine_config(model, (), base=DEMO_ENGINE) if backend == BackendName.vllm else None
+    engine_log = _engine_log() if backend == BackendName.vllm else None
     items = _demo_problems(problems)
-    model_name = (engine_config.model if engine_config else None) or "SmolLM2-135M-Instruct (embedded)"
-    typer.echo(f"demo: {len(items)} problems, model {model_name if backend == BackendName.vllm else 'fake'}")
+    if backend == BackendName.vllm:
+        from .models import DEFAULT_POLICY
+
+        assert engine_config is not None
+        model_name = engine_config.model or f"{DEFAULT_POLICY} (embedded default)"
+        typer.echo(f"demo: {len(items)} problems, policy {model_name}, PRM {engine_config.prm}")
+    else:
+        typer.echo(f"demo: {len(items)} problems, scripted backends (answers are noise)")
     typer.echo(f"config: {_describe_config(config)}")
     if backend == BackendName.vllm:
-        typer.echo("starting the engine (about a minute on a CPU) ...")
+        typer.echo(f"starting the engine (about a minute on a CPU){_log_note(engine_log)} ...")
     records: list[dict[str, Any]] = []
     _run_with_progress(
         items,
         config,
-        lambda: _make_backends(backend, fake_delay, engine_config),
+        lambda: _make_backends(backend, fake_delay, engine_config, engine_log),
         records.append,
         total=len(items),
         quiet=quiet,
-        echo=_describe_record,
     )
+    order = {item["id"]: i for i, item in enumerate(items)}
+    records.sort(key=lambda r: order.get(r["id"], len(order)))
+    typer.echo("")
+    typer.echo(_columns(records, _DEMO_COLUMNS, left=2))
     typer.echo("")
     typer.echo(_format_summary(run_summary(records), f"the demo ({len(records)} problems)"))
 
 
-def _describe_record(record: Mapping[str, Any]) -> str:
-    metrics = record.get("metrics") or {}
-    mark = {True: "correct", False: "wrong", None: "ungraded"}[record.get("correct")]
-    question = str(record.get("problem", ""))
-    question = question if len(question) <= 100 else question[:97] + "..."
-    lines = [f"[{record['id']}] {question}"]
+def _clip(text: Any, width: int) -> str:
+    text = " ".join(str(text if text is not None else "-").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _verdict(record: Mapping[str, Any]) -> str:
     if record.get("error"):
-        lines.append(f"    error: {record['error']}")
-    else:
-        lines.append(f"    answer {record.get('answer')!r}, reference {record.get('reference')!r}: {mark}")
-    lines.append(
-        f"    {len(record.get('candidates') or [])} finished trajectories, "
-        f"{_fmt(metrics.get('generated_tokens'))} generated tokens, "
-        f"KV mean {_fmt(metrics.get('kv_tokens_mean'))} / peak {_fmt(metrics.get('kv_tokens_peak'))} tokens, "
-        f"depth {_fmt(metrics.get('depth'))}, {_fmt(metrics.get('wall_time_s'), 'rate')} s"
-    )
-    return "\n".join(lines)
+        return "error: " + _clip(record["error"], 60)
+    return {True: "right", False: "wrong", None: "-"}[record.get("correct")]
+
+
+_DEMO_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
+    ("id", lambda r: str(r.get("id"))),
+    ("problem", lambda r: _clip(r.get("problem"), 48)),
+    ("answer", lambda r: _clip(r.get("answer"), 12)),
+    ("reference", lambda r: _clip(r.get("reference"), 12)),
+    ("result", _verdict),
+    ("tokens", lambda r: _fmt((r.get("metrics") or {}).get("generated_tokens"))),
+    ("KV mean", lambda r: _fmt((r.get("metrics") or {}).get("kv_tokens_mean"))),
+    ("time s", lambda r: _fmt((r.get("metrics") or {}).get("wall_time_s"), "rate")),
+]
 
 
 @app.callback()

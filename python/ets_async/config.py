@@ -1,12 +1,16 @@
-"""Typed, validated configuration: what to search (SearchConfig) and where to run it (EngineConfig).
-
-Pure: validation raises ConfigError with the field and the fix; file I/O only in ``from_yaml``.
+"""Typed, validated configuration: what to search (SearchConfig) and where to run it (EngineConfig),
+and the one way to load them: defaults < a base mapping < a recipe or YAML file < fields < KEY=VALUE
+settings (``load``). Every bad value raises ConfigError naming the field and what it got.
 """
 
 from __future__ import annotations
 
+import importlib.resources
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -18,8 +22,8 @@ StepAggregation = Literal["last", "min", "prod", "mean"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16", "half", "float"]
 
 DEFAULT_SYSTEM_PROMPT = (
-    "Solve the math problem step by step. Separate the steps with a blank line. "
-    "End with 'The answer is: X' where X is the final number."
+    "Solve the math problem step by step, in plain words and arithmetic, without writing code. "
+    "Separate the steps with a blank line. Put the final answer within \\boxed{}."
 )
 
 # The paper's coverage weights per width (ets_spec §9); other widths take the nearest one.
@@ -30,6 +34,43 @@ def paper_lambda_s(width: int) -> float:
     """The released λ_s for the paper's width nearest to ``width``."""
     nearest = min(_PAPER_LAMBDA_S, key=lambda w: (abs(w - width), w))
     return _PAPER_LAMBDA_S[nearest]
+
+
+def _recipe_dir() -> importlib.resources.abc.Traversable:
+    return importlib.resources.files("ets_async") / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """Names of the shipped recipes (``ets_16``, ``rebase_64``, ...: the paper's settings), sorted."""
+    return sorted(p.name[: -len(".yaml")] for p in _recipe_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe(spec: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(label, fields)`` of a YAML file or a shipped recipe name (``ets_16`` or ``ets_16.yaml``)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        label, text = str(path), path.read_text(encoding="utf-8")
+    else:
+        name = str(spec)[: -len(".yaml")] if str(spec).endswith(".yaml") else str(spec)
+        resource = _recipe_dir() / f"{name}.yaml"
+        if "/" in name or not resource.is_file():
+            raise ConfigError(f"{str(spec)!r} is neither a YAML file nor a shipped recipe; recipes: {', '.join(recipe_names())}")
+        label, text = f"recipe {name}", resource.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{label}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping of fields, got {type(data).__name__}")
+    return label, data
+
+
+def _setting_value(raw: str) -> Any:
+    """A KEY=VALUE value as YAML (numbers, booleans, null, lists), or the raw string if it is not YAML."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
 
 
 class _Validated(BaseModel):
@@ -43,15 +84,47 @@ class _Validated(BaseModel):
             raise ConfigError(_describe(type(self).__name__, exc)) from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any):
-        """Load from a YAML mapping; ``overrides`` (e.g. CLI flags) win over the file."""
-        import yaml
+    def parse_settings(cls, items: Iterable[str]) -> dict[str, Any]:
+        """``["width=8", "lambda_s=0"]`` as field values (read as YAML); unknown fields are refused by name."""
+        known = sorted(cls.model_fields)
+        values: dict[str, Any] = {}
+        for item in items:
+            key, sep, raw = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or not key:
+                raise ConfigError(f"{item!r}: expected KEY=VALUE")
+            if key not in known:
+                raise ConfigError(f"{item!r}: unknown {cls.__name__} field {key!r}; known fields: {', '.join(known)}")
+            values[key] = _setting_value(raw)
+        return values
 
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
-        return cls(**{**data, **overrides})
+    @classmethod
+    def load(
+        cls,
+        source: str | Path | None = None,
+        settings: Iterable[str] = (),
+        *,
+        base: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ):
+        """A validated config. Precedence, lowest first: the defaults, ``base``, ``source`` (a YAML
+        file or a shipped recipe), ``fields`` that are not None, then ``settings`` (``KEY=VALUE``)."""
+        values: dict[str, Any] = dict(base or {})
+        label = "defaults"
+        if source is not None:
+            label, data = read_recipe(source)
+            values.update(data)
+        values.update({key: value for key, value in fields.items() if value is not None})
+        values.update(cls.parse_settings(settings))
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any):
+        """Load from a YAML file; ``overrides`` win over the file."""
+        return cls.load(path, **overrides)
 
     def replace(self, **changes: Any):
         """A validated copy with some fields changed."""
@@ -113,10 +186,18 @@ class SearchConfig(_Validated):
 class EngineConfig(_Validated):
     """Where the search runs: the policy engine, the PRM and the embedder."""
 
-    model: str | None = Field(None, description="policy model path or name; None = the embedded SmolLM2-135M")
-    prm: Literal["judge", "qwen_prm", "math_shepherd"] = "judge"
+    model: str | None = Field(
+        None, description="policy model: a path, a hub name or a registry name (ets_async.models); None = the embedded default"
+    )
+    prm: Literal["judge", "confidence", "arithmetic", "qwen_prm", "math_shepherd"] = Field(
+        "judge",
+        description="judge: the policy model asked whether the step is correct (one engine call per step); "
+        "confidence: the policy's own token probabilities (no extra call); arithmetic: exact checks of the "
+        "step's stated arithmetic (no model); qwen_prm / math_shepherd: a trained PRM (prm_model)",
+    )
+    arithmetic_check: bool = Field(False, description="cut a step's score to a tenth when its stated arithmetic is wrong")
     prm_model: str | None = Field(None, description="PRM model; None = the policy model (judge PRM only)")
-    embedder_model: str | None = Field(None, description="sentence-transformers model; None = packaged MiniLM")
+    embedder_model: str | None = Field(None, description="sentence-transformers model (path, name or registry name); None = all-MiniLM-L6-v2")
     dtype: Dtype = Field(
         "auto",
         description="model dtype; auto = bfloat16 on GPUs and on CPUs with native bf16, float32 on other CPUs",

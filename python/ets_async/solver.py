@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +37,31 @@ _INTEGRAL_TOL = 1e-9
 _FEAS_TOL = 1e-9
 
 
+_first_instance = threading.Lock()
+_banner_silenced = False
+
+
+def _silence_banner() -> None:
+    """HiGHS 1.16 prints a copyright banner to the C-level stdout when a process makes its first
+    instance, whatever the options: make that first instance with stdout pointed at /dev/null."""
+    global _banner_silenced
+    with _first_instance:
+        if _banner_silenced:
+            return
+        import highspy
+
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 1)
+                highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _banner_silenced = True
+
+
 def _new_highs(time_limit_s: float | None) -> Any:
     """A fresh HiGHS instance with the fixed options.
 
@@ -43,6 +71,8 @@ def _new_highs(time_limit_s: float | None) -> Any:
     """
     import highspy
 
+    if not _banner_silenced:
+        _silence_banner()
     h = highspy.Highs()
     for name, value in _OPTIONS.items():
         h.setOptionValue(name, value)
