@@ -16,7 +16,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from ets_async import SearchConfig, cli
-from ets_async.cli import app, build_search_config, wall_time
+from ets_async.cli import app, build_search_config
+from ets_async.report import regrade, wall_time
 from ets_async.config import recipe_names
 from ets_async.progress import RunTally
 from ets_async.results import HEADER_KEY
@@ -292,9 +293,9 @@ def test_regrade_recomputes_answer_and_correctness():
             {"answer": "41", "step_scores": [0.3]},
         ],
     }
-    (weighted,) = cli.regrade([record], "weighted_majority", "last")
+    (weighted,) = regrade([record], "weighted_majority", "last")
     assert weighted["answer"] == "40" and weighted["correct"] is False
-    (majority,) = cli.regrade([record], "majority", "last")
+    (majority,) = regrade([record], "majority", "last")
     assert majority["answer"] == "41" and majority["correct"] is True
     assert record["answer"] == "40"  # the input is not modified
 

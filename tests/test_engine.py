@@ -10,6 +10,8 @@ import pytest
 
 from ets_async import SearchConfig, solve_many
 from ets_async.backends import Sampling, ScoreRequest
+from ets_async.backends.confidence_prm import ConfidencePRM
+from ets_async.backends.judge_prm import judge_prm
 
 pytestmark = pytest.mark.engine
 
@@ -68,7 +70,7 @@ async def test_many_seeded_requests_beyond_one_step_token_budget(backends, engin
     assert await unfinished(engine) == 0
 
 
-async def test_judge_prm_scores_are_probabilities(backends):
+async def test_judge_prm_scores_are_probabilities(backends, engine):
     root = backends.policy.render("What is 2 + 2?", None, "{problem}")
     good = "2 + 2 = 4.\n\n"
     bad = "2 + 2 = 17 because of potatoes.\n\n"
@@ -77,10 +79,26 @@ async def test_judge_prm_scores_are_probabilities(backends):
         ScoreRequest(tuple(root + tok.encode(text, add_special_tokens=False)), "What is 2 + 2?", (text,))
         for text in (good, bad)
     ]
-    scores = await backends.prm.score(requests)
-    again = await backends.prm.score(requests)
+    judge = judge_prm(engine, tok)
+    scores = await judge.score(requests)
+    again = await judge.score(requests)
     assert all(0.0 < s < 1.0 for s in scores)
     assert scores == again  # greedy 1-token read-out: deterministic
+
+
+async def test_policy_returns_the_sampled_tokens_logprobs(backends):
+    """The confidence PRM reads these: one per generated token, the sampled token's own log-probability."""
+    policy = backends.policy
+    root = policy.render("What is 2 + 2?", None, "{problem}")
+    greedy = Sampling(max_tokens=12, temperature=0.0, top_p=1.0, stop="\n\n", seed=1, logprobs=True)
+    (step,) = (await policy.expand(root, 1, greedy)).steps
+    assert step.logprobs is not None and len(step.logprobs) == len(step.token_ids)
+    assert all(lp <= 0.0 for lp in step.logprobs)
+    sampled = await policy.expand(root, 4, Sampling(max_tokens=12, temperature=1.0, top_p=1.0, stop="\n\n", seed=2, logprobs=True))
+    assert all(s.logprobs is not None and len(s.logprobs) == len(s.token_ids) for s in sampled.steps)
+    assert (await policy.expand(root, 1, sampling())).steps[0].logprobs is None  # only when asked for
+    (score,) = await ConfidencePRM().score([ScoreRequest(tuple(root) + step.token_ids, "q", (step.text,), step_logprobs=step.logprobs)])
+    assert 0.0 < score <= 1.0
 
 
 async def test_embedder_real_model(backends):

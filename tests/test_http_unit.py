@@ -460,7 +460,7 @@ async def test_load_backends_with_endpoints_builds_the_fleet(servers, tmp_path, 
     from ets_async.backends.http_policy import LazyTokenizer
     from ets_async.backends.http_prm import HttpLogprobPRM
 
-    config = EngineConfig(endpoints=[s.url for s in servers])
+    config = EngineConfig(endpoints=[s.url for s in servers], prm="judge")
     servers[0].model_root = str(tmp_path / "not-here")
     with pytest.raises(ConfigError, match="tokenizer"):  # no local tokenizer anywhere: says how to fix it
         await asyncio.to_thread(load_backends, config)  # a thread: the loader blocks on /v1/models

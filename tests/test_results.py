@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import ets_async.results
-from ets_async.results import ResultWriter, group_by_method, read_results, summarize
+from ets_async.report import group_runs, summarize
+from ets_async.results import ResultWriter, read_results
 
 RESULTS_PY = Path(ets_async.results.__file__).resolve()
 
@@ -208,14 +209,14 @@ def test_summarize_empty_and_without_cache_stats() -> None:
     assert summary["prefix_cache_hit_rate"] is None and summary["problems_per_s"] is None
 
 
-def test_group_by_method_then_summarize() -> None:
+def test_group_runs_then_summarize() -> None:
     records = [
         record("1", method="rebase", width=16, correct=True),
         record("1", method="ets", width=64, correct=False),
         record("1", method="ets", width=16, correct=True),
         record("2", method="ets", width=16, correct=False),
     ]
-    groups = group_by_method(records)
+    groups = group_runs(records)
     rows = [(*key, summarize(group)) for key, group in groups.items()]
     assert [(m, w, s["n_problems"], s["accuracy"]) for m, w, s in rows] == [
         ("ets", 16, 2, 0.5),

@@ -59,7 +59,7 @@ def request(step: str, logprobs: tuple[float, ...] | None) -> ScoreRequest:
 
 def test_confidence_and_arithmetic_prms() -> None:
     sure, unsure = (math.log(0.9),) * 3, (math.log(0.3),) * 3
-    confidence = ConfidencePRM()
+    confidence = ConfidencePRM()  # 3 tokens: shorter than a window, so the whole step's geometric mean
     scores = asyncio.run(confidence.score([request("2 + 2 = 4", sure), request("2 + 2 = 4", unsure)]))
     assert scores == pytest.approx([0.9, 0.3])
     checked = ArithmeticCheckedPRM(confidence, penalty=0.1)

@@ -101,6 +101,9 @@ async def _iter_indexed(
         policy = policy or defaults.policy
         prm = prm or defaults.prm
         embedder = embedder or defaults.embedder
+    calibrated = getattr(embedder, "cluster_threshold", None)  # the embedder's calibrated clustering cut
+    if config.cluster_threshold is None and calibrated is not None:
+        config = config.replace(cluster_threshold=calibrated)
     max_model_len = getattr(policy, "max_model_len", None)
     step_logprobs = bool(getattr(prm, "needs_step_logprobs", False))
     if config.request_rate_limit is not None:

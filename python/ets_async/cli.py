@@ -17,7 +17,6 @@ import gc
 import importlib.resources
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any, Optional
 
 import typer
 
+from . import report
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
 from .errors import ConfigError
 from .progress import RunProgress
@@ -267,14 +267,10 @@ async def _solve(
     on_ready()
     try:
         started = time.perf_counter()
-        config_record = config.model_dump(mode="json")
         results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
         async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
             async for result in results:
-                record = result.to_dict()
-                record["config"] = config_record
-                record["run"] = {"session": session, "elapsed_s": round(time.perf_counter() - started, 4)}
-                on_record(record)
+                on_record(report.run_record(result, config, session=session, elapsed_s=time.perf_counter() - started))
     finally:
         backends.shutdown()
 
@@ -461,10 +457,10 @@ def run(
                 quiet=quiet,
             )
     records = read_results(out)
-    summary = run_summary(records)
+    summary = report.run_summary(records)
     summary_path = out.with_name(out.name + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    typer.echo(_format_summary(summary, f"{out} ({summary['problems']} problems)"))
+    typer.echo(report.format_summary(summary, f"{out} ({summary['problems']} problems)"))
     if not quiet:
         typer.echo(f"summary written to {summary_path}", err=True)
 
@@ -514,163 +510,6 @@ def _run_with_progress(
 # --------------------------------------------------------------------------------------------------
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def wall_time(records: Iterable[Mapping[str, Any]]) -> float | None:
-    """Total search wall time of the sessions that wrote ``records`` (None if any record lacks it).
-
-    Each record carries ``run.session`` and ``run.elapsed_s`` (seconds from its session's start to
-    the record); a session lasted as long as its last record, so resumed and killed runs add up.
-    """
-    sessions: dict[str, float] = {}
-    for record in records:
-        info = record.get("run")
-        if not isinstance(info, Mapping):
-            return None
-        elapsed, session = _number(info.get("elapsed_s")), info.get("session")
-        if elapsed is None or not isinstance(session, str):
-            return None
-        sessions[session] = max(sessions.get(session, 0.0), elapsed)
-    return sum(sessions.values()) if sessions else None
-
-
-def _summary_row(records: Sequence[Mapping[str, Any]], method: Any = None, width: Any = None) -> dict[str, Any]:
-    from .results import summarize
-
-    wall = wall_time(records)
-    detail = summarize(records, wall_time_s=wall)
-    means, sums = detail["metrics_mean"], detail["metrics_sum"]
-    peaks = [
-        peak for r in records if (peak := _number((r.get("metrics") or {}).get("kv_tokens_peak"))) is not None
-    ]
-    generated = sums.get("generated_tokens")
-    return {
-        "method": method,
-        "width": width,
-        "problems": detail["n_problems"],
-        "accuracy": detail["accuracy_all"],
-        "correct": detail["n_correct"],
-        "with_reference": detail["n_with_reference"],
-        "accuracy_graded": detail["accuracy"],
-        "errors": detail["n_errors"],
-        "no_answer": detail["n_no_answer"],
-        "kv_tokens_mean": means.get("kv_tokens_mean"),
-        "kv_tokens_peak": max(peaks) if peaks else None,
-        "kv_tokens_peak_mean": means.get("kv_tokens_peak"),
-        "kv_blocks_mean": means.get("kv_blocks_mean"),
-        "generated_tokens_mean": means.get("generated_tokens"),
-        "generated_tokens_total": generated,
-        "prefix_cache_hit_rate": detail["prefix_cache_hit_rate"],
-        "wall_time_s": wall,
-        "problems_per_s": detail["problems_per_s"],
-        "generated_tokens_per_s": generated / wall if wall and generated is not None else None,
-        "detail": detail,
-    }
-
-
-def summary_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One summary per (method, width), sorted by method then width.
-
-    ``accuracy`` counts every problem with a reference (errors and missing answers are wrong, as in
-    the paper); ``accuracy_graded`` only those that were graded. KV figures are in tokens:
-    ``kv_tokens_mean`` is the mean over problems of each problem's mean over selection steps,
-    ``kv_tokens_peak`` the largest over problems. ``problems_per_s`` needs the ``run`` timing that
-    ``ets-async run`` writes into every record.
-    """
-    from .results import group_by_method
-
-    return [_summary_row(group, *key) for key, group in group_by_method(records).items()]
-
-
-def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The summary of one run file (all its records together)."""
-    methods = {str(r.get("method")) for r in records}
-    widths = {r.get("width") for r in records}
-    return _summary_row(
-        records,
-        methods.pop() if len(methods) == 1 else sorted(methods),
-        widths.pop() if len(widths) == 1 else sorted(widths, key=str),
-    )
-
-
-def _fmt(value: Any, kind: str = "num") -> str:
-    if value is None:
-        return "-"
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
-    if kind == "rate":
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.1f}"
-    return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
-
-
-def _accuracy_text(row: Mapping[str, Any]) -> str:
-    if row["accuracy"] is None:
-        return "-"
-    return f"{_fmt(row['accuracy'], 'pct')} ({row['correct']}/{row['with_reference']})"
-
-
-def _format_summary(row: Mapping[str, Any], title: str) -> str:
-    lines = [
-        ("accuracy", _accuracy_text(row)),
-        ("errors / no answer", f"{row['errors']} / {row['no_answer']}"),
-        ("KV tokens mean", _fmt(row["kv_tokens_mean"])),
-        ("KV tokens peak", _fmt(row["kv_tokens_peak"])),
-        ("KV blocks mean", _fmt(row["kv_blocks_mean"])),
-        (
-            "generated tokens",
-            f"{_fmt(row['generated_tokens_mean'])} per problem, {_fmt(row['generated_tokens_total'])} total",
-        ),
-        (
-            "throughput",
-            f"{_fmt(row['problems_per_s'], 'rate')} problems/s, {_fmt(row['generated_tokens_per_s'], 'rate')} tokens/s",
-        ),
-        ("prefix-cache hits", _fmt(row["prefix_cache_hit_rate"], "pct")),
-        ("search wall time", f"{_fmt(row['wall_time_s'], 'rate')} s"),
-    ]
-    width = max(len(name) for name, _ in lines)
-    return "\n".join([f"summary of {title}"] + [f"  {name:<{width}}  {value}" for name, value in lines])
-
-
-_TABLE_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
-    ("method", lambda r: str(r["method"])),
-    ("W", lambda r: _fmt(r["width"])),
-    ("problems", lambda r: _fmt(r["problems"])),
-    ("accuracy", _accuracy_text),
-    ("KV mean", lambda r: _fmt(r["kv_tokens_mean"])),
-    ("KV peak", lambda r: _fmt(r["kv_tokens_peak"])),
-    ("KV blocks", lambda r: _fmt(r["kv_blocks_mean"])),
-    ("gen tokens", lambda r: _fmt(r["generated_tokens_mean"])),
-    ("problems/s", lambda r: _fmt(r["problems_per_s"], "rate")),
-    ("prefix hit", lambda r: _fmt(r["prefix_cache_hit_rate"], "pct")),
-    ("errors", lambda r: _fmt(r["errors"])),
-]
-
-
-def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table of ``summary_rows``."""
-    return _columns(rows, _TABLE_COLUMNS)
-
-
-def _columns(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, Callable[[Mapping[str, Any]], str]]], left: int = 1
-) -> str:
-    """A plain-text table: the first ``left`` columns left-aligned, the others right-aligned."""
-    cells = [[name for name, _ in columns]] + [[cell(row) for _, cell in columns] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    text = []
-    for n, line in enumerate(cells):
-        text.append("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
-        if n == 0:
-            text.append("  ".join("-" * w for w in widths))
-    return "\n".join(text)
-
-
 def _read_run_files(files: Sequence[Path]) -> list[dict[str, Any]]:
     from .results import read_results
 
@@ -681,25 +520,6 @@ def _read_run_files(files: Sequence[Path]) -> list[dict[str, Any]]:
     if not records:
         raise _usage_error(f"no problem records in {', '.join(map(str, files))}")
     return records
-
-
-def regrade(
-    records: Iterable[Mapping[str, Any]], selection: str, aggregation: str, *, timeout_s: float = 5.0
-) -> list[dict[str, Any]]:
-    """Copies of ``records`` with the answer re-selected from the stored candidates and re-graded."""
-    from .grading import grade
-    from .voting import select_answer
-
-    regraded = []
-    for record in records:
-        record = dict(record)
-        if record.get("error") is None:
-            candidates = record.get("candidates") or []
-            pairs = [(c.get("answer"), c.get("step_scores") or ()) for c in candidates if isinstance(c, Mapping)]
-            record["answer"] = select_answer(pairs, selection, aggregation)  # type: ignore[arg-type]
-            record["correct"] = grade(record["answer"], record.get("reference"), timeout_s=timeout_s)
-        regraded.append(record)
-    return regraded
 
 
 @app.command("eval")
@@ -727,14 +547,14 @@ def eval_(
     """
     records = _read_run_files(files)
     if regrade_:
-        records = regrade(records, _plain(selection), _plain(aggregation), timeout_s=grade_timeout)
-    rows = summary_rows(records)
+        records = report.regrade(records, _plain(selection), _plain(aggregation), timeout_s=grade_timeout)
+    rows = report.summary_rows(records)
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in r.items() if k != "detail"} for r in rows], indent=2))
         return
     if regrade_:
         typer.echo(f"regraded with selection={_plain(selection)} aggregation={_plain(aggregation)}")
-    typer.echo(format_table(rows))
+    typer.echo(report.format_table(rows))
 
 
 @app.command()
@@ -746,9 +566,59 @@ def plot(
     """Plot accuracy against mean KV size and against generated tokens, and throughput, per method and width."""
     from .plots import plot_summaries
 
-    rows = summary_rows(_read_run_files(files))
+    rows = report.summary_rows(_read_run_files(files))
     path = plot_summaries(rows, output, title=title)
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def calibrate(
+    files: list[Path] = typer.Argument(..., help="Run files of real searches ('ets-async run'; any method)."),
+    embedder: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None, "--embedder", "-e", help="Embedder to calibrate: a registry name or a sentence-transformers folder. "
+        "Repeatable. [default: all-minilm-l6-v2]"
+    ),
+    cuts: str = typer.Option("0.01:0.61:0.01", metavar="START:STOP:STEP", help="Cosine-distance cuts to try."),
+) -> None:
+    """Choose ETS's clustering cut (cluster_threshold) for an embedder from the trees of real searches.
+
+    Groups the newest steps that each selection clustered, labels two steps equivalent when they
+    compute the same numbers (final steps: the same answer), and prints, per cut, how well ETS's
+    clusters agree with those labels (pairwise precision, recall, F1) and the cut with the best F1.
+    """
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from .backends.embedder import SentenceTransformerEmbedder
+    from .calibrate import best_cut, selection_groups, sweep_cuts
+    from .models import DEFAULT_EMBEDDER, resolve_model
+
+    try:
+        start, stop, step = (float(x) for x in cuts.split(":"))
+    except ValueError:
+        raise typer.BadParameter(f"{cuts!r}: expected START:STOP:STEP", param_hint="--cuts") from None
+    grid = [round(float(c), 6) for c in np.arange(start, stop, step)]
+    groups = list(selection_groups(_read_run_files(files)))
+    if not groups:
+        raise _usage_error("no selection steps with step texts in these run files (record them with this version)")
+    typer.echo(f"{len(groups)} selection steps, {sum(map(len, groups))} steps")
+    for name in embedder or [DEFAULT_EMBEDDER]:
+        model = SentenceTransformerEmbedder(resolve_model(name, DEFAULT_EMBEDDER))
+        scores = sweep_cuts(groups, model.encode, grid)
+        model.close()
+        chosen = best_cut(scores)
+        shown = [asdict(s) for s in scores if abs(s.cut - chosen.cut) <= 5 * step + 1e-9 or s.cut in (grid[0], grid[-1])]
+        typer.echo(f"\n{name}")
+        typer.echo(report.table(shown, [
+            ("cut", lambda s: f"{s['cut']:g}"),
+            ("precision", lambda s: f"{s['precision']:.3f}"),
+            ("recall", lambda s: f"{s['recall']:.3f}"),
+            ("F1", lambda s: f"{s['f1']:.3f}"),
+            ("clusters/step", lambda s: f"{s['clusters_per_step']:.2f}"),
+        ]))  # fmt: skip
+        typer.echo(f"best cut for {name}: {chosen.cut:g} (precision {chosen.precision:.3f}, recall {chosen.recall:.3f}, "
+                   f"F1 {chosen.f1:.3f}); use --set cluster_threshold={chosen.cut:g}")
 
 
 @app.command()
@@ -813,32 +683,9 @@ def demo(
     order = {item["id"]: i for i, item in enumerate(items)}
     records.sort(key=lambda r: order.get(r["id"], len(order)))
     typer.echo("")
-    typer.echo(_columns(records, _DEMO_COLUMNS, left=2))
+    typer.echo(report.table(records, report.PROBLEM_COLUMNS, left=2))
     typer.echo("")
-    typer.echo(_format_summary(run_summary(records), f"the demo ({len(records)} problems)"))
-
-
-def _clip(text: Any, width: int) -> str:
-    text = " ".join(str(text if text is not None else "-").split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _verdict(record: Mapping[str, Any]) -> str:
-    if record.get("error"):
-        return "error: " + _clip(record["error"], 60)
-    return {True: "right", False: "wrong", None: "-"}[record.get("correct")]
-
-
-_DEMO_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
-    ("id", lambda r: str(r.get("id"))),
-    ("problem", lambda r: _clip(r.get("problem"), 48)),
-    ("answer", lambda r: _clip(r.get("answer"), 12)),
-    ("reference", lambda r: _clip(r.get("reference"), 12)),
-    ("result", _verdict),
-    ("tokens", lambda r: _fmt((r.get("metrics") or {}).get("generated_tokens"))),
-    ("KV mean", lambda r: _fmt((r.get("metrics") or {}).get("kv_tokens_mean"))),
-    ("time s", lambda r: _fmt((r.get("metrics") or {}).get("wall_time_s"), "rate")),
-]
+    typer.echo(report.format_summary(report.run_summary(records), f"the demo ({len(records)} problems)"))
 
 
 @app.callback()

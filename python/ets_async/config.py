@@ -26,6 +26,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "Separate the steps with a blank line. Put the final answer within \\boxed{}."
 )
 
+PAPER_CLUSTER_THRESHOLD = 0.05
+"""The paper's cut, calibrated on its math-similarity BERT (ets_spec §5.4); the recipes keep it."""
+
 # The paper's coverage weights per width (ets_spec §9); other widths take the nearest one.
 _PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}
 
@@ -154,7 +157,13 @@ class SearchConfig(_Validated):
     lambda_s: float | None = Field(
         None, ge=0.0, description="ETS weight of semantic coverage; None = the paper's value for this width"
     )
-    cluster_threshold: float = Field(0.05, ge=0.0, le=2.0, description="cosine distance cut for step clusters")
+    cluster_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        description="cosine distance cut for step clusters; None = the embedder's calibrated cut "
+        "(ets-async calibrate), or the paper's 0.05 for an embedder without one",
+    )
     kv_cost: Literal["nodes", "tokens"] = Field("nodes", description="ETS cost per kept node, or per kept token")
     beam_keep: int | None = Field(None, ge=1, description="beam/DVTS width; None = ceil(sqrt(W))")
     step_delimiter: str = Field("\n\n", min_length=1)
@@ -190,7 +199,7 @@ class EngineConfig(_Validated):
         None, description="policy model: a path, a hub name or a registry name (ets_async.models); None = the embedded default"
     )
     prm: Literal["judge", "confidence", "arithmetic", "qwen_prm", "math_shepherd"] = Field(
-        "judge",
+        "confidence",
         description="judge: the policy model asked whether the step is correct (one engine call per step); "
         "confidence: the policy's own token probabilities (no extra call); arithmetic: exact checks of the "
         "step's stated arithmetic (no model); qwen_prm / math_shepherd: a trained PRM (prm_model)",

@@ -249,9 +249,7 @@ def load_fleet_backends(config, endpoints: Sequence[str]):  # -> Backends (typed
     ``config.model`` when it is a directory, else from the directory the servers report as the
     model's ``root`` (servers started from a local path on this machine).
     """
-    from . import models
-    from .backends import PRM, Backends, model_free_prm, with_checks
-    from .backends.embedder import SentenceTransformerEmbedder
+    from .backends import PRM, Backends, model_free_prm, sentence_embedder, with_checks
     from .backends.http_client import RetryPolicy
     from .backends.http_policy import HttpPolicy, LazyTokenizer
     from .backends.http_prm import HttpPoolingPRM, http_judge_prm, http_math_shepherd_prm
@@ -289,5 +287,4 @@ def load_fleet_backends(config, endpoints: Sequence[str]):  # -> Backends (typed
             prm = HttpPoolingPRM(prm_router, prm_tokenizer, model=prm_name)
         else:
             prm = http_math_shepherd_prm(prm_router, prm_tokenizer, model=prm_name)
-    embedder = SentenceTransformerEmbedder(models.resolve_model(config.embedder_model, models.DEFAULT_EMBEDDER))
-    return Backends(policy, with_checks(config, prm), embedder)
+    return Backends(policy, with_checks(config, prm), sentence_embedder(config))

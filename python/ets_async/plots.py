@@ -10,14 +10,20 @@ from typing import Any
 __all__ = ["plot_summaries"]
 
 
-def _series(rows: Sequence[Mapping[str, Any]], x_key: str) -> dict[str, list[tuple[float, float, Any]]]:
-    """method -> [(x, accuracy, width)] sorted by width, for rows that have both values."""
-    series: dict[str, list[tuple[float, float, Any]]] = {}
+def _name(row: Mapping[str, Any]) -> str:
+    return str(row.get("label") or row["method"])
+
+
+def _series(rows: Sequence[Mapping[str, Any]], x_key: str) -> dict[str, list[tuple[float, float, Any, float, float]]]:
+    """run label -> [(x, accuracy, width, CI low, CI high)] sorted by width, for rows with both values."""
+    series: dict[str, list[tuple[float, float, Any, float, float]]] = {}
     for row in rows:
         x, y = row.get(x_key), row.get("accuracy")
         if x is None or y is None:
             continue
-        series.setdefault(str(row["method"]), []).append((float(x), 100.0 * float(y), row.get("width")))
+        low, high = row.get("accuracy_low"), row.get("accuracy_high")
+        low, high = (y, y) if low is None or high is None else (low, high)
+        series.setdefault(_name(row), []).append((float(x), 100.0 * float(y), row.get("width"), 100.0 * low, 100.0 * high))
     for points in series.values():
         points.sort(key=lambda p: (p[2] is None, p[2] or 0))
     return series
@@ -26,18 +32,19 @@ def _series(rows: Sequence[Mapping[str, Any]], x_key: str) -> dict[str, list[tup
 def plot_summaries(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
     """Write a PNG with three panels and return its path.
 
-    ``rows`` are per-(method, width) summaries with keys ``method``, ``width``, ``accuracy`` (0..1),
+    ``rows`` are run summaries (``report.summary_rows``) with keys ``label`` (or ``method``),
+    ``width``, ``accuracy`` (0..1) and its interval ``accuracy_low``/``accuracy_high``,
     ``kv_tokens_mean``, ``generated_tokens_mean`` and ``problems_per_s`` (any may be None; such
     points are left out). Panels: accuracy vs mean KV size (tokens), accuracy vs generated tokens
-    per problem (one line of markers per method, points labelled by width), and throughput
-    (problems/s) per method and width as bars.
+    per problem (one line of markers per run label, points labelled by width, 95% intervals as
+    error bars), and throughput (problems/s) per run as bars.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    methods = sorted({str(row["method"]) for row in rows})
+    methods = sorted({_name(row) for row in rows})
     colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     markers = dict(zip(methods, "osD^vP*Xh<>"))
 
@@ -49,8 +56,10 @@ def plot_summaries(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     for ax, key, xlabel in panels:
         for method, points in sorted(_series(rows, key).items()):
             xs, ys = [p[0] for p in points], [p[1] for p in points]
-            ax.plot(xs, ys, marker=markers.get(method, "o"), color=colors[method], label=method, linewidth=1)
-            for x, y, width in points:
+            errors = [[y - p[3] for y, p in zip(ys, points)], [p[4] - y for y, p in zip(ys, points)]]
+            ax.errorbar(xs, ys, yerr=errors, marker=markers.get(method, "o"), color=colors[method], label=method,
+                        linewidth=1, capsize=3, elinewidth=0.8)
+            for x, y, width, _, _ in points:
                 ax.annotate(f"W={width}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy (%)")
@@ -63,12 +72,12 @@ def plot_summaries(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
 
     ax = axes[2]
     bars = [row for row in rows if row.get("problems_per_s") is not None]
-    bars.sort(key=lambda r: (str(r["method"]), r.get("width") or 0))
-    labels = [f"{row['method']}\nW={row.get('width')}" for row in bars]
+    bars.sort(key=lambda r: (_name(r), r.get("width") or 0))
+    labels = [f"{_name(row)}\nW={row.get('width')}" for row in bars]
     ax.bar(
         range(len(bars)),
         [float(row["problems_per_s"]) for row in bars],
-        color=[colors[str(row["method"])] for row in bars],
+        color=[colors[_name(row)] for row in bars],
     )
     ax.set_xticks(range(len(bars)), labels, fontsize=8)
     ax.set_ylabel("problems / s")

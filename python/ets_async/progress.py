@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Mapping
@@ -10,21 +9,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .report import fmt, number
+
 __all__ = ["RunProgress", "RunTally"]
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _compact(value: float) -> str:
-    """1234 -> '1.2k', 12 -> '12'."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.1f}{suffix}"
-    return f"{value:.0f}"
 
 
 class RunTally:
@@ -53,14 +40,14 @@ class RunTally:
             self.graded += 1
             self.correct += correct
         metrics = record.get("metrics") or {}
-        generated = _number(metrics.get("generated_tokens"))
+        generated = number(metrics.get("generated_tokens"))
         if generated is not None:
             self.generated_tokens += generated
-        prompt, cached = _number(metrics.get("prompt_tokens")), _number(metrics.get("prefix_cached_tokens"))
+        prompt, cached = number(metrics.get("prompt_tokens")), number(metrics.get("prefix_cached_tokens"))
         if prompt is not None and cached is not None:
             self.prompt_tokens += prompt
             self.cached_tokens += cached
-        kv_mean, kv_peak = _number(metrics.get("kv_tokens_mean")), _number(metrics.get("kv_tokens_peak"))
+        kv_mean, kv_peak = number(metrics.get("kv_tokens_mean")), number(metrics.get("kv_tokens_peak"))
         if kv_mean is not None:
             self.kv_mean_sum += kv_mean
             self.kv_mean_count += 1
@@ -81,10 +68,10 @@ class RunTally:
         if self.prompt_tokens > 0:
             parts.append(f"hit {100 * self.cached_tokens / self.prompt_tokens:.0f}%")
         if self.kv_mean_count:
-            parts.append(f"KV {_compact(self.kv_mean_sum / self.kv_mean_count)} (peak {_compact(self.kv_peak)})")
+            parts.append(f"KV {fmt(self.kv_mean_sum / self.kv_mean_count, 'compact')} (peak {fmt(self.kv_peak, 'compact')})")
         elapsed = self.elapsed_s
         if elapsed > 0 and self.problems:
-            parts.append(f"{_compact(self.generated_tokens / elapsed)} tok/s")
+            parts.append(f"{fmt(self.generated_tokens / elapsed, 'compact')} tok/s")
         return " | ".join(parts)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,7 +16,7 @@ try:  # advisory lock against two runs appending to one file; POSIX only
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HEADER_KEY", "ResultWriter", "read_results", "group_by_method", "summarize"]
+__all__ = ["HEADER_KEY", "ResultWriter", "read_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,71 +211,3 @@ def read_results(paths: PathLike | Iterable[PathLike]) -> list[dict[str, Any]]:
             seen[problem_id] = number
             records.append(record)
     return records
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def summarize(records: Iterable[Mapping[str, Any]], *, wall_time_s: float | None = None) -> dict[str, Any]:
-    """Accuracy, error counts and metric means of a set of problem records.
-
-    ``accuracy`` is over records whose ``correct`` is a bool; ``accuracy_all`` counts every problem
-    with a reference, errors and missing answers as wrong (the paper's convention).
-    ``metrics_mean[k]`` averages metric ``k`` over the records that report it; ``metrics_sum`` sums
-    it. ``prefix_cache_hit_rate`` = sum(prefix_cached_tokens) / sum(prompt_tokens) over records that
-    report both. ``problems_per_s`` needs the run's total ``wall_time_s``.
-    """
-    records = list(records)
-    n_graded = n_correct = n_with_reference = n_errors = n_no_answer = 0
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    cached_tokens = prompt_tokens = 0.0
-    has_cache_stats = False
-    for record in records:
-        correct = record.get("correct")
-        if record.get("error") is not None:
-            n_errors += 1
-        elif record.get("answer") is None:
-            n_no_answer += 1
-        if isinstance(correct, bool):
-            n_graded += 1
-            n_correct += correct
-        if record.get("reference") is not None or isinstance(correct, bool):
-            n_with_reference += 1
-        metrics = record.get("metrics")
-        if not isinstance(metrics, Mapping):
-            continue
-        for key, value in metrics.items():
-            if _is_number(value):
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-        if _is_number(metrics.get("prefix_cached_tokens")) and _is_number(metrics.get("prompt_tokens")):
-            has_cache_stats = True
-            cached_tokens += metrics["prefix_cached_tokens"]
-            prompt_tokens += metrics["prompt_tokens"]
-    summary: dict[str, Any] = {
-        "n_problems": len(records),
-        "n_errors": n_errors,
-        "n_no_answer": n_no_answer,
-        "n_graded": n_graded,
-        "n_correct": n_correct,
-        "accuracy": n_correct / n_graded if n_graded else None,
-        "n_with_reference": n_with_reference,
-        "accuracy_all": n_correct / n_with_reference if n_with_reference else None,
-        "metrics_mean": {key: sums[key] / counts[key] for key in sorted(sums)},
-        "metrics_sum": {key: sums[key] for key in sorted(sums)},
-        "prefix_cache_hit_rate": (cached_tokens / prompt_tokens) if has_cache_stats and prompt_tokens > 0 else None,
-        "wall_time_s": wall_time_s,
-        "problems_per_s": len(records) / wall_time_s if wall_time_s else None,
-    }
-    return summary
-
-
-def group_by_method(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, Any], list[Mapping[str, Any]]]:
-    """Records per (method, width), ordered by method then width."""
-    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault((str(record.get("method")), record.get("width")), []).append(record)
-    order = sorted(groups, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
-    return {key: groups[key] for key in order}

@@ -31,6 +31,15 @@ class Backends:
             close()
 
 
+def sentence_embedder(config: EngineConfig) -> Embedder:
+    """The configured sentence embedder (default all-MiniLM-L6-v2) with its calibrated clustering cut."""
+    from .. import models
+    from .embedder import SentenceTransformerEmbedder
+
+    path = models.resolve_model(config.embedder_model, models.DEFAULT_EMBEDDER)
+    return SentenceTransformerEmbedder(path, cluster_threshold=models.calibrated_cut(config.embedder_model))
+
+
 def model_free_prm(config: EngineConfig) -> PRM | None:
     """The PRM of ``config`` when it needs no model of its own (confidence, arithmetic), else None."""
     from .confidence_prm import ArithmeticCheckedPRM, ConfidencePRM
@@ -55,7 +64,6 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
     """Start the configured engines: by default the embedded SmolLM2-135M policy on vLLM, the
     LM-judge PRM on the same engine, and the packaged all-MiniLM-L6-v2 embedder (loaded on first use)."""
     from .. import models
-    from .embedder import SentenceTransformerEmbedder
     from .judge_prm import judge_prm
     from .vllm_engine import create_engine
     from .vllm_policy import VllmPolicy
@@ -89,8 +97,7 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
             prm = QwenPRM(prm_engine, prm_tokenizer)
         else:
             prm = math_shepherd_prm(prm_engine, prm_tokenizer)
-    embedder = SentenceTransformerEmbedder(models.resolve_model(config.embedder_model, models.DEFAULT_EMBEDDER))
-    return Backends(policy, with_checks(config, prm), embedder, engines=tuple(engines))
+    return Backends(policy, with_checks(config, prm), sentence_embedder(config), engines=tuple(engines))
 
 
 __all__ = ["PRM", "Backends", "Embedder", "Expansion", "Policy", "Sampling", "ScoreRequest", "load_backends"]

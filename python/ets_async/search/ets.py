@@ -4,7 +4,7 @@ semantic coverage, then REBASE re-allocates the budget over the kept set (ets_sp
 from __future__ import annotations
 
 from .. import core
-from ..config import SearchConfig
+from ..config import PAPER_CLUSTER_THRESHOLD, SearchConfig
 from .method import Allocation, Frontier, StatelessMethod
 
 
@@ -13,7 +13,9 @@ class Ets(StatelessMethod):
         self.lambda_b = config.lambda_b
         self.lambda_s = config.coverage_weight
         self.softmax_temperature = config.softmax_temperature
-        self.cluster_threshold = config.cluster_threshold
+        self.cluster_threshold = (
+            PAPER_CLUSTER_THRESHOLD if config.cluster_threshold is None else config.cluster_threshold
+        )
         self.cost = config.kv_cost
         self.needs_embeddings = self.lambda_s > 0
 

@@ -219,6 +219,7 @@ class ProblemSearch:
                 "step_tokens": tree.step_lengths(False),
                 "scores": [tree.score(v) for v in range(tree.num_nodes)],
                 "finished": [tree.is_finished(v) for v in range(tree.num_nodes)],
+                "texts": [self.step_text[v] for v in range(tree.num_nodes)],
             },
             metrics=self.metrics.as_dict(),
         )

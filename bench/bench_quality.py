@@ -1,0 +1,189 @@
+"""Accuracy against cost for every search method on the same problems, one engine, one run.
+
+    python bench/bench_quality.py --problems 30 --width 8 --out runs/quality
+    python bench/bench_quality.py --variants rebase ets ets:lambda_s=0 --width 16 --baseline rebase
+    python bench/bench_quality.py --out runs/quality --report-only
+
+Each variant is a predefined name (greedy, majority, weighted_majority, best_of_n, beam, dvts,
+rebase, ets) or ``[label=]method[:key=value,...]`` with any SearchConfig fields; ``--width`` applies
+unless a variant sets its own. Every variant runs on the same problems with the same seed, one after
+another on one engine (its prefix cache reset before each), and appends one line per problem to
+``OUT/<label>-<width>.jsonl``: an interrupted run resumes where it stopped, and a variant whose
+settings changed is refused. While a variant runs, the engine's own KV-cache usage
+(``vllm:kv_cache_usage_perc``) is sampled every 0.25 s.
+
+The report (``OUT/summary.json``, ``OUT/quality.png`` and the printed table): accuracy with its 95%
+Wilson interval, the paired difference against ``--baseline`` on the same problems with a 95%
+bootstrap interval, mean and peak tree KV (tokens and blocks, ets_spec §8.1), the engine's KV
+usage, generated tokens per problem, wall time and throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from ets_async import EngineConfig, SearchConfig, iter_solve, load_backends, report
+from ets_async.datasets import load_problems
+from ets_async.plots import plot_summaries
+from ets_async.results import ResultWriter, read_results
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
+VARIANTS = {
+    "greedy": "best_of_n:width=1,temperature=0",
+    "majority": "best_of_n:answer_selection=majority",
+    "weighted_majority": "best_of_n:answer_selection=weighted_majority",
+    "best_of_n": "best_of_n:answer_selection=best_of_n",
+    "beam": "beam",
+    "dvts": "dvts",
+    "rebase": "rebase",
+    "ets": "ets",
+}
+ISSUE_SET = ["greedy", "majority", "best_of_n", "beam", "dvts", "rebase", "ets"]
+
+
+def parse_variant(spec: str, base: dict[str, Any]) -> tuple[str, SearchConfig]:
+    """``label=method:key=value,...`` (label defaults to the spec) -> (label, config)."""
+    label, sep, body = spec.partition("=")
+    if not sep or ":" in label:
+        label, body = spec, spec
+    body = VARIANTS.get(body, body)
+    method, _, rest = body.partition(":")
+    settings = [s for s in rest.split(",") if s]
+    return label, SearchConfig.load(None, settings, base={**base, "method": method})
+
+
+async def sample_engine_kv_usage(samples: list[float], period_s: float = 0.25) -> None:
+    """Append the engine's own KV-cache usage (the share of blocks held by running requests) every
+    ``period_s`` until cancelled."""
+    from vllm.v1.metrics.reader import Gauge, get_metrics_snapshot
+
+    while True:
+        samples.extend(m.value for m in get_metrics_snapshot() if m.name == "vllm:kv_cache_usage_perc" and isinstance(m, Gauge))
+        await asyncio.sleep(period_s)
+
+
+def run_file(out: Path, label: str, config: SearchConfig) -> Path:
+    return out / f"{label}-{config.width}.jsonl"
+
+
+async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str, config: SearchConfig, out: Path) -> None:
+    path = run_file(out, label, config)
+    header = {"label": label, "config": config.model_dump(mode="json")}
+    with ResultWriter(path, run_header=header) as writer:
+        if writer.existing_header is not None and writer.existing_header.get("config") != header["config"]:
+            raise SystemExit(f"{path} was written with other settings; remove it or use another --out")
+        todo = [p for p in problems if p["id"] not in writer.done_ids()]
+        if not todo:
+            return
+        print(f"{label} (W={config.width}): {len(todo)} problems to run", flush=True)
+        await backends.engines[0].reset_prefix_cache()
+        session = f"{time.strftime('%Y%m%dT%H%M%S')}-{label}"
+        usage: list[float] = []
+        sampler = asyncio.create_task(sample_engine_kv_usage(usage))
+        started = time.perf_counter()
+        try:
+            results = iter_solve(todo, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+            async for result in results:
+                elapsed = time.perf_counter() - started
+                writer.write(report.run_record(result, config, session=session, elapsed_s=elapsed, label=label))
+        finally:
+            sampler.cancel()
+        with path.with_suffix(".engine.jsonl").open("a") as log:
+            log.write(json.dumps({"session": session, "kv_usage": usage}) + "\n")
+
+
+def engine_usage(path: Path) -> tuple[float | None, float | None]:
+    """Mean and peak of the engine's sampled KV-cache usage over every session of a run file."""
+    samples: list[float] = []
+    sidecar = path.with_suffix(".engine.jsonl")
+    if sidecar.is_file():
+        for line in sidecar.read_text().splitlines():
+            samples.extend(json.loads(line)["kv_usage"])
+    return (statistics.fmean(samples), max(samples)) if samples else (None, None)
+
+
+def summarise(out: Path, runs: list[tuple[str, SearchConfig]] | None, baseline: str | None) -> list[dict[str, Any]]:
+    """One summary row per run file in ``out`` (or per given run), with the paired difference."""
+    paths = [run_file(out, label, config) for label, config in runs] if runs else sorted(out.glob("*-*.jsonl"))
+    paths = [p for p in paths if p.is_file() and not p.name.endswith(".engine.jsonl")]
+    records = {p: read_results(p) for p in paths}
+    rows = []
+    reference = next((recs for p, recs in records.items() if recs and report.record_label(recs[0]) == baseline), None)
+    for path, recs in records.items():
+        if not recs:
+            continue
+        row = report.run_summary(recs)
+        row["engine_kv_usage_mean"], row["engine_kv_usage_peak"] = engine_usage(path)
+        row["vs_baseline"] = report.paired_difference(recs, reference) if reference is not None else None
+        row.pop("detail")
+        rows.append(row)
+    return rows
+
+
+def print_report(rows: list[dict[str, Any]], baseline: str | None) -> None:
+    def paired(row: dict[str, Any]) -> str:
+        diff = row["vs_baseline"]
+        if not diff or diff["difference"] is None or row["label"] == baseline:
+            return "-"
+        return f"{100 * diff['difference']:+.1f} [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}] (+{diff['wins']}/-{diff['losses']})"
+
+    columns: list[report.Column] = [
+        *report.SUMMARY_COLUMNS[:5],
+        (f"vs {baseline} (pts, 95% CI)", paired),
+        ("KV mean", lambda r: report.fmt(r["kv_tokens_mean"])),
+        ("KV peak", lambda r: report.fmt(r["kv_tokens_peak"])),
+        ("blocks mean/peak", lambda r: f"{report.fmt(r['kv_blocks_mean'])}/{report.fmt(r['kv_blocks_peak_mean'])}"),
+        ("engine KV", lambda r: report.fmt(r["engine_kv_usage_mean"], "pct")),
+        ("gen tokens", lambda r: report.fmt(r["generated_tokens_mean"])),
+        ("wall s", lambda r: report.fmt(r["wall_time_s"], "rate")),
+        ("tokens/s", lambda r: report.fmt(r["generated_tokens_per_s"], "rate")),
+    ]
+    print(report.table(rows, columns))
+
+
+async def collect(args: argparse.Namespace, runs: list[tuple[str, SearchConfig]], problems: list[dict[str, Any]]) -> None:
+    engine_config = EngineConfig.load(None, args.engine_set)
+    started = time.perf_counter()
+    backends = load_backends(engine_config)
+    print(f"engine started in {time.perf_counter() - started:.0f} s", flush=True)
+    try:
+        for label, config in runs:
+            await run_variant(backends, problems, label, config, args.out)
+    finally:
+        backends.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--start", type=int, default=0, help="first problem (0-based) of the slice")
+    parser.add_argument("--problems", type=int, default=30)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--variants", nargs="+", default=ISSUE_SET)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="SearchConfig for every variant")
+    parser.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE", help="EngineConfig field")
+    parser.add_argument("--baseline", default="majority", help="the run label paired differences are taken against")
+    parser.add_argument("--out", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--report-only", action="store_true", help="summarise the run files in --out")
+    args = parser.parse_args()
+    base = {"width": args.width, **SearchConfig.parse_settings(args.sets)}
+    runs = None if args.report_only else [parse_variant(spec, base) for spec in args.variants]
+    if runs:
+        problems, _ = load_problems(args.dataset)
+        args.out.mkdir(parents=True, exist_ok=True)
+        asyncio.run(collect(args, runs, problems[args.start : args.start + args.problems]))
+    rows = summarise(args.out, runs, args.baseline)
+    print_report(rows, args.baseline)
+    (args.out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    plot = plot_summaries(rows, args.out / "quality.png", title=f"{rows[0]['problems'] if rows else 0} problems")
+    print(f"wrote {args.out / 'summary.json'} and {plot}")
+
+
+if __name__ == "__main__":
+    main()
