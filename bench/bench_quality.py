@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ets_async import EngineConfig, SearchConfig, iter_solve, load_backends, report
+from ets_async.api import resolve_config
 from ets_async.datasets import load_problems
 from ets_async.plots import plot_summaries
 from ets_async.results import ResultWriter, read_results
@@ -58,13 +59,28 @@ def parse_variant(spec: str, base: dict[str, Any]) -> tuple[str, SearchConfig]:
     return label, SearchConfig.load(None, settings, base={**base, "method": method})
 
 
-async def sample_engine_kv_usage(samples: list[float], period_s: float = 0.25) -> None:
-    """Append the engine's own KV-cache usage (the share of blocks held by running requests) every
-    ``period_s`` until cancelled."""
+def process_tree_rss_gib() -> float:
+    """Resident memory of this process and its children (the engine core and worker), in GiB."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**30
+
+
+async def sample_engine(kv_usage: list[float], rss_gib: list[float], period_s: float = 0.25) -> None:
+    """Append the engine's own KV-cache usage (the share of blocks held by running requests) and the
+    process tree's memory every ``period_s`` until cancelled."""
     from vllm.v1.metrics.reader import Gauge, get_metrics_snapshot
 
     while True:
-        samples.extend(m.value for m in get_metrics_snapshot() if m.name == "vllm:kv_cache_usage_perc" and isinstance(m, Gauge))
+        kv_usage.extend(m.value for m in get_metrics_snapshot() if m.name == "vllm:kv_cache_usage_perc" and isinstance(m, Gauge))
+        rss_gib.append(process_tree_rss_gib())
         await asyncio.sleep(period_s)
 
 
@@ -81,11 +97,13 @@ async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str,
         todo = [p for p in problems if p["id"] not in writer.done_ids()]
         if not todo:
             return
+        config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
         print(f"{label} (W={config.width}): {len(todo)} problems to run", flush=True)
         await backends.engines[0].reset_prefix_cache()
         session = f"{time.strftime('%Y%m%dT%H%M%S')}-{label}"
         usage: list[float] = []
-        sampler = asyncio.create_task(sample_engine_kv_usage(usage))
+        rss: list[float] = []
+        sampler = asyncio.create_task(sample_engine(usage, rss))
         started = time.perf_counter()
         try:
             results = iter_solve(todo, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
@@ -95,17 +113,23 @@ async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str,
         finally:
             sampler.cancel()
         with path.with_suffix(".engine.jsonl").open("a") as log:
-            log.write(json.dumps({"session": session, "kv_usage": usage}) + "\n")
+            log.write(json.dumps({"session": session, "kv_usage": usage, "rss_gib_peak": max(rss, default=None)}) + "\n")
 
 
-def engine_usage(path: Path) -> tuple[float | None, float | None]:
-    """Mean and peak of the engine's sampled KV-cache usage over every session of a run file."""
+def engine_usage(path: Path) -> tuple[float | None, float | None, float | None]:
+    """Mean and peak of the engine's sampled KV-cache usage over every session of a run file, and
+    the peak memory of the process tree (GiB)."""
     samples: list[float] = []
+    peaks: list[float] = []
     sidecar = path.with_suffix(".engine.jsonl")
     if sidecar.is_file():
         for line in sidecar.read_text().splitlines():
-            samples.extend(json.loads(line)["kv_usage"])
-    return (statistics.fmean(samples), max(samples)) if samples else (None, None)
+            session = json.loads(line)
+            samples.extend(session["kv_usage"])
+            if session.get("rss_gib_peak") is not None:
+                peaks.append(session["rss_gib_peak"])
+    usage = (statistics.fmean(samples), max(samples)) if samples else (None, None)
+    return (*usage, max(peaks) if peaks else None)
 
 
 def summarise(out: Path, runs: list[tuple[str, SearchConfig]] | None, baseline: str | None) -> list[dict[str, Any]]:
@@ -119,7 +143,7 @@ def summarise(out: Path, runs: list[tuple[str, SearchConfig]] | None, baseline: 
         if not recs:
             continue
         row = report.run_summary(recs)
-        row["engine_kv_usage_mean"], row["engine_kv_usage_peak"] = engine_usage(path)
+        row["engine_kv_usage_mean"], row["engine_kv_usage_peak"], row["memory_gib_peak"] = engine_usage(path)
         row["vs_baseline"] = report.paired_difference(recs, reference) if reference is not None else None
         row.pop("detail")
         rows.append(row)
@@ -141,6 +165,7 @@ def print_report(rows: list[dict[str, Any]], baseline: str | None) -> None:
         ("blocks mean/peak", lambda r: f"{report.fmt(r['kv_blocks_mean'])}/{report.fmt(r['kv_blocks_peak_mean'])}"),
         ("engine KV", lambda r: report.fmt(r["engine_kv_usage_mean"], "pct")),
         ("gen tokens", lambda r: report.fmt(r["generated_tokens_mean"])),
+        ("memory GiB", lambda r: f"{r['memory_gib_peak']:.1f}" if r["memory_gib_peak"] is not None else "-"),
         ("wall s", lambda r: report.fmt(r["wall_time_s"], "rate")),
         ("tokens/s", lambda r: report.fmt(r["generated_tokens_per_s"], "rate")),
     ]
@@ -151,7 +176,7 @@ async def collect(args: argparse.Namespace, runs: list[tuple[str, SearchConfig]]
     engine_config = EngineConfig.load(None, args.engine_set)
     started = time.perf_counter()
     backends = load_backends(engine_config)
-    print(f"engine started in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"engine started in {time.perf_counter() - started:.0f} s, {process_tree_rss_gib():.1f} GiB resident", flush=True)
     try:
         for label, config in runs:
             await run_variant(backends, problems, label, config, args.out)

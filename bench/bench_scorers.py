@@ -98,7 +98,6 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
         max_step_tokens=args.max_step_tokens,
         max_tokens=args.max_tokens,
         max_concurrent_problems=args.concurrency,
-        system_prompt=SearchConfig.model_fields["system_prompt"].default,
     )
     from ets_async import iter_solve
 
@@ -179,7 +178,7 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=100, help="first problem (0-based line) of the slice")
     parser.add_argument("--problems", type=int, default=40)
     parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--temperature", type=float, default=None, help="default: the policy's measured one")
     parser.add_argument("--max-step-tokens", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=16)

@@ -3,6 +3,12 @@
     python bench/bench_search.py compare --problems 20 --width 16
     python bench/bench_search.py compare --methods rebase ets ets:lambda_s=0   # variants: method:key=value,...
     python bench/bench_search.py scaling --problems 16 --width 4 --concurrency-levels 1 4 16
+    python bench/bench_search.py pressure --problems 32 --width 16 --concurrency 32 --kv-blocks 600 --rounds 2
+
+``pressure`` caps the engine's KV cache (``--kv-blocks``, 32 tokens each) below what REBASE's trees
+need at that concurrency, so the engine preempts and recomputes, and runs the methods in alternating
+rounds (A B A B ...) on the same problems: problems/s and tokens/s per method, the engine's
+preemptions and prefix-cache hit rate per run, and the throughput ratios averaged over rounds.
 
 All runs share one engine; its prefix cache is reset before each run so no run inherits another's
 cache. Prints per-method means and the side-by-side ratios. Compare mode also prints how much of the
@@ -24,6 +30,8 @@ from ets_async import SearchConfig, load_backends, solve_many
 from ets_async.config import EngineConfig
 from ets_async.datasets import load_problems
 
+from bench_quality import sample_engine  # a sibling script: its folder is on sys.path
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
 
 
@@ -38,29 +46,32 @@ def method_variant(spec: str) -> tuple[str, dict[str, Any]]:
     return spec, {"method": method, **SearchConfig.parse_settings(filter(None, rest.split(",")))}
 
 
-async def sample_engine_kv_usage(samples: list[float], period_s: float = 0.25) -> None:
-    """Append the engine's own KV-cache usage (vllm:kv_cache_usage_perc, the share of blocks held by
-    running requests) every ``period_s`` until cancelled: the engine-side view of the tree metric."""
-    from vllm.v1.metrics.reader import Gauge, get_metrics_snapshot
+def engine_counters() -> dict[str, float]:
+    """The engine's cumulative preemptions and prefix-cache queries and hits (tokens)."""
+    from vllm.v1.metrics.reader import Counter, get_metrics_snapshot
 
-    while True:
-        samples.extend(
-            m.value for m in get_metrics_snapshot() if m.name == "vllm:kv_cache_usage_perc" and isinstance(m, Gauge)
-        )
-        await asyncio.sleep(period_s)
+    wanted = {"vllm:num_preemptions": "preemptions", "vllm:prefix_cache_queries": "prefix_queries",
+              "vllm:prefix_cache_hits": "prefix_hits"}  # fmt: skip
+    totals = dict.fromkeys(wanted.values(), 0.0)
+    for metric in get_metrics_snapshot():
+        if metric.name in wanted and isinstance(metric, Counter):
+            totals[wanted[metric.name]] += metric.value
+    return totals
 
 
 async def run_once(backends, problems, config, label=None):
     engine = backends.engines[0]
     await engine.reset_prefix_cache()
     usage: list[float] = []
-    sampler = asyncio.create_task(sample_engine_kv_usage(usage))
+    sampler = asyncio.create_task(sample_engine(usage, []))
+    before = engine_counters()
     started = time.perf_counter()
     try:
         results = await solve_many(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
     finally:
         sampler.cancel()
     wall = time.perf_counter() - started
+    counters = {key: value - before[key] for key, value in engine_counters().items()}
     ok = [r for r in results if r.error is None]
     graded = [r for r in ok if r.correct is not None]
     prompt_tokens = sum(r.metrics["prompt_tokens"] for r in ok)
@@ -85,8 +96,11 @@ async def run_once(backends, problems, config, label=None):
         "selection_ms_per_step": 1000 * sum(r.metrics["selection_time_s"] for r in ok)
         / max(1, sum(r.metrics["selections"] for r in ok)),
         "prefix_hit_rate": sum(r.metrics["prefix_cached_tokens"] for r in ok) / max(1, prompt_tokens),
+        "engine_preemptions": counters["preemptions"],
+        "engine_prefix_hit_rate": counters["prefix_hits"] / max(1.0, counters["prefix_queries"]),
         "wall_s": wall,
         "problems_per_s": len(results) / wall,
+        "tokens_per_s": sum(r.metrics["generated_tokens"] for r in ok) / wall,
     }
 
 
@@ -149,9 +163,34 @@ async def scaling(args, backends, problems):
     return rows
 
 
+async def pressure(args, backends, problems):
+    """Alternating rounds of each method under a KV cache too small for the first method's trees."""
+    base = base_config(args, args.concurrency)
+    variants = [method_variant(spec) for spec in args.methods]
+    rows = []
+    for round_ in range(args.rounds):
+        for label, overrides in variants if round_ % 2 == 0 else variants[::-1]:
+            row = await run_once(backends, problems, base.replace(**overrides), label)
+            rows.append({**row, "round": round_})
+            print(f"round {round_} {label}: {row['problems_per_s']:.4g} problems/s, {row['tokens_per_s']:.4g} tokens/s, "
+                  f"{row['engine_preemptions']:.0f} preemptions, prefix hits {row['engine_prefix_hit_rate']:.1%}", flush=True)
+    keys = ["method", "round", "accuracy", "kv_tokens_mean", "kv_blocks_mean", "kv_blocks_peak", "engine_kv_usage_mean",
+            "engine_preemptions", "engine_prefix_hit_rate", "generated_tokens", "wall_s", "problems_per_s", "tokens_per_s"]
+    print_rows(rows, keys)
+    reference = variants[0][0]
+    for label, _ in variants[1:]:
+        ratios = [
+            other["problems_per_s"] / ref["problems_per_s"]
+            for ref, other in zip((r for r in rows if r["method"] == reference), (r for r in rows if r["method"] == label))
+        ]
+        print(f"\n{label} / {reference} problems/s per round: " + ", ".join(f"x{r:.2f}" for r in ratios)
+              + f"; mean x{statistics.fmean(ratios):.2f}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["compare", "scaling"])
+    parser.add_argument("mode", choices=["compare", "scaling", "pressure"])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--problems", type=int, default=20)
     parser.add_argument("--width", type=int, default=16)
@@ -161,14 +200,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent problems (compare mode)")
     parser.add_argument("--concurrency-levels", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kv-blocks", type=int, default=None, help="cap the engine's KV cache (pressure mode)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per method (pressure mode)")
+    parser.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE", help="EngineConfig field")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
     problems, skipped = load_problems(args.data, limit=args.problems)
     assert not skipped, skipped
-    backends = load_backends(EngineConfig(max_model_len=2048))
+    engine = EngineConfig.load(None, args.engine_set, base={"max_model_len": 2048}, kv_cache_blocks=args.kv_blocks)
+    backends = load_backends(engine)
+    modes = {"compare": compare, "scaling": scaling, "pressure": pressure}
     try:
-        rows = asyncio.run((compare if args.mode == "compare" else scaling)(args, backends, problems))
+        rows = asyncio.run(modes[args.mode](args, backends, problems))
     finally:
         backends.shutdown()
     if args.json:

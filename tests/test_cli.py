@@ -427,7 +427,7 @@ def test_recipes_command_lists_them(runner):
 def test_demo_on_the_fake_backend(runner):
     result = invoke(runner, "demo", "--backend", "fake", "--problems", "3", "--quiet")
     assert result.exit_code == 0, result.output
-    assert "config: method=ets width=4" in result.output and "max_step_tokens=64" in result.output
+    assert "config: method=ets width=4" in result.output and "max_step_tokens=128" in result.output
     rows = [line.split() for line in result.output.splitlines() if line.startswith("demo-")]
     assert [row[0] for row in rows] == ["demo-1", "demo-2", "demo-3"]  # one table row per problem, in order
     references = {"demo-1": "8", "demo-2": "24", "demo-3": "13"}

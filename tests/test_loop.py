@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from ets_async import METHODS, SearchConfig, iter_solve, solve_many
+from ets_async.api import resolve_config
 from ets_async.errors import ConfigError
 
 from .fakes import FakeEmbedder, FakePolicy, FakePRM
@@ -210,3 +211,21 @@ def test_request_rate_limit_spaces_engine_requests():
     requests = len(policy.prompts)
     assert requests > 30
     assert elapsed >= (requests - 20) / 20.0 * 0.9
+
+
+def test_settings_left_to_the_models_are_filled_from_them():
+    """An unset temperature is the policy's measured one (else the paper's 1.0); an unset clustering
+    cut is the embedder's calibrated one (else the paper's 0.05)."""
+    config = SearchConfig(method="ets", width=4, max_depth=3)
+    policy, embedder = FakePolicy(), FakeEmbedder()
+    asyncio.run(solve_many(["What is 1 + 1?"], config, policy=policy, prm=FakePRM(), embedder=embedder))
+    assert {s.temperature for s in policy.samplings} == {1.0}
+    policy.temperature, embedder.cluster_threshold = 0.3, 2.0  # type: ignore[attr-defined]
+    resolved = resolve_config(config, policy, embedder)
+    assert (resolved.temperature, resolved.cluster_threshold) == (0.3, 2.0)
+    asyncio.run(solve_many(["What is 1 + 1?"], config, policy=policy, prm=FakePRM(), embedder=embedder))
+    assert 0.3 in {s.temperature for s in policy.samplings}
+    # explicit settings win over the models'
+    assert resolve_config(config.replace(temperature=0.9, cluster_threshold=0.1), policy, embedder) == config.replace(
+        temperature=0.9, cluster_threshold=0.1
+    )

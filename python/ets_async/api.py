@@ -101,9 +101,7 @@ async def _iter_indexed(
         policy = policy or defaults.policy
         prm = prm or defaults.prm
         embedder = embedder or defaults.embedder
-    calibrated = getattr(embedder, "cluster_threshold", None)  # the embedder's calibrated clustering cut
-    if config.cluster_threshold is None and calibrated is not None:
-        config = config.replace(cluster_threshold=calibrated)
+    config = resolve_config(config, policy, embedder)
     max_model_len = getattr(policy, "max_model_len", None)
     step_logprobs = bool(getattr(prm, "needs_step_logprobs", False))
     if config.request_rate_limit is not None:
@@ -141,6 +139,17 @@ async def _iter_indexed(
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def resolve_config(config: SearchConfig, policy: Policy, embedder: Embedder | None) -> SearchConfig:
+    """Fill the settings a config leaves to the models: the policy's measured sampling temperature
+    (``policy.temperature``) and the embedder's calibrated clustering cut (``embedder.cluster_threshold``)."""
+    measured = {
+        "temperature": getattr(policy, "temperature", None),
+        "cluster_threshold": getattr(embedder, "cluster_threshold", None),
+    }
+    changes = {key: value for key, value in measured.items() if value is not None and getattr(config, key) is None}
+    return config.replace(**changes) if changes else config
 
 
 async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, ProblemResult]:
@@ -239,4 +248,4 @@ class _ThrottledPolicy:
         return await self._policy.expand(prompt_token_ids, n, sampling)
 
 
-__all__ = ["iter_solve", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]
+__all__ = ["iter_solve", "resolve_config", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]

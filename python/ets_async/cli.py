@@ -62,12 +62,12 @@ DEMO_FILE = "demo_problems.jsonl"
 DEMO_SETTINGS: dict[str, Any] = {
     "method": "ets",
     "width": 4,
-    "max_step_tokens": 64,
-    "max_tokens": 256,
-    "max_depth": 6,
-    "max_concurrent_problems": 4,
+    "max_step_tokens": 128,
+    "max_tokens": 384,
+    "max_depth": 8,
+    "max_concurrent_problems": 8,
 }
-"""Small enough for SmolLM2-135M on two CPU cores in a couple of minutes."""
+"""Small enough for the embedded default on two CPU cores in a few minutes."""
 DEMO_ENGINE: dict[str, Any] = {"max_model_len": 2048, "cpu_kv_cache_gib": 1.0, "max_num_seqs": 64}
 
 # Fields that change how fast a run goes but not what it computes: a resumed run may change them.
@@ -117,7 +117,7 @@ def _describe_config(config: SearchConfig) -> str:
     parts = [
         f"method={config.method}",
         f"width={config.width}",
-        f"temperature={config.temperature:g}",
+        f"temperature={'the policy default' if config.temperature is None else format(config.temperature, 'g')}",
         f"max_step_tokens={config.max_step_tokens}",
         f"max_tokens={config.max_tokens}",
         f"max_depth={config.max_depth}",
@@ -261,11 +261,12 @@ async def _solve(
 
     ``on_ready`` is called once the backends are up; the records' ``run.elapsed_s`` count from then.
     """
-    from .api import iter_solve
+    from .api import iter_solve, resolve_config
 
     backends = make_backends()  # inside the event loop: the engine binds to it
     on_ready()
     try:
+        config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
         started = time.perf_counter()
         results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
         async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
@@ -354,7 +355,8 @@ def run(
         None, help="Configuration name of a Hugging Face dataset (e.g. 'main' for openai/gsm8k)."
     ),
     model: Optional[str] = typer.Option(  # noqa: UP007
-        None, help="Policy model path or name. [default: the embedded SmolLM2-135M-Instruct]"
+        None, help="Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
+        "[default: qwen2.5-coder-0.5b-instruct]"
     ),
     engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
         None,
@@ -636,14 +638,15 @@ def recipes() -> None:
 
 @app.command()
 def demo(
-    problems: int = typer.Option(4, "--problems", "-n", min=1, max=8, help="How many bundled problems to solve (1-8)."),
+    problems: int = typer.Option(8, "--problems", "-n", min=1, max=8, help="How many bundled problems to solve (1-8)."),
     method: Optional[MethodName] = typer.Option(None, "--method", "-m", help="Search method. [default: ets]"),  # noqa: UP007
     width: Optional[int] = typer.Option(None, "--width", "-w", min=1, help="Search width. [default: 4]"),  # noqa: UP007
     set_: Optional[list[str]] = typer.Option(  # noqa: UP007
         None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
     ),
     model: Optional[str] = typer.Option(  # noqa: UP007
-        None, help="Policy model path or name. [default: the embedded SmolLM2-135M-Instruct]"
+        None, help="Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
+        "[default: qwen2.5-coder-0.5b-instruct]"
     ),
     backend: BackendName = typer.Option(
         BackendName.vllm, help="vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
@@ -651,10 +654,10 @@ def demo(
     fake_delay: float = typer.Option(0.0, min=0.0, help="With --backend fake: seconds each policy request takes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Solve a few bundled grade-school problems with ETS on the embedded default model and show the results.
+    """Solve the bundled grade-school problems with ETS on the embedded default model and show the results.
 
-    Uses a small search (width 4, 64-token steps, 256 tokens per trajectory, depth 6) so that it
-    finishes in a few minutes on a CPU. Nothing is written to disk.
+    Uses a small search (width 4, 128-token steps, 384 tokens per trajectory, depth 8) so that it
+    finishes in a few minutes on a CPU. Nothing is written to disk but the engine's log.
     """
     config, _ = build_search_config(None, set_ or (), base=DEMO_SETTINGS, method=method, width=width)
     engine_config = _engine_config(model, (), base=DEMO_ENGINE) if backend == BackendName.vllm else None

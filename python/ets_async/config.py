@@ -26,6 +26,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "Separate the steps with a blank line. Put the final answer within \\boxed{}."
 )
 
+PAPER_TEMPERATURE = 1.0
+"""The paper's policy sampling temperature (ets_spec §9); the recipes keep it."""
 PAPER_CLUSTER_THRESHOLD = 0.05
 """The paper's cut, calibrated on its math-similarity BERT (ets_spec §5.4); the recipes keep it."""
 
@@ -147,7 +149,12 @@ class SearchConfig(_Validated):
 
     method: Method = "ets"
     width: int = Field(16, ge=1, le=4096, description="search budget W: trajectories per problem")
-    temperature: float = Field(1.0, ge=0.0, description="policy sampling temperature")
+    temperature: float | None = Field(
+        None,
+        ge=0.0,
+        description="policy sampling temperature; None = the policy's measured temperature (registry models), "
+        "else the paper's 1.0",
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_step_tokens: int = Field(256, ge=1, description="tokens per generated step")
     max_tokens: int = Field(1024, ge=1, description="generated tokens per trajectory")
@@ -187,6 +194,11 @@ class SearchConfig(_Validated):
         return self
 
     @property
+    def sampling_temperature(self) -> float:
+        """The temperature as used: the configured (or the policy's) value, or the paper's."""
+        return PAPER_TEMPERATURE if self.temperature is None else self.temperature
+
+    @property
     def coverage_weight(self) -> float:
         """λ_s as used: the configured value, or the paper's for this width."""
         return paper_lambda_s(self.width) if self.lambda_s is None else self.lambda_s
@@ -216,6 +228,9 @@ class EngineConfig(_Validated):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     cpu_kv_cache_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB) on CPU")
+    kv_cache_blocks: int | None = Field(
+        None, ge=1, description="cap the engine's KV cache at this many blocks (vLLM num_gpu_blocks_override; any device)"
+    )
     cpu_cores: str = Field(
         "all",
         pattern=r"^(all|auto|[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)$",

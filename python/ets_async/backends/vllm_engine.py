@@ -94,6 +94,7 @@ def create_engine(
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization,
         max_num_seqs=config.max_num_seqs,
+        num_gpu_blocks_override=config.kv_cache_blocks,
         enable_chunked_prefill=not on_cpu,
         max_num_batched_tokens=max(config.max_model_len, 2048) if on_cpu else None,
         disable_log_stats=False,

@@ -29,9 +29,10 @@ def render_chat(tokenizer: Any, problem: str, system_prompt: str | None, templat
 class VllmPolicy:
     """One engine request per expanded node, ``n`` = its number of children (siblings share the prefix)."""
 
-    def __init__(self, engine: AsyncLLM, tokenizer: Any) -> None:
+    def __init__(self, engine: AsyncLLM, tokenizer: Any, *, temperature: float | None = None) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
+        self.temperature = temperature  # measured for this model; used when a SearchConfig leaves it unset
         self.max_model_len: int | None = engine.model_config.max_model_len
         self.eos_token_id = tokenizer.eos_token_id
 

@@ -128,7 +128,7 @@ class ProblemSearch:
         prompt = tree.prompt_token_ids(node)
         sampling = Sampling(
             max_tokens=min(cfg.max_step_tokens, cfg.max_tokens - tree.cum_tokens(node)),
-            temperature=cfg.temperature,
+            temperature=cfg.sampling_temperature,
             top_p=cfg.top_p,
             stop=cfg.step_delimiter,
             seed=request_seed(cfg.seed, self.problem.id, node),
