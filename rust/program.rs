@@ -122,14 +122,16 @@ pub struct EtsInstance {
 
 /// The ETS program as a HiGHS minimisation in CSC form (index arrays in HiGHS's 32-bit ints).
 ///
-/// Columns: `x_i` per candidate (input order), `y_j` per ancestor (in
-/// [`EtsInstance::ancestors`] order), then `c_k` per cluster of two or more members (a singleton
-/// cluster's reward goes to its member's `x` cost instead: `c_k = x_i` at any optimum). Rows: per
-/// tree edge into an ancestor or a candidate, `y_parent - y_child >= 0` or `y_parent - x_i >= 0`
-/// (the spec's `y_j >= x_i` for i below j, chained along edges: same optima, M + N rows instead of
-/// one per pair); only when `λ_b == 0` (live nodes then earn a reward), per ancestor
-/// `y_j - Σ_{children} (y or x) <= 0` (with a cost, `y <= Σ x` holds at every optimum anyway); per
-/// cluster column `c_k - Σ_{i∈C_k} x_i <= 0`; last `Σ_i x_i >= 1`. All columns binary.
+/// Columns: `x_i` per candidate (input order), `y_j` per ancestor with two or more children (in
+/// [`EtsInstance::ancestors`] order), then `c_k` per cluster of two or more members. Two exact
+/// reductions keep the program small: an ancestor with a single child is live exactly when that
+/// child is, so its cost joins the column of the child (or of the chain below it); a singleton
+/// cluster's reward joins its member's `x` cost (`c_k = x_i` at any optimum). Rows: per edge of the
+/// reduced tree, `y_parent - y_child >= 0` or `y_parent - x_i >= 0` (the spec's `y_j >= x_i` for i
+/// below j, chained along edges: same optima, one row per edge instead of one per pair); only when
+/// `λ_b == 0` (live nodes then earn a reward), per y column `y_j - Σ_{children} (y or x) <= 0` (with
+/// a cost, `y <= Σ x` holds at every optimum anyway); per cluster column `c_k - Σ_{i∈C_k} x_i <= 0`;
+/// last `Σ_i x_i >= 1`. All columns binary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EtsProgram {
     /// Number of columns.
@@ -486,8 +488,48 @@ impl EtsInstance {
         let n = self.num_candidates();
         let m = self.ancestors.len();
         let sk = &self.skeleton;
-        let x = |i: usize| i;
-        let y = |j: usize| n + j;
+        // An ancestor with a single child is live exactly when that child is, so its cost joins
+        // the child's column; only ancestors with two or more children get a y column.
+        let mut children = vec![0usize; m];
+        for &p in sk
+            .ancestor_parent
+            .iter()
+            .chain(&sk.candidate_parent)
+            .flatten()
+        {
+            children[p] += 1;
+        }
+        let mut column = vec![NO_SLOT; m];
+        let mut num_y = 0;
+        for j in 0..m {
+            if children[j] >= 2 {
+                column[j] = n + num_y;
+                num_y += 1;
+            }
+        }
+        for (i, p) in sk.candidate_parent.iter().enumerate() {
+            if let Some(p) = *p {
+                if children[p] == 1 {
+                    column[p] = i;
+                }
+            }
+        }
+        // Slots are numbered parents first: backwards, a chain's columns resolve bottom up.
+        for j in (0..m).rev() {
+            if let Some(p) = sk.ancestor_parent[j] {
+                if children[p] == 1 {
+                    column[p] = column[j];
+                }
+            }
+        }
+        // The nearest ancestor with a y column above a slot's chain.
+        let branching_above = |mut p: Option<usize>| {
+            while let Some(j) = p.filter(|&j| children[j] == 1) {
+                p = sk.ancestor_parent[j];
+            }
+            p.map(|j| column[j])
+        };
+
         // Cluster columns for clusters of two or more members; singletons fold into x.
         let (cluster_col, k) = match &self.coverage {
             None => (Vec::new(), 0),
@@ -509,20 +551,25 @@ impl EtsInstance {
             }
         };
         let reward = self.coverage.as_ref().map_or(0.0, |c| c.reward);
-        let num_col = n + m + k;
-        let mut col_cost = Vec::with_capacity(num_col);
-        col_cost.extend(self.gain_with_singleton_rewards().iter().map(|&g| -g + 0.0));
-        col_cost.extend(self.ancestor_gain.iter().map(|&g| -g + 0.0));
+        let num_col = n + num_y + k;
+        let mut col_cost: Vec<f64> = self.gain_with_singleton_rewards();
+        col_cost.resize(n + num_y, 0.0);
+        for (j, &g) in self.ancestor_gain.iter().enumerate() {
+            col_cost[column[j]] += g;
+        }
+        for c in col_cost.iter_mut() {
+            *c = -*c + 0.0; // minimisation; `+ 0.0` turns -0.0 into 0.0
+        }
         col_cost.extend(std::iter::repeat_n(-reward + 0.0, k));
 
-        // Rows as (column, row, value) triplets.
-        let child_of = |p: Option<usize>| p.map(y);
+        // Rows as (column, row, value) triplets; edges as (parent column, child column).
         let edges: Vec<(usize, usize)> = (0..m)
-            .filter_map(|j| sk.ancestor_parent[j].map(|p| (y(p), y(j))))
-            .chain((0..n).filter_map(|i| child_of(sk.candidate_parent[i]).map(|p| (p, x(i)))))
+            .filter(|&j| children[j] >= 2)
+            .filter_map(|j| branching_above(sk.ancestor_parent[j]).map(|p| (p, column[j])))
+            .chain((0..n).filter_map(|i| branching_above(sk.candidate_parent[i]).map(|p| (p, i))))
             .collect();
         let or_rows = self.params.lambda_b == 0.0;
-        let num_row = edges.len() + if or_rows { m } else { 0 } + k + 1;
+        let num_row = edges.len() + if or_rows { num_y } else { 0 } + k + 1;
         let mut triplets: Vec<(usize, usize, f64)> = Vec::with_capacity(4 * edges.len() + 2 * n);
         let mut row_lower = Vec::with_capacity(num_row);
         let mut row_upper = Vec::with_capacity(num_row);
@@ -534,30 +581,30 @@ impl EtsInstance {
         }
         let mut row = edges.len();
         if or_rows {
-            for j in 0..m {
-                triplets.push((y(j), row + j, 1.0));
+            for y in 0..num_y {
+                triplets.push((n + y, row + y, 1.0));
                 row_lower.push(-INF);
                 row_upper.push(0.0);
             }
             for &(p, child) in &edges {
                 triplets.push((child, row + (p - n), -1.0));
             }
-            row += m;
+            row += num_y;
         }
         if let Some(c) = &self.coverage {
             for col in 0..k {
-                triplets.push((n + m + col, row + col, 1.0));
+                triplets.push((n + num_y + col, row + col, 1.0));
             }
             for (i, &kk) in c.cluster.iter().enumerate() {
                 if cluster_col[kk] != NO_SLOT {
-                    triplets.push((x(i), row + cluster_col[kk], -1.0));
+                    triplets.push((i, row + cluster_col[kk], -1.0));
                 }
             }
             row_lower.extend(std::iter::repeat_n(-INF, k));
             row_upper.extend(std::iter::repeat_n(0.0, k));
             row += k;
         }
-        triplets.extend((0..n).map(|i| (x(i), row, 1.0)));
+        triplets.extend((0..n).map(|i| (i, row, 1.0)));
         row_lower.push(1.0);
         row_upper.push(INF);
         debug_assert_eq!(row + 1, num_row);
@@ -781,6 +828,7 @@ mod tests {
 
     #[test]
     fn or_rows_only_when_live_nodes_earn_a_reward() {
+        // 0 -> {1, 2}; 1 -> 3; 2 -> 4. Nodes 1 and 2 have one child each: merged into x0, x1.
         let parents = [-1, 0, 0, 1, 2];
         let candidates = [3, 4];
         let scores = [0.5, 0.4];
@@ -789,21 +837,47 @@ mod tests {
         let inst = instance(&inp);
         assert_eq!(inst.exact_kept(), Some(&[true, true][..]));
         let p = inst.program().unwrap();
-        // 4 edges, 3 OR rows (one per ancestor), cover.
-        assert_eq!(p.num_row, 4 + 3 + 1);
-        // The OR row of y0 (row 4): y0 - y1 - y2 <= 0.
-        let mut row4 = Vec::new();
+        // x0, x1, y0; edges y0 >= x0, y0 >= x1 (rows 0, 1); the root's OR row (2); cover (3).
+        assert_eq!((p.num_col, p.num_row), (3, 4));
+        let mut row2 = Vec::new();
         for c in 0..p.num_col {
             for e in p.a_start[c] as usize..p.a_start[c + 1] as usize {
-                if p.a_index[e] == 4 {
-                    row4.push((c, p.a_value[e]));
+                if p.a_index[e] == 2 {
+                    row2.push((c, p.a_value[e]));
                 }
             }
         }
-        let y = |j: usize| 2 + inst.ancestors().iter().position(|&a| a == j).unwrap();
-        let mut expected = vec![(y(0), 1.0), (y(1), -1.0), (y(2), -1.0)];
-        expected.sort_by_key(|e| e.0);
-        assert_eq!(row4, expected);
+        assert_eq!(row2, vec![(0, -1.0), (1, -1.0), (2, 1.0)]);
+        // λ_b = 0: every node earns 1e-4 / 5; x0 carries node 3's and node 1's.
+        let o = inst.outcome();
+        assert!((p.col_cost[0] - -(o[0] + 2e-4 / 5.0)).abs() < 1e-15);
+        assert!((brute_force_program(&p) - brute_force_objective(&inst)).abs() < 1e-12);
+        inp.params.lambda_b = 1.0;
+        assert_eq!(instance(&inp).program().unwrap().num_row, 3);
+    }
+
+    #[test]
+    fn single_child_ancestors_join_the_column_below() {
+        // 0 -> 1 -> 2 -> {3, 4}; 3 -> 5 -> 6; 4 -> 7; 4 -> 8. Candidates 6, 7, 8.
+        // Branching: 2 and 4. Chains: 0, 1 join y(2); 3, 5 join x(6).
+        let parents = [-1, 0, 1, 2, 2, 3, 5, 4, 4];
+        let candidates = [6, 7, 8];
+        let scores = [0.9, 0.3, 0.2];
+        let mut inp = input(&parents, &candidates, &scores);
+        let labels = [0, 1, 1];
+        inp.cluster_labels = Some(&labels);
+        inp.params.lambda_s = 1.5;
+        let inst = instance(&inp);
+        let p = inst.program().unwrap();
+        // x0..x2, y(2), y(4), one cluster column {7, 8}.
+        assert_eq!(p.num_col, 6);
+        // Edges y(2) >= x0, y(2) >= y(4), y(4) >= x1, y(4) >= x2; cluster; cover.
+        assert_eq!(p.num_row, 6);
+        let cost = 1.0 / 9.0; // λ_b / (M + N), M = 6 ancestors, N = 3
+        assert!((p.col_cost[3] - 3.0 * cost).abs() < 1e-15); // nodes 0, 1, 2
+        assert!((p.col_cost[4] - cost).abs() < 1e-15); // node 4
+        let singleton = 1.5 / 2.0;
+        assert!((p.col_cost[0] - -(inst.outcome()[0] - 3.0 * cost + singleton)).abs() < 1e-15);
         assert!((brute_force_program(&p) - brute_force_objective(&inst)).abs() < 1e-12);
     }
 
@@ -1011,10 +1085,9 @@ mod tests {
         assert_eq!(inst.ancestors()[0], 0); // parents first
         assert_eq!(inst.exact_kept(), Some(&[true][..]));
         let p = inst.program().unwrap();
-        // n - 2 edges between ancestors, one to the candidate, the cover row.
-        assert_eq!(p.num_row, n);
-        // x: its edge row and the cover row.
-        assert_eq!(p.a_start[1] - p.a_start[0], 2);
+        // The whole chain joins the candidate's column: one column, the cover row.
+        assert_eq!((p.num_col, p.num_row), (1, 1));
+        assert!((p.col_cost[0] - -(1.0 - 1.0)).abs() < 1e-12); // O = 1, n nodes at 1/n each
     }
 
     #[test]

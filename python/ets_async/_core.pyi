@@ -272,8 +272,8 @@ class EtsInstance:
 
     @property
     def ancestors(self) -> list[int]:
-        """The ancestor node ids A (every node above a candidate, root included), parents first;
-        the order of the program's ``y`` columns."""
+        """The ancestor node ids A (every node above a candidate, root included), parents first
+        (the program's ``y`` columns follow this order)."""
 
     @property
     def outcome(self) -> list[float]:
@@ -307,11 +307,13 @@ class EtsProgram:
 
     The arrays are numpy arrays that own the buffers Rust built, ready for ``highspy``'s
     ``passModel`` as they are (float64 values, int32 indices). Columns: ``x_i`` per candidate
-    (input order, ``num_x`` of them), ``y_j`` per ancestor (``EtsInstance.ancestors`` order), then
-    ``c_k`` per cluster of two or more members (a singleton cluster's reward is in its member's
-    ``x`` cost). Rows: per tree edge into an ancestor or a candidate ``y_parent - y_j >= 0`` /
-    ``y_parent - x_i >= 0`` (the spec's ``y_j >= x_i`` for i below j, chained along edges: same
-    optima, M + N rows instead of one per pair); only when ``lambda_b == 0``, per ancestor ``y_j -
+    (input order, ``num_x`` of them), ``y_j`` per ancestor with two or more children
+    (``EtsInstance.ancestors`` order), then ``c_k`` per cluster of two or more members. Two exact
+    reductions: an ancestor with a single child is live exactly when that child is, so its cost
+    joins the child's column (or that of the chain below); a singleton cluster's reward joins its
+    member's ``x`` cost. Rows: per edge of the reduced tree ``y_parent - y_j >= 0`` / ``y_parent -
+    x_i >= 0`` (the spec's ``y_j >= x_i`` for i below j, chained along edges: same optima, one row
+    per edge instead of one per pair); only when ``lambda_b == 0``, per y column ``y_j -
     Σ_{children} (y or x) <= 0`` (with a node cost ``y <= Σ x`` holds at every optimum anyway); per
     cluster column ``c_k - Σ_{i∈C_k} x_i <= 0``; last ``Σ_i x_i >= 1``. All columns binary;
     ``±1e30`` stands for an infinite row bound.
