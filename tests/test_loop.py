@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 
 import pytest
 
@@ -60,6 +61,24 @@ def test_budget_is_conserved_each_round(method):
         layer = [v for v in range(len(parents)) if depth[v] == d]
         assert len(layer) == 8 - retired, f"depth {d}"
         retired += sum(finished[v] for v in layer)
+
+
+def test_selections_run_in_the_selection_pool(monkeypatch):
+    """Selections leave the event loop for the pool of one thread per available core."""
+    from ets_async.search import loop
+    from ets_async.search.ets import Ets
+
+    threads = []
+    allocate = Ets.allocate
+
+    def recording(self, frontier):
+        threads.append(threading.current_thread().name)
+        return allocate(self, frontier)
+
+    monkeypatch.setattr(Ets, "allocate", recording)
+    run(PROBLEMS, SearchConfig(method="ets", width=8, max_depth=4))
+    assert threads and all(name.startswith("ets-select") for name in threads)
+    assert loop.selection_pool()._max_workers == loop.available_cores()
 
 
 def test_children_extend_parent_token_ids_exactly():
