@@ -117,7 +117,8 @@ pub struct EtsInstance {
     /// `coef · C_j` per ancestor.
     ancestor_gain: Vec<f64>,
     coverage: Option<Coverage>,
-    exact: Option<Vec<bool>>,
+    /// The exact kept set and its re-allocation, for tree problems.
+    exact: Option<(Vec<bool>, Vec<ChildCount>)>,
 }
 
 /// The ETS program as a HiGHS minimisation in CSC form (index arrays in HiGHS's 32-bit ints).
@@ -379,7 +380,7 @@ impl EtsInstance {
             coverage,
             exact: None,
         };
-        instance.exact = if coef > 0.0 {
+        let kept = if coef > 0.0 {
             Some(vec![true; n])
         } else if instance.coverage_is_separable() {
             let gain = instance.gain_with_singleton_rewards();
@@ -391,6 +392,10 @@ impl EtsInstance {
         } else {
             None
         };
+        if let Some(kept) = kept {
+            let counts = instance.reallocate(&kept)?;
+            instance.exact = Some((kept, counts));
+        }
         Ok(instance)
     }
 
@@ -416,7 +421,12 @@ impl EtsInstance {
     /// The optimal kept set when the problem is a tree problem (module docs), else `None`: then
     /// solve [`EtsInstance::program`] with a MIP solver.
     pub fn exact_kept(&self) -> Option<&[bool]> {
-        self.exact.as_deref()
+        self.exact.as_ref().map(|(kept, _)| kept.as_slice())
+    }
+
+    /// [`EtsInstance::reallocate`] of [`EtsInstance::exact_kept`], computed with it.
+    pub fn exact_counts(&self) -> Option<&[ChildCount]> {
+        self.exact.as_ref().map(|(_, counts)| counts.as_slice())
     }
 
     /// Number of candidates, N.
@@ -1017,6 +1027,7 @@ mod tests {
                 }
                 let counts = inst.reallocate(kept).unwrap();
                 prop_assert_eq!(counts.iter().sum::<u64>(), budget as u64);
+                prop_assert_eq!(inst.exact_counts(), Some(&counts[..]));
             }
         }
     }

@@ -158,6 +158,11 @@ impl EtsInstance {
     }
 
     #[getter]
+    fn counts(&self) -> Option<Vec<u64>> {
+        self.0.exact_counts().map(<[u64]>::to_vec)
+    }
+
+    #[getter]
     fn num_candidates(&self) -> usize {
         self.0.num_candidates()
     }

@@ -263,6 +263,10 @@ class EtsInstance:
         """The optimal kept flag per candidate when this is a tree problem, else None."""
 
     @property
+    def counts(self) -> list[int] | None:
+        """``reallocate(kept)`` when this is a tree problem (computed with ``kept``), else None."""
+
+    @property
     def num_candidates(self) -> int:
         """Number of candidates, N."""
 

@@ -69,25 +69,26 @@ class EtsSelection:
 def select(instance: EtsInstance) -> EtsSelection:
     """Solve one frontier's ETS problem exactly, then re-allocate the budget (ets_spec §5.6).
 
-    A tree problem (coverage off or separable, or ``lambda_b == 0``) comes solved from Rust: the
-    tree DP's kept set (``instance.kept``; its tie rule is in ``_core.pyi``). Otherwise HiGHS solves
-    ``instance.program()``. The budget is re-allocated over the kept candidates with REBASE's rule;
+    A tree problem (coverage off or separable, or ``lambda_b == 0``) comes solved and re-allocated
+    from Rust: the tree DP's kept set (``instance.kept``; its tie rule is in ``_core.pyi``) and
+    ``instance.counts``. Otherwise HiGHS solves ``instance.program()``. The budget is re-allocated over the kept candidates with REBASE's rule;
     the counts sum to the budget.
 
     If HiGHS fails (``SolverError``) the REBASE allocation is returned with ``fell_back=True``, a
     warning is logged on the ``ets_async`` logger and ``solver_fallbacks()`` goes up by one.
     """
     global _fallbacks
-    kept = instance.kept
-    if kept is None:
-        try:
-            kept = solve_program(instance.program())
-        except SolverError as exc:
-            with _fallbacks_lock:
-                _fallbacks += 1
-            logger.warning("ETS program not solved, falling back to the REBASE allocation: %s", exc)
-            counts = instance.reallocate([True] * instance.num_candidates)  # everything kept = REBASE
-            return EtsSelection(counts, [c > 0 for c in counts], fell_back=True)
+    kept, counts = instance.kept, instance.counts
+    if kept is not None and counts is not None:  # a tree problem, solved and re-allocated in Rust
+        return EtsSelection(counts, kept, fell_back=False)
+    try:
+        kept = solve_program(instance.program())
+    except SolverError as exc:
+        with _fallbacks_lock:
+            _fallbacks += 1
+        logger.warning("ETS program not solved, falling back to the REBASE allocation: %s", exc)
+        counts = instance.reallocate([True] * instance.num_candidates)  # everything kept = REBASE
+        return EtsSelection(counts, [c > 0 for c in counts], fell_back=True)
     return EtsSelection(instance.reallocate(kept), kept, fell_back=False)
 
 

@@ -172,8 +172,9 @@ class ProblemSearch:
         metrics.generated_tokens += sum(len(s.token_ids) for s in steps)
 
         history = tuple(self.step_text[v] for v in tree.path(node)[1:])
+        prefix = tuple(prompt)
         requests = [
-            ScoreRequest(tuple(prompt) + s.token_ids, self.problem.text, history + (s.text,), self.scope, s.logprobs)
+            ScoreRequest(prefix + s.token_ids, self.problem.text, history + (s.text,), self.scope, s.logprobs)
             for s in steps
         ]
         embed = self.ctx.embed if self.method.needs_embeddings else None
