@@ -5,7 +5,7 @@ objective value. Three kinds of frontier per width: coverage off (no cluster lab
 clusters (every candidate its own cluster), and the general case (K ~ W/2 clusters). Usage:
 
     python bench/bench_selection.py [--widths 16 64 256] [--repeats 20] [--seed 0]
-                                    [--kinds off singletons general]
+                                    [--kinds off singletons general] [--parallel 200]
 
 "ours" = ets_async.core.select on _core.ets_instance (Rust builds the problem; tree problems come
 back solved by the tree DP, the general case goes to ets_async.solver.solve_program with highspy)
@@ -21,11 +21,13 @@ import math
 import resource
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pulp
 
 from ets_async import _core, core
+from ets_async.search.loop import available_cores
 
 LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}  # ets_spec §9 defaults per width
 LAMBDA_B = 1.0
@@ -154,6 +156,10 @@ def pulp_cbc(case: dict) -> tuple[list[bool], list[int], float, float]:
     return kept, counts, time.perf_counter() - t0, time.process_time() + _children_cpu() - c0
 
 
+def p90_of(values: list[float]) -> float:
+    return sorted(values)[int(0.9 * (len(values) - 1))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256])
@@ -161,6 +167,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kinds", nargs="+", default=["off", "singletons", "general"],
                     choices=["off", "singletons", "general"])
+    ap.add_argument("--parallel", type=int, default=200, metavar="N",
+                    help="then N selections per kind at the largest width, 1 thread vs the selection pool (0: skip)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
 
@@ -170,7 +178,8 @@ def main() -> None:
 
     header = (
         f"{'kind':>10} {'width':>5} {'exact':>5} {'cols':>5} {'rows':>5} {'K':>4} | {'build':>7} {'solve':>7}"
-        f" {'total':>7} {'p90':>7} | {'PuLP+CBC':>9} | {'ratio':>6} || {'cpu ours':>8} {'cpu PuLP':>9} {'ratio':>6}"
+        f" {'total':>7} {'p90':>7} | {'PuLP+CBC':>9} | {'ratio':>6} || {'cpu ours':>8} {'p90':>7} {'cpu PuLP':>9}"
+        f" {'ratio':>6}"
     )
     print("median ms per selection, wall clock, then CPU time (ours: this process; PuLP+CBC: this process")
     print("+ the CBC subprocess). build = Rust problem (+ tree DP); solve = HiGHS (general case) + re-allocation;")
@@ -201,14 +210,40 @@ def main() -> None:
                 rows.append(program.num_row)
                 ks.append(instance.num_clusters)
             med = statistics.median
-            p90 = sorted(total)[int(0.9 * (len(total) - 1))]
+            p90 = p90_of(total)
             print(
                 f"{kind:>10} {width:>5} {sum(exact) / len(exact):>5.0%} {med(cols):>5.0f} {med(rows):>5.0f}"
                 f" {med(ks):>4.0f} | {1e3 * med(build):>7.3f} {1e3 * med(solve):>7.3f} {1e3 * med(total):>7.3f}"
                 f" {1e3 * p90:>7.3f} | {1e3 * med(base):>9.2f} | {med(base) / med(total):>5.0f}x ||"
-                f" {1e3 * med(cpu_o):>8.3f} {1e3 * med(cpu_p):>9.2f} {med(cpu_p) / med(cpu_o):>5.0f}x"
+                f" {1e3 * med(cpu_o):>8.3f} {1e3 * p90_of(cpu_o):>7.3f} {1e3 * med(cpu_p):>9.2f}"
+                f" {med(cpu_p) / med(cpu_o):>5.0f}x"
             )
     print("objective values equal (|diff| <= 1e-6) on every instance")
+    if args.parallel:
+        parallel(rng, max(args.widths), args.kinds, args.parallel)
+
+
+def parallel(rng: np.random.Generator, width: int, kinds: list[str], n: int) -> None:
+    """Selections/s on one thread, then on the selection pool's thread count (one per available
+    core): the speed-up shows whether a selection holds the GIL (1x) or not (up to the core count)."""
+    cores = available_cores()
+    print(f"\nparallel selections at W={width}: {cores} available cores; the selection pool has {cores} threads"
+          f" (asyncio's default executor would have min(32, cores + 4) = {min(32, cores + 4)})")
+    for kind in kinds:
+        cases = [random_case(rng, width, kind) for _ in range(n)]
+
+        def one(case: dict) -> list[int]:
+            return core.select(_core.ets_instance(**case)).counts
+
+        t0 = time.perf_counter()
+        sequential = [one(c) for c in cases]
+        t1 = time.perf_counter()
+        with ThreadPoolExecutor(cores) as pool:
+            threaded = list(pool.map(one, cases))
+        t2 = time.perf_counter()
+        assert threaded == sequential
+        print(f"{kind:>10}: 1 thread {n / (t1 - t0):8.0f}/s, {cores} threads {n / (t2 - t1):8.0f}/s,"
+              f" speed-up {(t1 - t0) / (t2 - t1):.2f}x")
 
 
 if __name__ == "__main__":
