@@ -13,7 +13,8 @@ Per run it prints generated steps/s and tokens/s (wall clock), CPU time per step
 threads) and the steps one fully used core would sustain (1 / CPU per step: what the wall rate
 would be on an idle core), the wall time a problem waits for each selection (queueing included),
 and memory per live problem
-(peak RSS above the starting RSS, divided by the concurrent problems). ``--cores 1`` (default)
+(peak RSS above the starting RSS, divided by the concurrent problems: an upper bound, as it also
+holds fixed costs such as a selection thread's malloc arena and HiGHS). ``--cores 1`` (default)
 pins the process to one CPU, so "one coordinator on one core" is measured as such. Then one
 profiled run (``--profile-width``/``--profile-concurrency``) prints where the CPU time goes,
 grouped by area, and the top functions.
