@@ -63,21 +63,27 @@ def test_budget_is_conserved_each_round(method):
         retired += sum(finished[v] for v in layer)
 
 
-def test_selections_run_in_the_selection_pool(monkeypatch):
-    """Selections leave the event loop for the pool of one thread per available core."""
+@pytest.mark.parametrize("method", ["ets", "rebase"])
+def test_offloaded_selections_run_in_the_selection_pool(monkeypatch, method):
+    """ETS selections leave the event loop for the pool of one thread per available core; REBASE's
+    single Rust call runs inline (cheaper than a thread hop)."""
     from ets_async.search import loop
-    from ets_async.search.ets import Ets
 
+    cls = METHODS[method]
     threads = []
-    allocate = Ets.allocate
+    allocate = cls.allocate
 
     def recording(self, frontier):
-        threads.append(threading.current_thread().name)
+        threads.append(threading.current_thread())
         return allocate(self, frontier)
 
-    monkeypatch.setattr(Ets, "allocate", recording)
-    run(PROBLEMS, SearchConfig(method="ets", width=8, max_depth=4))
-    assert threads and all(name.startswith("ets-select") for name in threads)
+    monkeypatch.setattr(cls, "allocate", recording)
+    run(PROBLEMS, SearchConfig(method=method, width=8, max_depth=4))
+    assert threads
+    if cls.offload:
+        assert all(t.name.startswith("ets-select") for t in threads)
+    else:
+        assert all(t is threading.main_thread() for t in threads)
     assert loop.selection_pool()._max_workers == loop.available_cores()
 
 

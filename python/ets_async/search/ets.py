@@ -9,6 +9,7 @@ from .method import Allocation, Frontier, StatelessMethod
 
 
 class Ets(StatelessMethod):
+    offload = True  # clustering, the ETS problem and, in the general case, HiGHS: up to milliseconds
     def __init__(self, config: SearchConfig) -> None:
         self.lambda_b = config.lambda_b
         self.lambda_s = config.coverage_weight

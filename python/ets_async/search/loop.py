@@ -63,7 +63,7 @@ _pool_lock = threading.Lock()
 
 
 def selection_pool() -> ThreadPoolExecutor:
-    """The threads that run every problem's selections, one per available core.
+    """The threads that run the problems' selections (methods with ``offload``), one per available core.
 
     Not ``asyncio.to_thread``: the default executor (min(32, cores + 4) threads) is shared with
     grading and answer selection, so a round of selections could queue behind slow grading calls.
@@ -221,7 +221,10 @@ class ProblemSearch:
             step_texts=[self.step_text[v] for v in frontier],
         )
         started = time.perf_counter()
-        allocation = await asyncio.get_running_loop().run_in_executor(selection_pool(), self.method.allocate, view)
+        if self.method.offload:
+            allocation = await asyncio.get_running_loop().run_in_executor(selection_pool(), self.method.allocate, view)
+        else:
+            allocation = self.method.allocate(view)
         metrics.selection_time_s += time.perf_counter() - started
         metrics.selections += 1
         metrics.solver_fallbacks += allocation.solver_fallback
