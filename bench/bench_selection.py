@@ -223,25 +223,48 @@ def main() -> None:
         parallel(rng, max(args.widths), args.kinds, args.parallel)
 
 
+def as_search_tree(case: dict) -> tuple[_core.SearchTree, list[int]]:
+    """The case's tree as a live SearchTree (what the search loop selects on), and its candidates."""
+    parents = case["parents"]
+    children: dict[int, list[int]] = {}
+    for v, p in enumerate(parents):
+        if p >= 0:
+            children.setdefault(p, []).append(v)
+    score_of = dict(zip(case["candidates"], case["scores"]))
+    tree = _core.SearchTree([1], case["budget"], 1 << 40)
+    ids = {0: 0}  # random_case numbers the root 0 and every parent before its children
+    for v in range(len(parents)):
+        kids = children.get(v, [])
+        if kids:
+            new = tree.add_children(ids[v], [[7]] * len(kids), [score_of.get(k, 0.5) for k in kids], [False] * len(kids))
+            ids.update(zip(kids, new))
+    return tree, [ids[c] for c in case["candidates"]]
+
+
 def parallel(rng: np.random.Generator, width: int, kinds: list[str], n: int) -> None:
     """Selections/s on one thread, then on the selection pool's thread count (one per available
-    core): the speed-up shows whether a selection holds the GIL (1x) or not (up to the core count)."""
+    core), as the search loop makes them (``SearchTree.ets_instance``, nothing exported): the
+    speed-up shows whether a selection holds the GIL (1x) or not (up to the core count)."""
     cores = available_cores()
     print(f"\nparallel selections at W={width}: {cores} available cores; the selection pool has {cores} threads"
           f" (asyncio's default executor would have min(32, cores + 4) = {min(32, cores + 4)})")
     for kind in kinds:
         cases = [random_case(rng, width, kind) for _ in range(n)]
+        trees = [as_search_tree(case) for case in cases]
 
-        def one(case: dict) -> list[int]:
-            return core.select(_core.ets_instance(**case)).counts
+        def one(i: int) -> list[int]:
+            tree, candidates = trees[i]
+            c = cases[i]
+            args = (c["budget"], c["lambda_b"], c["lambda_s"], c["softmax_temperature"])
+            return core.select(tree.ets_instance(candidates, c["cluster_labels"], *args)).counts
 
         t0 = time.perf_counter()
-        sequential = [one(c) for c in cases]
+        sequential = [one(i) for i in range(n)]
         t1 = time.perf_counter()
         with ThreadPoolExecutor(cores) as pool:
-            threaded = list(pool.map(one, cases))
+            threaded = list(pool.map(one, range(n)))
         t2 = time.perf_counter()
-        assert threaded == sequential
+        assert threaded == sequential == [core.select(_core.ets_instance(**c)).counts for c in cases]
         print(f"{kind:>10}: 1 thread {n / (t1 - t0):8.0f}/s, {cores} threads {n / (t2 - t1):8.0f}/s,"
               f" speed-up {(t1 - t0) / (t2 - t1):.2f}x")
 
