@@ -1,14 +1,17 @@
-"""One ETS selection (program + exact solve + re-allocation): Rust + HiGHS vs the original PuLP + CBC.
+"""One ETS selection (problem + exact solve + re-allocation): ours vs the original PuLP + CBC.
 
 Both run on the same random frontiers in the same process, back to back, and must reach the same
-objective value. Usage:
+objective value. Three kinds of frontier per width: coverage off (no cluster labels), singleton
+clusters (every candidate its own cluster), and the general case (K ~ W/2 clusters). Usage:
 
     python bench/bench_selection.py [--widths 16 64 256] [--repeats 20] [--seed 0]
+                                    [--kinds off singletons general] [--parallel 200]
 
-"ours" = ets_async._core.ets_program (Rust) -> ets_async.solver.solve_program (highspy) ->
-_core.reallocate_kept. "PuLP+CBC" = the original's approach in plain Python: ancestors by walking
-parent pointers, REBASE outcome scores, one pulp.LpVariable per x/y/c, the y-linking written per
-(ancestor, descendant) pair, solved by PULP_CBC_CMD(msg=0), then the REBASE re-allocation.
+"ours" = ets_async.core.select on _core.ets_instance (Rust builds the problem; tree problems come
+back solved by the tree DP, the general case goes to ets_async.solver.solve_program with highspy)
+-> EtsInstance.reallocate. "PuLP+CBC" = the original's approach in plain Python: ancestors by
+walking parent pointers, REBASE outcome scores, one pulp.LpVariable per x/y/c, the y-linking written
+per (ancestor, descendant) pair, solved by PULP_CBC_CMD(msg=0), then the REBASE re-allocation.
 """
 
 from __future__ import annotations
@@ -18,20 +21,25 @@ import math
 import resource
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pulp
 
-from ets_async import _core
-from ets_async.solver import solve_program
+from ets_async import _core, core
+from ets_async.search.loop import available_cores
 
 LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}  # ets_spec §9 defaults per width
 LAMBDA_B = 1.0
 TEMPERATURE = 0.2
 
 
-def random_case(rng: np.random.Generator, width: int) -> dict:
-    """A frontier of `width` candidates at depth 3-8, uneven branching, PRM-like scores, K ~ W/2."""
+def random_case(rng: np.random.Generator, width: int, kind: str = "general") -> dict:
+    """A frontier of `width` candidates at depth 3-8, uneven branching, PRM-like scores.
+
+    Cluster labels by ``kind``: "general" K ~ W/2 clusters, "singletons" one per candidate, "off"
+    none (coverage term disabled).
+    """
     depth = int(rng.integers(3, 9))
     parents, level = [-1], [0]
     for d in range(1, depth + 1):
@@ -45,11 +53,12 @@ def random_case(rng: np.random.Generator, width: int) -> dict:
         level = new
     raw = rng.integers(0, max(1, width // 2), width)
     _, labels = np.unique(raw, return_inverse=True)
+    cluster_labels = {"general": labels.tolist(), "singletons": list(range(width)), "off": None}[kind]
     return dict(
         parents=parents,
         candidates=level,
         scores=rng.beta(4, 2, width).round(4).tolist(),
-        cluster_labels=labels.tolist(),
+        cluster_labels=cluster_labels,
         budget=width,
         lambda_b=LAMBDA_B,
         lambda_s=LAMBDA_S.get(width, 1.45),
@@ -66,15 +75,15 @@ def _children_cpu() -> float:
 
 
 def ours(case: dict) -> tuple[list[bool], list[int], float, float, float, float]:
+    """kept, counts, build s (Rust: problem, and the DP for tree problems), solve s (HiGHS; 0 for
+    tree problems) + re-allocation, total wall s, total CPU s."""
     c0 = time.process_time()
     t0 = time.perf_counter()
-    program = _core.ets_program(**case)
+    instance = _core.ets_instance(**case)
     t1 = time.perf_counter()
-    kept = solve_program(program)
+    selection = core.select(instance)
     t2 = time.perf_counter()
-    counts = _core.reallocate_kept(case["scores"], kept, case["budget"], case["softmax_temperature"])
-    t3 = time.perf_counter()
-    return kept, counts, t1 - t0, t2 - t1, t3 - t0, time.process_time() - c0
+    return selection.kept, selection.counts, t1 - t0, t2 - t1, t2 - t0, time.process_time() - c0
 
 
 # --- the original approach, in plain Python --------------------------------------------------
@@ -104,6 +113,7 @@ def pulp_cbc(case: dict) -> tuple[list[bool], list[int], float, float]:
     budget, lam_b, lam_s, t = case["budget"], case["lambda_b"], case["lambda_s"], case["softmax_temperature"]
     labels = case["cluster_labels"]
     n = len(cands)
+    coverage = labels is not None and lam_s > 0
     # Ancestors and their candidate descendants, by walking parent pointers.
     descendants: dict[int, list[int]] = {}
     for i, c in enumerate(cands):
@@ -117,8 +127,8 @@ def pulp_cbc(case: dict) -> tuple[list[bool], list[int], float, float]:
     outcome = [a / sum(alloc) for a in alloc]
     cost = 1.0 / (m + n)
     coef = -lam_b if lam_b != 0 else 1e-4
-    clusters = sorted(set(labels))
-    k = len(clusters)
+    clusters = sorted(set(labels)) if coverage else []
+    k = max(1, len(clusters))
 
     prob = pulp.LpProblem("ets", pulp.LpMaximize)
     x = [pulp.LpVariable(f"x_{i}", cat="Binary") for i in range(n)]
@@ -146,33 +156,19 @@ def pulp_cbc(case: dict) -> tuple[list[bool], list[int], float, float]:
     return kept, counts, time.perf_counter() - t0, time.process_time() + _children_cpu() - c0
 
 
-def objective(case: dict, kept: list[bool]) -> float:
-    """The §5.5 objective of a keep-set, from the Rust program's column costs."""
-    program = _core.ets_program(**case)
-    n, ancestors = program["num_x"], program["ancestors"]
-    parents, cands = case["parents"], case["candidates"]
-    live: set[int] = set()
-    for i, cnd in enumerate(cands):
-        if kept[i]:
-            v = parents[cnd]
-            while v != -1:
-                live.add(v)
-                v = parents[v]
-    covered = {case["cluster_labels"][i] for i in range(n) if kept[i]}
-    distinct = sorted(set(case["cluster_labels"]))
-    values = (
-        [1.0 if k else 0.0 for k in kept]
-        + [1.0 if a in live else 0.0 for a in ancestors]
-        + [1.0 if lab in covered else 0.0 for lab in distinct][: program["num_clusters"]]
-    )
-    return -float(np.dot(program["col_cost"], values)) - program["offset"]
+def p90_of(values: list[float]) -> float:
+    return sorted(values)[int(0.9 * (len(values) - 1))]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256])
-    ap.add_argument("--repeats", type=int, default=20, help="random frontiers per width")
+    ap.add_argument("--repeats", type=int, default=20, help="random frontiers per width and kind")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kinds", nargs="+", default=["off", "singletons", "general"],
+                    choices=["off", "singletons", "general"])
+    ap.add_argument("--parallel", type=int, default=200, metavar="N",
+                    help="then N selections per kind at the largest width, 1 thread vs the selection pool (0: skip)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
 
@@ -181,42 +177,96 @@ def main() -> None:
     pulp_cbc(warm)
 
     header = (
-        f"{'width':>5} {'cols':>5} {'rows':>5} {'K':>4} | {'build':>7} {'solve':>7} {'total':>7}"
-        f" {'p90':>7} | {'PuLP+CBC':>9} | {'ratio':>6} || {'cpu ours':>8} {'cpu PuLP':>9} {'ratio':>6}"
+        f"{'kind':>10} {'width':>5} {'exact':>5} {'cols':>5} {'rows':>5} {'K':>4} | {'build':>7} {'solve':>7}"
+        f" {'total':>7} {'p90':>7} | {'PuLP+CBC':>9} | {'ratio':>6} || {'cpu ours':>8} {'p90':>7} {'cpu PuLP':>9}"
+        f" {'ratio':>6}"
     )
-    print("median ms per selection (ours: Rust program + HiGHS + re-allocation); wall clock, then")
-    print("CPU time (ours: this process; PuLP+CBC: this process + the CBC subprocess)")
+    print("median ms per selection, wall clock, then CPU time (ours: this process; PuLP+CBC: this process")
+    print("+ the CBC subprocess). build = Rust problem (+ tree DP); solve = HiGHS (general case) + re-allocation;")
+    print("exact = share of instances solved by the tree DP; cols/rows/K = median HiGHS program size")
     print(header)
     print("-" * len(header))
-    for width in args.widths:
-        build, solve, total, base, cols, rows, ks = [], [], [], [], [], [], []
-        cpu_o, cpu_p = [], []
-        for _ in range(args.repeats):
-            case = random_case(rng, width)
-            kept_o, counts_o, tb, ts, tt, co = ours(case)
-            kept_p, counts_p, tp, cp = pulp_cbc(case)
-            cpu_o.append(co)
-            cpu_p.append(cp)
-            obj_o, obj_p = objective(case, kept_o), objective(case, kept_p)
-            assert abs(obj_o - obj_p) <= 1e-6, (width, obj_o, obj_p)
-            assert sum(counts_o) == sum(counts_p) == width
-            program = _core.ets_program(**case)
-            build.append(tb)
-            solve.append(ts)
-            total.append(tt)
-            base.append(tp)
-            cols.append(program["num_col"])
-            rows.append(program["num_row"])
-            ks.append(program["num_clusters"])
-        med = statistics.median
-        p90 = sorted(total)[int(0.9 * (len(total) - 1))]
-        print(
-            f"{width:>5} {med(cols):>5.0f} {med(rows):>5.0f} {med(ks):>4.0f} | {1e3 * med(build):>7.3f}"
-            f" {1e3 * med(solve):>7.3f} {1e3 * med(total):>7.3f} {1e3 * p90:>7.3f} |"
-            f" {1e3 * med(base):>9.2f} | {med(base) / med(total):>5.1f}x ||"
-            f" {1e3 * med(cpu_o):>8.3f} {1e3 * med(cpu_p):>9.2f} {med(cpu_p) / med(cpu_o):>5.1f}x"
-        )
+    for kind in args.kinds:
+        for width in args.widths:
+            build, solve, total, base, cols, rows, ks, exact = [], [], [], [], [], [], [], []
+            cpu_o, cpu_p = [], []
+            for _ in range(args.repeats):
+                case = random_case(rng, width, kind)
+                kept_o, counts_o, tb, ts, tt, co = ours(case)
+                kept_p, counts_p, tp, cp = pulp_cbc(case)
+                cpu_o.append(co)
+                cpu_p.append(cp)
+                instance = _core.ets_instance(**case)
+                obj_o, obj_p = instance.objective(kept_o), instance.objective(kept_p)
+                assert abs(obj_o - obj_p) <= 1e-6, (kind, width, obj_o, obj_p)
+                assert sum(counts_o) == sum(counts_p) == width
+                program = instance.program()
+                exact.append(instance.kept is not None)
+                build.append(tb)
+                solve.append(ts)
+                total.append(tt)
+                base.append(tp)
+                cols.append(program.num_col)
+                rows.append(program.num_row)
+                ks.append(instance.num_clusters)
+            med = statistics.median
+            p90 = p90_of(total)
+            print(
+                f"{kind:>10} {width:>5} {sum(exact) / len(exact):>5.0%} {med(cols):>5.0f} {med(rows):>5.0f}"
+                f" {med(ks):>4.0f} | {1e3 * med(build):>7.3f} {1e3 * med(solve):>7.3f} {1e3 * med(total):>7.3f}"
+                f" {1e3 * p90:>7.3f} | {1e3 * med(base):>9.2f} | {med(base) / med(total):>5.0f}x ||"
+                f" {1e3 * med(cpu_o):>8.3f} {1e3 * p90_of(cpu_o):>7.3f} {1e3 * med(cpu_p):>9.2f}"
+                f" {med(cpu_p) / med(cpu_o):>5.0f}x"
+            )
     print("objective values equal (|diff| <= 1e-6) on every instance")
+    if args.parallel:
+        parallel(rng, max(args.widths), args.kinds, args.parallel)
+
+
+def as_search_tree(case: dict) -> tuple[_core.SearchTree, list[int]]:
+    """The case's tree as a live SearchTree (what the search loop selects on), and its candidates."""
+    parents = case["parents"]
+    children: dict[int, list[int]] = {}
+    for v, p in enumerate(parents):
+        if p >= 0:
+            children.setdefault(p, []).append(v)
+    score_of = dict(zip(case["candidates"], case["scores"]))
+    tree = _core.SearchTree([1], case["budget"], 1 << 40)
+    ids = {0: 0}  # random_case numbers the root 0 and every parent before its children
+    for v in range(len(parents)):
+        kids = children.get(v, [])
+        if kids:
+            new = tree.add_children(ids[v], [[7]] * len(kids), [score_of.get(k, 0.5) for k in kids], [False] * len(kids))
+            ids.update(zip(kids, new))
+    return tree, [ids[c] for c in case["candidates"]]
+
+
+def parallel(rng: np.random.Generator, width: int, kinds: list[str], n: int) -> None:
+    """Selections/s on one thread, then on the selection pool's thread count (one per available
+    core), as the search loop makes them (``SearchTree.ets_instance``, nothing exported): the
+    speed-up shows whether a selection holds the GIL (1x) or not (up to the core count)."""
+    cores = available_cores()
+    print(f"\nparallel selections at W={width}: {cores} available cores; the selection pool has {cores} threads"
+          f" (asyncio's default executor would have min(32, cores + 4) = {min(32, cores + 4)})")
+    for kind in kinds:
+        cases = [random_case(rng, width, kind) for _ in range(n)]
+        trees = [as_search_tree(case) for case in cases]
+
+        def one(i: int) -> list[int]:
+            tree, candidates = trees[i]
+            c = cases[i]
+            args = (c["budget"], c["lambda_b"], c["lambda_s"], c["softmax_temperature"])
+            return core.select(tree.ets_instance(candidates, c["cluster_labels"], *args)).counts
+
+        t0 = time.perf_counter()
+        sequential = [one(i) for i in range(n)]
+        t1 = time.perf_counter()
+        with ThreadPoolExecutor(cores) as pool:
+            threaded = list(pool.map(one, range(n)))
+        t2 = time.perf_counter()
+        assert threaded == sequential == [core.select(_core.ets_instance(**c)).counts for c in cases]
+        print(f"{kind:>10}: 1 thread {n / (t1 - t0):8.0f}/s, {cores} threads {n / (t2 - t1):8.0f}/s,"
+              f" speed-up {(t1 - t0) / (t2 - t1):.2f}x")
 
 
 if __name__ == "__main__":

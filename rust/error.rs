@@ -117,6 +117,9 @@ pub enum CoreError {
     /// An embedding component is NaN or infinite.
     #[error("embedding row {row}, column {col} is {value}: embeddings must be finite")]
     NonFiniteEmbedding { row: usize, col: usize, value: f32 },
+    /// The ETS program has more nonzeros than HiGHS's 32-bit indices can address.
+    #[error("the ETS program has {nonzeros} nonzeros, more than HiGHS's 32-bit indices address: select on a smaller frontier")]
+    ProgramTooLarge { nonzeros: usize },
     /// A node that is finished was given children.
     #[error("node {node} is finished (it holds a final answer) and cannot be expanded: only expand unfinished frontier nodes")]
     ExpandFinished { node: usize },

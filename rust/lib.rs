@@ -10,7 +10,7 @@
 //! | module | job | spec |
 //! |---|---|---|
 //! | [`allocation`] | REBASE, ETS re-allocation, beam search, DVTS children counts | ets_spec §4, §5.6, §6 |
-//! | [`program`] | the ETS integer program as HiGHS arrays | ets_spec §5 |
+//! | [`program`] | the ETS selection problem: exact tree DP, or HiGHS arrays | ets_spec §5 |
 //! | [`cluster`] | average-linkage cosine clustering of step embeddings | ets_spec §5.4 |
 //! | [`kv`] | KV size of live trajectories (tokens, blocks, unshared) | ets_spec §8.1 |
 //! | [`tree`] | checked parent arrays and the live per-problem [`tree::SearchTree`] | ets_spec §3 |
@@ -46,7 +46,7 @@ pub use allocation::{
 pub use cluster::cluster_labels;
 pub use error::{CoreError, Result};
 pub use kv::{kv_blocks, kv_sizes, kv_tokens, kv_unshared_tokens, KvSizes};
-pub use program::{ets_program, EtsProgram, NodeCost, ProgramInput};
+pub use program::{EtsInstance, EtsParams, EtsProgram, NodeCost, ProgramInput};
 pub use tree::{ParentTree, SearchTree};
 
 #[cfg(test)]
@@ -121,27 +121,32 @@ pub(crate) mod tests {
 
     #[test]
     fn ets_pipeline_on_a_toy_frontier() {
-        // Program -> (pretend solver keeps candidates 0 and 2) -> re-allocation.
+        // Instance -> exact kept set (no coverage: the tree DP) -> re-allocation.
         let parents = [-1, 0, 0, 1, 1, 2];
         let candidates = [3, 4, 5];
         let scores = [0.9, 0.2, 0.6];
-        let program = crate::ets_program(&crate::ProgramInput {
+        let instance = crate::EtsInstance::from_parents(&crate::ProgramInput {
             parents: &parents,
             candidates: &candidates,
             scores: &scores,
             cluster_labels: None,
-            budget: 8,
-            lambda_b: 1.0,
-            lambda_s: 0.0,
-            softmax_temperature: 0.2,
-            cost: crate::NodeCost::Nodes,
             step_tokens: None,
+            params: crate::EtsParams {
+                budget: 8,
+                lambda_b: 1.0,
+                lambda_s: 0.0,
+                softmax_temperature: 0.2,
+                cost: crate::NodeCost::Nodes,
+            },
         })
         .unwrap();
-        assert_eq!(program.num_x, 3);
-        let counts = crate::reallocate_kept(&scores, &[true, false, true], 8, 0.2).unwrap();
-        assert_eq!(counts[1], 0);
-        assert_eq!(counts.iter().sum::<u64>(), 8);
+        assert_eq!(instance.num_candidates(), 3);
+        // REBASE gives (7, 0, 1) of 8: the 0.2 leaf is worth nothing and is dropped; the 0.6
+        // leaf (1/8) does not pay for its own parent (2 nodes of 6, cost 1/3).
+        let kept = instance.exact_kept().unwrap().to_vec();
+        assert_eq!(kept, vec![true, false, false]);
+        let counts = instance.reallocate(&kept).unwrap();
+        assert_eq!(counts, vec![8, 0, 0]);
         let kv = crate::kv_tokens(&parents, &[5, 1, 1, 1, 1, 1], &[3, 5]).unwrap();
         assert_eq!(kv, 9);
     }

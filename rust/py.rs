@@ -9,9 +9,9 @@
 
 use crate::error::CoreError as RustError;
 use crate::types::{node_id, node_ids, token_ids};
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList};
 
 pyo3::create_exception!(
     ets_async._core,
@@ -112,8 +112,8 @@ fn cluster_labels(
 #[pyfunction]
 #[pyo3(signature = (parents, candidates, scores, cluster_labels, budget, lambda_b, lambda_s, softmax_temperature, cost="nodes", step_tokens=None))]
 #[allow(clippy::too_many_arguments)]
-fn ets_program<'py>(
-    py: Python<'py>,
+fn ets_instance(
+    py: Python<'_>,
     parents: Vec<i64>,
     candidates: Vec<i64>,
     scores: Vec<f64>,
@@ -124,68 +124,151 @@ fn ets_program<'py>(
     softmax_temperature: f64,
     cost: &str,
     step_tokens: Option<Vec<i64>>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let cost: crate::NodeCost = cost.parse()?;
-    let p = py.detach(|| {
-        crate::ets_program(&crate::ProgramInput {
+) -> PyResult<EtsInstance> {
+    let params = crate::EtsParams {
+        budget,
+        lambda_b,
+        lambda_s,
+        softmax_temperature,
+        cost: cost.parse()?,
+    };
+    let instance = py.detach(|| {
+        crate::EtsInstance::from_parents(&crate::ProgramInput {
             parents: &parents,
             candidates: &candidates,
             scores: &scores,
             cluster_labels: cluster_labels.as_deref(),
-            budget,
-            lambda_b,
-            lambda_s,
-            softmax_temperature,
-            cost,
             step_tokens: step_tokens.as_deref(),
+            params,
         })
     })?;
-    let d = PyDict::new(py);
-    let floats = |values: &[f64]| float_list(py, values);
-    d.set_item("num_col", p.num_col)?;
-    d.set_item("num_row", p.num_row)?;
-    d.set_item("col_cost", floats(&p.col_cost)?)?;
-    d.set_item("col_lower", floats(&p.col_lower)?)?;
-    d.set_item("col_upper", floats(&p.col_upper)?)?;
-    d.set_item("integrality", p.integrality)?;
-    d.set_item("row_lower", floats(&p.row_lower)?)?;
-    d.set_item("row_upper", floats(&p.row_upper)?)?;
-    d.set_item("a_start", p.a_start)?;
-    d.set_item("a_index", p.a_index)?;
-    d.set_item("a_value", floats(&p.a_value)?)?;
-    d.set_item("num_x", p.num_x)?;
-    d.set_item("ancestors", p.ancestors)?;
-    d.set_item("num_clusters", p.num_clusters)?;
-    d.set_item("outcome", floats(&p.outcome)?)?;
-    d.set_item("offset", p.offset)?;
-    Ok(d)
+    Ok(EtsInstance(instance))
 }
 
-/// A list of Python floats that shares one object per repeated common value (0, ±1, ±1e30):
-/// most entries of a program's bounds and matrix are such values, and building the lists is
-/// most of the cost of `ets_program` as seen from Python.
-fn float_list<'py>(py: Python<'py>, values: &[f64]) -> PyResult<Bound<'py, PyList>> {
-    let common: Vec<(u64, Bound<'py, PyFloat>)> =
-        [0.0, 1.0, -1.0, crate::program::INF, -crate::program::INF]
-            .iter()
-            .map(|&v| (f64::to_bits(v), PyFloat::new(py, v)))
-            .collect();
-    PyList::new(
-        py,
-        values.iter().map(
-            |&v| match common.iter().find(|(bits, _)| *bits == v.to_bits()) {
-                Some((_, obj)) => obj.clone(),
-                None => PyFloat::new(py, v),
-            },
-        ),
-    )
+/// One frontier's ETS problem; see `_core.pyi` for the documentation.
+#[pyclass(frozen, module = "ets_async._core")]
+#[repr(transparent)]
+struct EtsInstance(crate::EtsInstance);
+
+#[pymethods]
+impl EtsInstance {
+    #[getter]
+    fn kept(&self) -> Option<Vec<bool>> {
+        self.0.exact_kept().map(<[bool]>::to_vec)
+    }
+
+    #[getter]
+    fn counts(&self) -> Option<Vec<u64>> {
+        self.0.exact_counts().map(<[u64]>::to_vec)
+    }
+
+    #[getter]
+    fn num_candidates(&self) -> usize {
+        self.0.num_candidates()
+    }
+
+    #[getter]
+    fn num_clusters(&self) -> usize {
+        self.0.num_clusters()
+    }
+
+    #[getter]
+    fn ancestors(&self) -> Vec<usize> {
+        self.0.ancestors().to_vec()
+    }
+
+    #[getter]
+    fn outcome(&self) -> Vec<f64> {
+        self.0.outcome().to_vec()
+    }
+
+    fn objective(&self, kept: Vec<bool>) -> PyResult<f64> {
+        Ok(self.0.objective(&kept)?)
+    }
+
+    fn reallocate(&self, py: Python<'_>, kept: Vec<bool>) -> PyResult<Vec<u64>> {
+        Ok(py.detach(|| self.0.reallocate(&kept))?)
+    }
+
+    fn program(&self, py: Python<'_>) -> PyResult<EtsProgram> {
+        let p = py.detach(|| self.0.program())?;
+        Ok(EtsProgram {
+            num_col: p.num_col,
+            num_row: p.num_row,
+            num_x: p.num_x,
+            offset: p.offset,
+            col_cost: p.col_cost.into_pyarray(py).unbind(),
+            col_lower: p.col_lower.into_pyarray(py).unbind(),
+            col_upper: p.col_upper.into_pyarray(py).unbind(),
+            integrality: p.integrality.into_pyarray(py).unbind(),
+            row_lower: p.row_lower.into_pyarray(py).unbind(),
+            row_upper: p.row_upper.into_pyarray(py).unbind(),
+            a_start: p.a_start.into_pyarray(py).unbind(),
+            a_index: p.a_index.into_pyarray(py).unbind(),
+            a_value: p.a_value.into_pyarray(py).unbind(),
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "EtsInstance(num_candidates={}, num_ancestors={}, num_clusters={}, exact={})",
+            self.0.num_candidates(),
+            self.0.ancestors().len(),
+            self.0.num_clusters(),
+            self.0.exact_kept().is_some()
+        )
+    }
+}
+
+/// The ETS program as HiGHS arrays: numpy arrays that own the buffers Rust built (no copy).
+#[pyclass(frozen, module = "ets_async._core")]
+struct EtsProgram {
+    #[pyo3(get)]
+    num_col: usize,
+    #[pyo3(get)]
+    num_row: usize,
+    #[pyo3(get)]
+    num_x: usize,
+    #[pyo3(get)]
+    offset: f64,
+    #[pyo3(get)]
+    col_cost: Py<PyArray1<f64>>,
+    #[pyo3(get)]
+    col_lower: Py<PyArray1<f64>>,
+    #[pyo3(get)]
+    col_upper: Py<PyArray1<f64>>,
+    #[pyo3(get)]
+    integrality: Py<PyArray1<i32>>,
+    #[pyo3(get)]
+    row_lower: Py<PyArray1<f64>>,
+    #[pyo3(get)]
+    row_upper: Py<PyArray1<f64>>,
+    #[pyo3(get)]
+    a_start: Py<PyArray1<i32>>,
+    #[pyo3(get)]
+    a_index: Py<PyArray1<i32>>,
+    #[pyo3(get)]
+    a_value: Py<PyArray1<f64>>,
+}
+
+#[pymethods]
+impl EtsProgram {
+    fn __repr__(&self) -> String {
+        format!(
+            "EtsProgram(num_col={}, num_row={}, num_x={})",
+            self.num_col, self.num_row, self.num_x
+        )
+    }
 }
 
 /// One problem's search tree; see `_core.pyi` for the documentation.
 ///
 /// Its methods keep the GIL: each costs O(its arguments) or O(the union of the live paths), and
 /// releasing the GIL while holding the tree's mutable borrow would turn a concurrent call from
-/// another thread into "Already borrowed" instead of a short wait.
+/// another thread into "Already borrowed" instead of a short wait. The exception is
+/// `ets_instance`, the one call that runs off the event loop (a problem's selection, while its
+/// search coroutine waits): it only reads the tree, so it releases the GIL and lets other
+/// problems' selections run on other cores.
 #[pyclass(name = "SearchTree", module = "ets_async._core")]
 #[repr(transparent)]
 struct PySearchTree(crate::SearchTree);
@@ -278,6 +361,33 @@ impl PySearchTree {
         self.0.step_lengths(include_prompt)
     }
 
+    #[pyo3(signature = (candidates, cluster_labels, budget, lambda_b, lambda_s, softmax_temperature, cost="nodes"))]
+    #[allow(clippy::too_many_arguments)]
+    fn ets_instance(
+        &self,
+        py: Python<'_>,
+        candidates: Vec<i64>,
+        cluster_labels: Option<Vec<i64>>,
+        budget: i64,
+        lambda_b: f64,
+        lambda_s: f64,
+        softmax_temperature: f64,
+        cost: &str,
+    ) -> PyResult<EtsInstance> {
+        let candidates = node_ids(&candidates, "candidates")?;
+        let params = crate::EtsParams {
+            budget,
+            lambda_b,
+            lambda_s,
+            softmax_temperature,
+            cost: cost.parse()?,
+        };
+        let tree = &self.0;
+        let instance =
+            py.detach(|| tree.ets_instance(&candidates, cluster_labels.as_deref(), params))?;
+        Ok(EtsInstance(instance))
+    }
+
     fn retire(&mut self, nodes: Vec<i64>) -> PyResult<(Vec<usize>, Vec<usize>)> {
         Ok(self.0.retire(&node_ids(&nodes, "nodes")?)?)
     }
@@ -316,7 +426,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kv_blocks, m)?)?;
     m.add_function(wrap_pyfunction!(kv_unshared_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(cluster_labels, m)?)?;
-    m.add_function(wrap_pyfunction!(ets_program, m)?)?;
+    m.add_function(wrap_pyfunction!(ets_instance, m)?)?;
+    m.add_class::<EtsInstance>()?;
+    m.add_class::<EtsProgram>()?;
     m.add_class::<PySearchTree>()?;
     Ok(())
 }

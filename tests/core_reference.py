@@ -161,11 +161,18 @@ class EtsObjective:
         return value
 
     def best(self) -> float:
-        """The best objective over all 2^N - 1 nonempty keep-sets (brute force, vectorised).
+        """The best objective over all 2^N - 1 nonempty keep-sets (brute force, vectorised)."""
+        return float(self._values()[1].max())
 
-        Same formula as ``__call__``, evaluated for every mask at once: a node is live under a
-        mask if any kept candidate is the node or lies below it.
-        """
+    def optima(self, tol: float = 1e-9) -> list[list[bool]]:
+        """Every nonempty keep-set within ``tol`` of the best objective."""
+        masks, values = self._values()
+        return [[bool(b) for b in m] for m in masks[values >= values.max() - tol]]
+
+    def _values(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every nonempty mask and its objective: the formula of ``__call__`` evaluated for all
+        masks at once (a node is live under a mask if any kept candidate is the node or lies below
+        it)."""
         n = len(self.candidates)
         masks = np.array(list(itertools.product([0, 1], repeat=n))[1:], dtype=np.int64)
         nodes = sorted(self.weight)
@@ -182,7 +189,7 @@ class EtsObjective:
             for i, label in enumerate(self.labels):
                 member[i, distinct.index(label)] = 1
             values = values + self.per_cluster * ((masks @ member) > 0).sum(axis=1)
-        return float(values.max())
+        return masks, values
 
 
 def kv_tokens_reference(parents: Sequence[int], step_tokens: Sequence[int], live: Sequence[int]) -> int:

@@ -63,3 +63,20 @@ def test_submit_outside_the_context_is_an_error():
             await batcher.submit(1)
 
     asyncio.run(main())
+
+
+def test_submit_many_gives_one_future_per_item_and_skips_cancelled_ones():
+    calls = []
+
+    async def double(items):
+        calls.append(list(items))
+        return [2 * x for x in items]
+
+    async def main():
+        async with MicroBatcher(double, max_batch=8, max_wait_s=0.01) as batcher:
+            futures = batcher.submit_many([1, 2, 3])
+            futures[1].cancel()  # its caller stopped waiting: the item is never sent
+            return [await futures[0], await futures[2]]
+
+    assert asyncio.run(main()) == [2, 6]
+    assert calls == [[1, 3]]

@@ -153,13 +153,27 @@ def test_reallocate_kept_matches_reference(data):
 @SLOW
 def test_ets_solution_is_optimal_against_brute_force(case):
     objective = EtsObjective(**case)
-    program = _core.ets_program(**case)
+    instance = _core.ets_instance(**case)
     # O_i follows §5.2 (REBASE over all candidates, equal scores keep input order).
-    assert program["outcome"] == pytest.approx(objective.outcome, abs=0)
-    assert program["num_x"] == len(case["candidates"])
-    kept = solve_program(program)
-    assert any(kept)
-    assert objective(kept) == pytest.approx(objective.best(), abs=1e-9)
+    assert instance.outcome == pytest.approx(objective.outcome, abs=0)
+    assert instance.num_candidates == len(case["candidates"])
+    best = objective.best()
+    kept_highs = solve_program(instance.program())  # HiGHS solves any instance, tree problems too
+    assert any(kept_highs)
+    assert objective(kept_highs) == pytest.approx(best, abs=1e-9)
+    kept = instance.kept
+    tree_problem = case["cluster_labels"] is None or case["lambda_s"] == 0 or case["lambda_b"] == 0 or len(
+        set(case["cluster_labels"])
+    ) == len(case["candidates"])
+    assert (kept is not None) == tree_problem
+    if kept is None:
+        kept = kept_highs
+    else:  # the tree DP
+        assert objective(kept) == pytest.approx(best, abs=1e-9)
+        assert instance.objective(kept) == pytest.approx(best, abs=1e-9)
+        optima = objective.optima()
+        if len(optima) == 1:
+            assert kept == kept_highs == optima[0]
 
     fallbacks = core.solver_fallbacks()
     counts = core.ets_allocation(**case)
@@ -168,6 +182,55 @@ def test_ets_solution_is_optimal_against_brute_force(case):
     assert counts == core.reallocate_kept(case["scores"], kept, case["budget"], t)
     assert counts == rebase_reference(case["scores"], case["budget"], t, kept=kept)
     assert sum(counts) == case["budget"]
+
+
+@given(ets_cases(), st.sampled_from(["off", "singletons"]))
+@SLOW
+def test_tree_dp_matches_highs_and_brute_force(case, coverage):
+    """Tree problems (coverage off, or every cluster a singleton) are solved by the Rust DP: its
+    kept set reaches HiGHS's objective and the brute-force optimum, and is the optimum when that is
+    unique."""
+    n = len(case["candidates"])
+    case["cluster_labels"] = None if coverage == "off" else [7 * i for i in range(n)]
+    objective = EtsObjective(**case)
+    instance = _core.ets_instance(**case)
+    assert instance.kept is not None
+    highs = solve_program(instance.program())
+    assert objective(instance.kept) == pytest.approx(objective(highs), abs=1e-9)
+    assert objective(instance.kept) == pytest.approx(objective.best(), abs=1e-9)
+    optima = objective.optima()
+    if len(optima) == 1:
+        assert instance.kept == optima[0]
+    assert instance.counts == instance.reallocate(instance.kept) == core.ets_allocation(**case)
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_search_tree_instance_equals_parent_array_instance(data):
+    """``SearchTree.ets_instance`` builds the problem in Rust from the arena: the same problem as the
+    parent-array path with the tree's scores and its step lengths without the prompt."""
+    tree = core.SearchTree(data.draw(st.lists(st.integers(0, 99), min_size=1, max_size=9)), 64, 4096)
+    frontier = [0]
+    for _ in range(data.draw(st.integers(1, 3))):
+        grown = []
+        for v in frontier:
+            k = data.draw(st.integers(0, 3))
+            steps = data.draw(st.lists(st.lists(st.integers(0, 99), max_size=5), min_size=k, max_size=k))
+            grown += tree.add_children(v, steps, data.draw(st.lists(score, min_size=k, max_size=k)), [False] * k)
+        if not grown:
+            break
+        frontier = grown
+    labels = data.draw(st.none() | st.lists(st.integers(0, 3), min_size=len(frontier), max_size=len(frontier)))
+    args = (labels, data.draw(st.integers(1, 32)), data.draw(st.sampled_from([0.0, 1.0, 3.0])), 1.5, 0.2)
+    cost = data.draw(st.sampled_from(["nodes", "tokens"]))
+    got = tree.ets_instance(frontier, *args, cost=cost)
+    expected = _core.ets_instance(
+        tree.parents(), frontier, [tree.score(v) for v in frontier], *args, cost=cost, step_tokens=tree.step_lengths(False)
+    )
+    assert (got.kept, got.outcome, got.ancestors) == (expected.kept, expected.outcome, expected.ancestors)
+    everything = [True] * len(frontier)
+    assert got.objective(everything) == expected.objective(everything)
+    assert got.reallocate(everything) == core.rebase_allocation([tree.score(v) for v in frontier], args[1], 0.2)
 
 
 def test_ets_depth_zero_gives_the_root_everything():
@@ -203,12 +266,13 @@ def _live_parents(parents, candidates, counts):
 def test_worked_example_without_coverage():
     parents, candidates = _toy_tree()
     assert core.rebase_allocation(TOY_SCORES, 16, 0.2) == TOY_REBASE
-    program = _core.ets_program(parents, candidates, TOY_SCORES, None, 16, 1.0, 0.0, 0.2)
-    assert len(program["ancestors"]) == 6
-    kept = solve_program(program)
+    instance = _core.ets_instance(parents, candidates, TOY_SCORES, None, 16, 1.0, 0.0, 0.2)
+    assert len(instance.ancestors) == 6
     # 8 leaves kept; leaf 14 (share 1, the only leaf with a share under P5) is dropped, leaf 6
     # (share 1, but P2 stays live for leaves 5 and 7) is kept and ranks too low to get a child.
-    assert [i for i, k in enumerate(kept) if k] == [0, 4, 5, 6, 7, 9, 10, 12]
+    expected = [0, 4, 5, 6, 7, 9, 10, 12]
+    assert [i for i, k in enumerate(instance.kept) if k] == expected  # the tree DP
+    assert [i for i, k in enumerate(solve_program(instance.program())) if k] == expected  # HiGHS
     counts = core.ets_allocation(parents, candidates, TOY_SCORES, None, 16, 1.0, 0.0, 0.2)
     assert counts == TOY_ETS
     assert len(_live_parents(parents, candidates, TOY_REBASE)) == 5
@@ -217,8 +281,11 @@ def test_worked_example_without_coverage():
 
 def test_worked_example_with_coverage_equals_rebase():
     parents, candidates = _toy_tree()
-    program = _core.ets_program(parents, candidates, TOY_SCORES, TOY_LABELS, 16, 1.0, 1.5, 0.2)
-    assert program["num_clusters"] == 14
+    instance = _core.ets_instance(parents, candidates, TOY_SCORES, TOY_LABELS, 16, 1.0, 1.5, 0.2)
+    assert instance.num_clusters == 14
+    assert instance.kept is None  # two clusters have two members: HiGHS
+    program = instance.program()
+    assert program.num_col == 16 + 6 + 2  # twelve singleton clusters fold into their x columns
     kept = solve_program(program)
     # Every cluster is covered; the zero-share twins 13 and 15 are the redundant members.
     assert [i for i, k in enumerate(kept) if not k] == [13, 15]
@@ -241,7 +308,7 @@ def _some_program(seed: int, width: int = 32):
         level = new
     scores = rng.uniform(0, 1, width).tolist()
     labels = rng.integers(0, width // 2, width).tolist()
-    return _core.ets_program(parents, level, scores, labels, width, 1.0, 1.45, 0.2)
+    return _core.ets_instance(parents, level, scores, labels, width, 1.0, 1.45, 0.2).program()
 
 
 def test_solver_is_deterministic_and_thread_safe():
@@ -253,10 +320,8 @@ def test_solver_is_deterministic_and_thread_safe():
 
 
 def test_solver_reports_an_infeasible_program():
-    program = dict(_some_program(0))
-    row_lower = list(program["row_lower"])
-    row_lower[-1] = program["num_x"] + 1.0  # the "keep at least one" row, now impossible
-    program["row_lower"] = row_lower
+    program = _some_program(0)
+    program.row_lower[-1] = program.num_x + 1.0  # the "keep at least one" row, now impossible
     with pytest.raises(SolverError, match="Infeasible"):
         solve_program(program)
 
@@ -269,7 +334,7 @@ def test_solver_solves_fractional_relaxations_by_branch_and_bound():
         parents=parents, candidates=[5, 6, 7, 8], scores=[0.5] * 4, cluster_labels=[0, 0, 1, 1],
         budget=4, lambda_b=2.0, lambda_s=1.5, softmax_temperature=0.2,
     )
-    kept = solve_program(_core.ets_program(**case))
+    kept = solve_program(_core.ets_instance(**case).program())
     objective = EtsObjective(**case)
     assert objective(kept) == pytest.approx(objective.best(), abs=1e-12)
 
@@ -282,12 +347,15 @@ def test_ets_falls_back_to_rebase_when_the_solver_fails(monkeypatch, caplog):
     parents, candidates = _toy_tree()
     before = core.solver_fallbacks()
     with caplog.at_level(logging.WARNING, logger="ets_async"):
-        counts = core.ets_allocation(parents, candidates, TOY_SCORES, None, 16, 1.0, 0.0, 0.2)
+        counts = core.ets_allocation(parents, candidates, TOY_SCORES, TOY_LABELS, 16, 1.0, 1.5, 0.2)
     assert counts == TOY_REBASE
     assert core.solver_fallbacks() == before + 1
     [record] = [r for r in caplog.records if r.name == "ets_async"]
     assert record.levelno == logging.WARNING
     assert "REBASE" in record.getMessage() and "Time limit reached" in record.getMessage()
+    # Tree problems never reach the solver.
+    assert core.ets_allocation(parents, candidates, TOY_SCORES, None, 16, 1.0, 0.0, 0.2) == TOY_ETS
+    assert core.solver_fallbacks() == before + 1
 
 
 # ---------------------------------------------------------------------------------------------

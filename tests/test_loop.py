@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 
 import pytest
 
@@ -61,6 +62,30 @@ def test_budget_is_conserved_each_round(method):
         layer = [v for v in range(len(parents)) if depth[v] == d]
         assert len(layer) == 8 - retired, f"depth {d}"
         retired += sum(finished[v] for v in layer)
+
+
+@pytest.mark.parametrize("method", ["ets", "rebase"])
+def test_offloaded_selections_run_in_the_selection_pool(monkeypatch, method):
+    """ETS selections leave the event loop for the pool of one thread per available core; REBASE's
+    single Rust call runs inline (cheaper than a thread hop)."""
+    from ets_async.search import loop
+
+    cls = METHODS[method]
+    threads = []
+    allocate = cls.allocate
+
+    def recording(self, frontier):
+        threads.append(threading.current_thread())
+        return allocate(self, frontier)
+
+    monkeypatch.setattr(cls, "allocate", recording)
+    run(PROBLEMS, SearchConfig(method=method, width=8, max_depth=4))
+    assert threads
+    if cls.offload:
+        assert all(t.name.startswith("ets-select") for t in threads)
+    else:
+        assert all(t is threading.main_thread() for t in threads)
+    assert loop.selection_pool()._max_workers == loop.available_cores()
 
 
 def test_children_extend_parent_token_ids_exactly():

@@ -1,16 +1,20 @@
 """Rust core of ets_async (built from ``rust/`` by maturin; this stub carries its documentation).
 
 Pure, synchronous and deterministic functions of plain lists: REBASE/ETS/beam/DVTS allocation
-rules, the ETS integer program as HiGHS arrays, step clustering, KV-size accounting, and the
-per-problem ``SearchTree``. Every function copies its arguments into Rust and releases the GIL
-while it computes, so it may be called from ``asyncio.to_thread``.
+rules, the ETS selection problem (solved exactly by a tree DP when it is a tree problem, else posed
+as HiGHS arrays), step clustering, KV-size accounting, and the per-problem ``SearchTree``. Every
+function copies its arguments into Rust and releases the GIL while it computes, so calls from
+several threads run on several cores.
 
 Node ids are ints indexing ``parents`` (``parents[v]`` is v's parent, ``-1`` for the single root;
 node order is free). Every invalid input raises ``CoreError`` (a ``ValueError``) whose message
 says what to fix; no input makes the extension panic.
 """
 
-from typing import Any, final
+from typing import final
+
+import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "CoreError",
@@ -22,7 +26,9 @@ __all__ = [
     "kv_blocks",
     "kv_unshared_tokens",
     "cluster_labels",
-    "ets_program",
+    "ets_instance",
+    "EtsInstance",
+    "EtsProgram",
     "SearchTree",
 ]
 
@@ -190,7 +196,7 @@ def cluster_labels(embeddings: bytes, dim: int, threshold: float) -> list[int]:
             infinite component, or a NaN threshold.
     """
 
-def ets_program(
+def ets_instance(
     parents: list[int],
     candidates: list[int],
     scores: list[float],
@@ -201,24 +207,10 @@ def ets_program(
     softmax_temperature: float,
     cost: str = "nodes",
     step_tokens: list[int] | None = None,
-) -> dict[str, Any]:
-    """The ETS integer program (ets_spec §5) as HiGHS arrays, posed as a minimisation.
+) -> EtsInstance:
+    """The ETS selection problem (ets_spec §5) of a frontier given as a parent array.
 
-    The original maximises ``Σ_i O_i x_i + coef (Σ_j C_j y_j + Σ_i C_i x_i) + (λ_s/K) Σ_k c_k``;
-    every column cost here is that coefficient negated. ``O_i = a_i / budget`` with ``a`` the
-    REBASE allocation of §4, except that equal scores keep input order (the original computes
-    O with ``sorted(..., reverse=True)``, §5.2). ``coef = -lambda_b``, or ``+1e-4`` when
-    ``lambda_b == 0`` (the original's tiny reward per kept node). Node cost ``C_v``:
-    ``"nodes"``: ``1 / (M + N)``; ``"tokens"``: ``step_tokens[v] / Σ_{u ∈ A ∪ L} step_tokens[u]``
-    (node cost if that sum is 0).
-
-    Columns, in order: ``x_i`` per candidate (input order, N), ``y_j`` per ancestor (every node
-    above a candidate, root included, ascending id; M of them, listed in ``"ancestors"``), then
-    ``c_k`` per cluster (distinct labels ascending; only when ``cluster_labels`` is given and
-    ``lambda_s > 0``). Rows: per ancestor j ``y_j - Σ_{i∈D(j)} x_i <= 0``; per tree edge into a
-    non-root ancestor or a candidate ``y_parent - y_j >= 0`` / ``y_parent - x_i >= 0`` (the spec's
-    ``y_j >= x_i`` for i in D(j), chained along edges: same optima, M + N rows instead of one per
-    pair); per cluster k ``c_k - Σ_{i∈C_k} x_i <= 0``; last ``Σ_i x_i >= 1``. All columns binary. Depth 0 (``candidates == [root]``) gives one x column.
+    ``SearchTree.ets_instance`` builds the same problem from a live tree without exporting it.
 
     Arguments:
         parents: parent index per node, -1 for the root.
@@ -228,19 +220,13 @@ def ets_program(
         budget: the remaining width (>= 1).
         lambda_b: node (KV) cost weight (finite, >= 0).
         lambda_s: coverage weight (finite, >= 0), divided by K.
-        softmax_temperature: T > 0 for the outcome scores.
+        softmax_temperature: T > 0 for the outcome scores and the re-allocation.
         cost: ``"nodes"`` or ``"tokens"``.
         step_tokens: step length per node (indexed like ``parents``); required for
             ``cost="tokens"``.
 
     Returns:
-        A dict with ``num_col``, ``num_row`` (int); ``col_cost``, ``col_lower`` (0.0),
-        ``col_upper`` (1.0), ``row_lower``, ``row_upper`` (list[float]; ``±1e30`` stands for an
-        infinite bound, which HiGHS reads as infinite); ``integrality`` (list[int], all 1);
-        ``a_start`` (``num_col + 1`` entries), ``a_index``, ``a_value`` (column-wise CSC, rows
-        ascending within a column); ``num_x`` (N); ``ancestors`` (node id of each y column);
-        ``num_clusters`` (K, or 0 when coverage is off); ``outcome`` (list[float], O_i);
-        ``offset`` (0.0).
+        The problem, already solved when it is a tree problem (``EtsInstance.kept``).
 
     Raises:
         CoreError: malformed ``parents``; empty, duplicate, unknown or non-frontier candidates;
@@ -248,6 +234,126 @@ def ets_program(
             ``softmax_temperature <= 0``; an unknown ``cost``; ``cost="tokens"`` without
             ``step_tokens``.
     """
+
+@final
+class EtsInstance:
+    """One frontier's ETS problem (ets_spec §5): maximise over kept sets of candidates
+
+    ``Σ_i O_i x_i + coef (Σ_j C_j y_j + Σ_i C_i x_i) + (λ_s/K) Σ_k c_k`` with ``Σ_i x_i >= 1``,
+    where ``y_j`` (ancestor j live) is the OR of the kept candidates below j and ``c_k`` (cluster k
+    covered) the OR of its kept members. ``O_i = a_i / budget`` with ``a`` the REBASE allocation of
+    §4, except that equal scores keep input order (the original's ``sorted(..., reverse=True)``,
+    §5.2). ``coef = -lambda_b``, or ``+1e-4`` when ``lambda_b == 0`` (the original's tiny reward per
+    kept node). Node cost ``C_v``: ``"nodes"``: ``1 / (M + N)``; ``"tokens"``: ``step_tokens[v] /
+    Σ_{u ∈ A ∪ L} step_tokens[u]`` (node cost if that sum is 0). Coverage is active when cluster
+    labels are given and ``lambda_s > 0``; K counts the distinct labels.
+
+    A tree problem is solved exactly when the instance is built, in linear time (``kept``):
+    without coverage, or when every cluster has one member (covering it is then a bonus on that
+    member), a dynamic program over the tree; when ``lambda_b == 0``, every term grows with the
+    kept set and every candidate is kept. The DP breaks ties between equally good kept sets (whose
+    re-allocations may differ) by a fixed rule, on the floating-point values: a subtree whose best
+    value is exactly 0 is kept; where every child subtree of a live ancestor is negative, the
+    highest is kept, and among equal ones the one holding the lowest candidate index. Otherwise
+    ``kept`` is None and ``program()`` poses the problem for HiGHS.
+    """
+
+    @property
+    def kept(self) -> list[bool] | None:
+        """The optimal kept flag per candidate when this is a tree problem, else None."""
+
+    @property
+    def counts(self) -> list[int] | None:
+        """``reallocate(kept)`` when this is a tree problem (computed with ``kept``), else None."""
+
+    @property
+    def num_candidates(self) -> int:
+        """Number of candidates, N."""
+
+    @property
+    def num_clusters(self) -> int:
+        """Number of clusters K (0 when coverage is off)."""
+
+    @property
+    def ancestors(self) -> list[int]:
+        """The ancestor node ids A (every node above a candidate, root included), parents first
+        (the program's ``y`` columns follow this order)."""
+
+    @property
+    def outcome(self) -> list[float]:
+        """Outcome score ``O_i = a_i / budget`` per candidate."""
+
+    def objective(self, kept: list[bool]) -> float:
+        """The objective (to maximise) of a kept set, straight from the formula.
+
+        Raises:
+            CoreError: ``kept`` is not one flag per candidate.
+        """
+
+    def reallocate(self, kept: list[bool]) -> list[int]:
+        """Children per candidate for a kept set: ``reallocate_kept`` over the instance's scores,
+        budget and temperature (ets_spec §5.6); all kept gives REBASE's allocation.
+
+        Raises:
+            CoreError: nothing kept, or ``kept`` is not one flag per candidate.
+        """
+
+    def program(self) -> EtsProgram:
+        """The problem as a HiGHS integer program (layout in ``EtsProgram``).
+
+        Raises:
+            CoreError: the program is too large for HiGHS's 32-bit indices.
+        """
+
+@final
+class EtsProgram:
+    """The ETS program as a HiGHS minimisation (every maximisation coefficient negated), CSC form.
+
+    The arrays are numpy arrays that own the buffers Rust built, ready for ``highspy``'s
+    ``passModel`` as they are (float64 values, int32 indices). Columns: ``x_i`` per candidate
+    (input order, ``num_x`` of them), ``y_j`` per ancestor with two or more children
+    (``EtsInstance.ancestors`` order), then ``c_k`` per cluster of two or more members. Two exact
+    reductions: an ancestor with a single child is live exactly when that child is, so its cost
+    joins the child's column (or that of the chain below); a singleton cluster's reward joins its
+    member's ``x`` cost. Rows: per edge of the reduced tree ``y_parent - y_j >= 0`` / ``y_parent -
+    x_i >= 0`` (the spec's ``y_j >= x_i`` for i below j, chained along edges: same optima, one row
+    per edge instead of one per pair); only when ``lambda_b == 0``, per y column ``y_j -
+    Σ_{children} (y or x) <= 0`` (with a node cost ``y <= Σ x`` holds at every optimum anyway); per
+    cluster column ``c_k - Σ_{i∈C_k} x_i <= 0``; last ``Σ_i x_i >= 1``. All columns binary;
+    ``±1e30`` stands for an infinite row bound.
+    """
+
+    @property
+    def num_col(self) -> int: ...
+    @property
+    def num_row(self) -> int: ...
+    @property
+    def num_x(self) -> int:
+        """Number of candidate columns, N (the first columns)."""
+    @property
+    def offset(self) -> float:
+        """Constant of the objective (0.0)."""
+    @property
+    def col_cost(self) -> NDArray[np.float64]: ...
+    @property
+    def col_lower(self) -> NDArray[np.float64]: ...
+    @property
+    def col_upper(self) -> NDArray[np.float64]: ...
+    @property
+    def integrality(self) -> NDArray[np.int32]:
+        """All 1 (integer)."""
+    @property
+    def row_lower(self) -> NDArray[np.float64]: ...
+    @property
+    def row_upper(self) -> NDArray[np.float64]: ...
+    @property
+    def a_start(self) -> NDArray[np.int32]:
+        """Column starts, ``num_col + 1`` entries."""
+    @property
+    def a_index(self) -> NDArray[np.int32]:
+        """Row index per nonzero, ascending within a column."""
+    @property
+    def a_value(self) -> NDArray[np.float64]: ...
 
 @final
 class SearchTree:
@@ -338,11 +444,33 @@ class SearchTree:
         """Scores of the nodes on the path root..v, the root excluded (the step scores)."""
 
     def parents(self) -> list[int]:
-        """The parent array (-1 for the root), as taken by ``kv_tokens`` and ``ets_program``."""
+        """The parent array (-1 for the root), as taken by ``kv_tokens`` and ``ets_instance``."""
 
     def step_lengths(self, include_prompt: bool) -> list[int]:
         """Every node's step length; the root's entry is the prompt length if
         ``include_prompt``, else 0."""
+
+    def ets_instance(
+        self,
+        candidates: list[int],
+        cluster_labels: list[int] | None,
+        budget: int,
+        lambda_b: float,
+        lambda_s: float,
+        softmax_temperature: float,
+        cost: str = "nodes",
+    ) -> EtsInstance:
+        """The ETS problem of a frontier of this tree, built in Rust without exporting the tree.
+
+        Same problem as ``ets_instance(parents(), candidates, scores, ...)`` with each candidate's
+        PRM score and, for ``cost="tokens"``, ``step_lengths(False)`` (the prompt costs nothing).
+        Releases the GIL while it builds and solves; meanwhile another thread must not change
+        this tree (the search loop's selection runs while its problem's coroutine waits).
+
+        Raises:
+            CoreError: an unknown, duplicate or non-frontier candidate, and the argument errors of
+                ``ets_instance``.
+        """
 
     def retire(self, nodes: list[int]) -> tuple[list[int], list[int]]:
         """Budget bookkeeping for the nodes just created (ets_spec §3.2).

@@ -121,8 +121,8 @@ async def _iter_indexed(
             embed_batcher = await stack.enter_async_context(
                 MicroBatcher(_embed_rows(embedder), max_batch=128, max_wait_s=0.002, max_in_flight=1)
             )
-            embed = embed_batcher.submit
-        ctx = SearchContext(config, policy, score_batcher.submit, embed, max_model_len, step_logprobs)
+            embed = embed_batcher.submit_many
+        ctx = SearchContext(config, policy, score_batcher.submit_many, embed, max_model_len, step_logprobs)
         pending: set[asyncio.Task[tuple[int, ProblemResult]]] = set()
         try:
             async for index, item in _aenumerate(problems):

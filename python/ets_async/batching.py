@@ -1,12 +1,14 @@
 """Micro-batching of PRM and embedding calls across concurrently searched problems.
 
-Callers ``await batcher.submit(item)``; one pump task gathers what arrived within a short window
-(or up to ``max_batch`` items) into a single backend call and resolves each caller's future.
+Callers ``await batcher.submit(item)``, or take one future per item from ``submit_many(items)``;
+one pump task gathers what arrived within a short window (or up to ``max_batch`` items) into a
+single backend call and resolves each caller's future.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -33,7 +35,8 @@ class MicroBatcher(Generic[Item, Out]):
         self._fn = fn
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Out]]] = asyncio.Queue()
+        self._queue: deque[tuple[Item, asyncio.Future[Out]]] = deque()
+        self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pump: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
@@ -49,27 +52,36 @@ class MicroBatcher(Generic[Item, Out]):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        while not self._queue.empty():
-            _, future = self._queue.get_nowait()
+        while self._queue:
+            _, future = self._queue.popleft()
             future.cancel()
 
-    async def submit(self, item: Item) -> Out:
+    def submit_many(self, items: Sequence[Item]) -> list[asyncio.Future[Out]]:
+        """Queue items; one future per item, in order (no task per item, unlike gathering
+        ``submit`` calls). A caller that stops waiting should cancel the futures it leaves."""
         if self._pump is None or self._pump.done():
             raise RuntimeError("MicroBatcher is not running; use it as 'async with'")
-        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Out]] = [loop.create_future() for _ in items]
+        self._queue.extend(zip(items, futures))
+        self._arrived.set()
+        return futures
+
+    async def submit(self, item: Item) -> Out:
+        (future,) = self.submit_many([item])
         return await future
 
     async def _run(self) -> None:
         """The only loop over submissions: collect a batch, hand it to a call task, repeat."""
         queue = self._queue
         while True:
-            batch = [await queue.get()]
-            if queue.qsize() + 1 < self._max_batch and self._max_wait_s > 0:
+            if not queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            if len(queue) < self._max_batch and self._max_wait_s > 0:
                 await asyncio.sleep(self._max_wait_s)  # let other problems' submissions arrive
-            while len(batch) < self._max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            batch = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            taken = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+            batch = [(item, fut) for item, fut in taken if not fut.cancelled()]
             if not batch:
                 continue
             await self._slots.acquire()

@@ -13,6 +13,7 @@ import numpy as np
 from ets_async import _core
 from ets_async._core import (
     CoreError,
+    EtsInstance,
     SearchTree,
     beam_allocation,
     dvts_allocation,
@@ -32,9 +33,11 @@ __all__ = [
     "beam_allocation",
     "cluster_steps",
     "dvts_allocation",
+    "EtsInstance",
     "EtsSelection",
     "ets_allocation",
     "ets_select",
+    "select",
     "kv_blocks",
     "kv_tokens",
     "kv_unshared_tokens",
@@ -63,6 +66,32 @@ class EtsSelection:
     fell_back: bool
 
 
+def select(instance: EtsInstance) -> EtsSelection:
+    """Solve one frontier's ETS problem exactly, then re-allocate the budget (ets_spec §5.6).
+
+    A tree problem (coverage off or separable, or ``lambda_b == 0``) comes solved and re-allocated
+    from Rust: the tree DP's kept set (``instance.kept``; its tie rule is in ``_core.pyi``) and
+    ``instance.counts``. Otherwise HiGHS solves ``instance.program()``. The budget is re-allocated over the kept candidates with REBASE's rule;
+    the counts sum to the budget.
+
+    If HiGHS fails (``SolverError``) the REBASE allocation is returned with ``fell_back=True``, a
+    warning is logged on the ``ets_async`` logger and ``solver_fallbacks()`` goes up by one.
+    """
+    global _fallbacks
+    kept, counts = instance.kept, instance.counts
+    if kept is not None and counts is not None:  # a tree problem, solved and re-allocated in Rust
+        return EtsSelection(counts, kept, fell_back=False)
+    try:
+        kept = solve_program(instance.program())
+    except SolverError as exc:
+        with _fallbacks_lock:
+            _fallbacks += 1
+        logger.warning("ETS program not solved, falling back to the REBASE allocation: %s", exc)
+        counts = instance.reallocate([True] * instance.num_candidates)  # everything kept = REBASE
+        return EtsSelection(counts, [c > 0 for c in counts], fell_back=True)
+    return EtsSelection(instance.reallocate(kept), kept, fell_back=False)
+
+
 def ets_select(
     parents: Sequence[int],
     candidates: Sequence[int],
@@ -75,23 +104,17 @@ def ets_select(
     cost: Literal["nodes", "tokens"] = "nodes",
     step_tokens: Sequence[int] | None = None,
 ) -> EtsSelection:
-    """ETS selection (ets_spec §5): build the program, solve it exactly, re-allocate (§5.6).
+    """ETS selection (ets_spec §5) on a frontier given as a parent array: ``select`` of its instance.
 
     ``parents[v]`` is node v's parent (-1 for the root), ``candidates`` the frontier node ids;
     ``scores[i]`` and ``cluster_labels[i]`` belong to ``candidates[i]`` (``None`` disables the
-    coverage term). The budget is re-allocated over the kept candidates with REBASE's rule; the
-    counts sum to ``budget``.
-
-    If HiGHS fails (``SolverError``) the REBASE allocation is returned with ``fell_back=True``, a
-    warning is logged on the ``ets_async`` logger and ``solver_fallbacks()`` goes up by one. Bad
-    input raises ``CoreError``.
+    coverage term). Bad input raises ``CoreError``. A search builds the instance from its
+    ``SearchTree`` instead (``SearchTree.ets_instance``), without exporting the tree.
     """
-    global _fallbacks
-    scores = list(scores)
-    program = _core.ets_program(
+    instance = _core.ets_instance(
         list(parents),
         list(candidates),
-        scores,
+        list(scores),
         None if cluster_labels is None else list(cluster_labels),
         budget,
         lambda_b,
@@ -100,15 +123,7 @@ def ets_select(
         cost=cost,
         step_tokens=None if step_tokens is None else list(step_tokens),
     )
-    try:
-        kept = solve_program(program)
-    except SolverError as exc:
-        with _fallbacks_lock:
-            _fallbacks += 1
-        logger.warning("ETS program not solved, falling back to the REBASE allocation: %s", exc)
-        counts = rebase_allocation(scores, budget, softmax_temperature)
-        return EtsSelection(counts, [c > 0 for c in counts], fell_back=True)
-    return EtsSelection(reallocate_kept(scores, kept, budget, softmax_temperature), kept, fell_back=False)
+    return select(instance)
 
 
 def ets_allocation(

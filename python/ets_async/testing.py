@@ -104,14 +104,16 @@ class FakeEmbedder:
     def __init__(self, dim: int = 8) -> None:
         self.dim = dim
         self.calls = 0
+        self._vectors: dict[str, np.ndarray] = {}  # a generator per text costs more than the search
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls += 1
-        rows = []
-        for text in texts:
-            rng = np.random.default_rng(int(_unit(text.split("=")[0]) * 2**31))
-            rows.append(rng.normal(size=self.dim))
-        return np.asarray(rows, dtype=np.float32)
+        return np.asarray([self._vector(text.split("=")[0]) for text in texts], dtype=np.float32)
+
+    def _vector(self, key: str) -> np.ndarray:
+        if key not in self._vectors:
+            self._vectors[key] = np.random.default_rng(int(_unit(key) * 2**31)).normal(size=self.dim)
+        return self._vectors[key]
 
 
 def fake_backends(*, delay_s: float = 0.0, answer_depth: int = 3) -> Backends:

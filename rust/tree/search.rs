@@ -2,6 +2,7 @@
 
 use crate::error::{finite_scores, same_len, CoreError, Result};
 use crate::kv::{check_block_size, measure, KvScratch, KvSizes, PrefixTree};
+use crate::program::{EtsInstance, EtsParams};
 use crate::types::{NodeId, TokenCount, TokenId};
 
 /// One problem's search tree (ets_spec §3.1).
@@ -235,6 +236,42 @@ impl SearchTree {
             .collect()
     }
 
+    /// The ETS problem of a frontier of this tree (ets_spec §5), built from the arena without
+    /// exporting it: the candidates' scores are their PRM scores, and token costs use the step
+    /// lengths with the prompt left out (the root's step costs 0 tokens).
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownNode`] for a bad candidate id, and the errors of
+    /// [`crate::EtsInstance::from_parents`] other than those about the parent array: an empty,
+    /// duplicated or non-frontier candidate list, `cluster_labels` of the wrong length, a budget
+    /// below 1, a negative or non-finite lambda, a temperature that is not a finite number > 0.
+    pub fn ets_instance(
+        &self,
+        candidates: &[NodeId],
+        cluster_labels: Option<&[i64]>,
+        params: EtsParams,
+    ) -> Result<EtsInstance> {
+        let mut scores = Vec::with_capacity(candidates.len());
+        for &c in candidates {
+            scores.push(self.score[self.check("candidates", c)?]);
+        }
+        EtsInstance::build(
+            self.num_nodes(),
+            |v| self.parent[v],
+            |v| {
+                if v == 0 {
+                    0
+                } else {
+                    PrefixTree::step_len(self, v)
+                }
+            },
+            candidates,
+            scores,
+            cluster_labels,
+            params,
+        )
+    }
+
     /// Every node's step length; the root's entry is the prompt length if `include_prompt`,
     /// else 0.
     pub fn step_lengths(&self, include_prompt: bool) -> Vec<TokenCount> {
@@ -326,6 +363,7 @@ impl PrefixTree for SearchTree {
 mod tests {
     use super::*;
     use crate::kv::{kv_sizes, naive_sizes};
+    use crate::program::{NodeCost, ProgramInput};
     use crate::tests::SplitMix64;
 
     fn tree() -> SearchTree {
@@ -496,6 +534,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn ets_instance_equals_the_parent_array_instance() {
+        let mut rng = SplitMix64::new(7);
+        for _ in 0..100 {
+            let mut t = SearchTree::new(vec![1; 1 + rng.below(9) as usize], 16, 1 << 40).unwrap();
+            let mut frontier = vec![0];
+            for _ in 0..1 + rng.below(4) {
+                let mut next = Vec::new();
+                for &v in &frontier {
+                    let k = rng.below(4) as usize;
+                    let steps: Vec<Vec<TokenId>> =
+                        (0..k).map(|_| vec![3; rng.below(6) as usize]).collect();
+                    let scores: Vec<f64> = (0..k).map(|_| rng.below(5) as f64 / 4.0).collect();
+                    next.extend(t.add_children(v, &steps, &scores, &vec![false; k]).unwrap());
+                }
+                if next.is_empty() {
+                    break;
+                }
+                frontier = next;
+            }
+            let labels: Vec<i64> = frontier.iter().map(|_| rng.below(3) as i64).collect();
+            let params = EtsParams {
+                budget: 1 + rng.below(16) as i64,
+                lambda_b: [0.0, 1.0, 3.0][rng.below(3) as usize],
+                lambda_s: [0.0, 1.5][rng.below(2) as usize],
+                softmax_temperature: 0.2,
+                cost: [NodeCost::Nodes, NodeCost::Tokens][rng.below(2) as usize],
+            };
+            let got = t.ets_instance(&frontier, Some(&labels), params).unwrap();
+            let parents = t.parents();
+            let candidates: Vec<i64> = frontier.iter().map(|&v| v as i64).collect();
+            let scores: Vec<f64> = frontier.iter().map(|&v| t.score(v).unwrap()).collect();
+            let steps: Vec<i64> = t.step_lengths(false).iter().map(|&s| s as i64).collect();
+            let expected = EtsInstance::from_parents(&ProgramInput {
+                parents: &parents,
+                candidates: &candidates,
+                scores: &scores,
+                cluster_labels: Some(&labels),
+                step_tokens: Some(&steps),
+                params,
+            })
+            .unwrap();
+            assert_eq!(got, expected);
+        }
+        let t = tree();
+        let params = EtsParams {
+            budget: 4,
+            lambda_b: 1.0,
+            lambda_s: 0.0,
+            softmax_temperature: 0.2,
+            cost: NodeCost::Nodes,
+        };
+        assert!(matches!(
+            t.ets_instance(&[3, 9], None, params),
+            Err(CoreError::UnknownNode { node: 9, .. })
+        ));
+        assert!(matches!(
+            t.ets_instance(&[1, 3], None, params),
+            Err(CoreError::CandidateIsAncestor { .. })
+        ));
     }
 
     #[test]

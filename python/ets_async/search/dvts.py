@@ -13,6 +13,7 @@ from .method import Allocation, Frontier
 
 class Dvts:
     needs_embeddings = False
+    offload = False  # a few Rust calls per selection (well under a millisecond): cheaper inline than a thread hop
 
     def __init__(self, config: SearchConfig) -> None:
         self.num_subtrees = config.beam_keep or math.ceil(math.sqrt(config.width))

@@ -9,6 +9,7 @@ from .method import Allocation, Frontier, StatelessMethod
 
 
 class Ets(StatelessMethod):
+    offload = True  # clustering, the ETS problem and, in the general case, HiGHS: up to milliseconds
     def __init__(self, config: SearchConfig) -> None:
         self.lambda_b = config.lambda_b
         self.lambda_s = config.coverage_weight
@@ -26,19 +27,16 @@ class Ets(StatelessMethod):
         return core.cluster_steps(frontier.embeddings, self.cluster_threshold)
 
     def allocate(self, frontier: Frontier) -> Allocation:
-        tree = frontier.tree
         labels = self.cluster_labels(frontier)
-        selection = core.ets_select(
-            tree.parents(),
+        instance = frontier.tree.ets_instance(
             frontier.candidates,
-            frontier.scores,
             labels,
             frontier.budget,
             self.lambda_b,
             self.lambda_s,
             self.softmax_temperature,
             cost=self.cost,
-            step_tokens=tree.step_lengths(False) if self.cost == "tokens" else None,
         )
+        selection = core.select(instance)
         clusters = len(set(labels)) if labels is not None else None
         return Allocation(selection.counts, solver_fallback=selection.fell_back, clusters=clusters)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
+import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -28,12 +30,13 @@ from .method import Frontier
 
 @dataclass(frozen=True)
 class SearchContext:
-    """The backends one search talks to. ``score`` and ``embed`` are usually micro-batchers."""
+    """The backends one search talks to. ``score`` and ``embed`` take a list of items and return one
+    future per item: usually ``MicroBatcher.submit_many``."""
 
     config: SearchConfig
     policy: Policy
-    score: Callable[[ScoreRequest], Coroutine[Any, Any, float | None]]
-    embed: Callable[[str], Coroutine[Any, Any, np.ndarray]] | None
+    score: Callable[[Sequence[ScoreRequest]], list[asyncio.Future[float | None]]]
+    embed: Callable[[Sequence[str]], list[asyncio.Future[np.ndarray]]] | None
     max_model_len: int | None = None
     step_logprobs: bool = False  # the PRM reads the policy's token log-probabilities
 
@@ -46,6 +49,32 @@ class _Grown:
     steps: list[Step]
     scores: list[float | None]
     embeddings: list[np.ndarray | None]
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def selection_pool() -> ThreadPoolExecutor:
+    """The threads that run the problems' selections (methods with ``offload``), one per available core.
+
+    Not ``asyncio.to_thread``: the default executor (min(32, cores + 4) threads) is shared with
+    grading and answer selection, so a round of selections could queue behind slow grading calls.
+    Selections release the GIL in Rust (the ETS problem, the tree DP, the re-allocation) and in
+    HiGHS, so these threads run on separate cores.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="ets-select")
+        return _pool
 
 
 def request_seed(seed: int, problem_id: str, node: int) -> int:
@@ -143,22 +172,31 @@ class ProblemSearch:
         metrics.generated_tokens += sum(len(s.token_ids) for s in steps)
 
         history = tuple(self.step_text[v] for v in tree.path(node)[1:])
+        prefix = tuple(prompt)
         requests = [
-            ScoreRequest(tuple(prompt) + s.token_ids, self.problem.text, history + (s.text,), self.scope, s.logprobs)
+            ScoreRequest(prefix + s.token_ids, self.problem.text, history + (s.text,), self.scope, s.logprobs)
             for s in steps
         ]
         embed = self.ctx.embed if self.method.needs_embeddings else None
-        async with asyncio.TaskGroup() as group:
-            scores = [group.create_task(self.ctx.score(r)) for r in requests]
-            embeddings = [group.create_task(embed(s.text)) for s in steps] if embed else []
+        score_futures = self.ctx.score(requests)
+        embed_futures = embed([s.text for s in steps]) if embed else []
+        try:  # plain futures resolved by the batchers: no task per step
+            scores = [await f for f in score_futures]
+            embeddings: list[np.ndarray | None] = [await f for f in embed_futures]
+        except BaseException:  # an error or a cancellation: nobody waits for the rest
+            for f in score_futures:
+                f.cancel()
+            for g in embed_futures:
+                g.cancel()
+            raise
         metrics.prm_calls += len(requests)
         metrics.prm_tokens += sum(len(r.token_ids) for r in requests)
         metrics.embedded_steps += len(embeddings)
         return _Grown(
             parent=node,
             steps=steps,
-            scores=[t.result() for t in scores],
-            embeddings=[t.result() for t in embeddings] if embed else [None] * len(steps),
+            scores=scores,
+            embeddings=embeddings if embed else [None] * len(steps),
         )
 
     def _mark_answers(self, step: Step) -> Step:
@@ -183,7 +221,10 @@ class ProblemSearch:
             step_texts=[self.step_text[v] for v in frontier],
         )
         started = time.perf_counter()
-        allocation = await asyncio.to_thread(self.method.allocate, view)
+        if self.method.offload:
+            allocation = await asyncio.get_running_loop().run_in_executor(selection_pool(), self.method.allocate, view)
+        else:
+            allocation = self.method.allocate(view)
         metrics.selection_time_s += time.perf_counter() - started
         metrics.selections += 1
         metrics.solver_fallbacks += allocation.solver_fallback

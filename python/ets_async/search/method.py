@@ -39,9 +39,10 @@ class SearchMethod(Protocol):
     """One per problem (methods may keep per-tree state, e.g. DVTS subtree budgets)."""
 
     needs_embeddings: bool
+    offload: bool  # run ``allocate`` in the selection pool; False: inline, for rules cheaper than a thread hop
 
     def allocate(self, frontier: Frontier) -> Allocation:
-        """Children counts for ``frontier.candidates``; runs off the event loop."""
+        """Children counts for ``frontier.candidates``; in the selection pool when ``offload``."""
         ...
 
     def retired(self, tree: SearchTree, nodes: Sequence[int]) -> None:
@@ -50,9 +51,11 @@ class SearchMethod(Protocol):
 
 
 class StatelessMethod:
-    """Shared defaults for methods that keep no per-tree state and need no embeddings."""
+    """Shared defaults for methods that keep no per-tree state, need no embeddings, and allocate with
+    one Rust call of a few microseconds (inline: a hop to the selection pool costs more)."""
 
     needs_embeddings = False
+    offload = False
 
     def retired(self, tree: SearchTree, nodes: Sequence[int]) -> None:
         pass
