@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from ets_async import SearchConfig, cli
 from ets_async.cli import app, build_search_config
 from ets_async.report import regrade, wall_time
+from ets_async.search.ets import Ets
 from ets_async.config import recipe_names
 from ets_async.progress import RunTally
 from ets_async.results import HEADER_KEY
@@ -337,7 +338,7 @@ def test_ets_recipes_are_the_papers_settings(width, lambda_s):
     config, source = build_search_config(f"ets_{width}")
     assert source == f"recipe ets_{width}"
     assert (config.method, config.width) == ("ets", width)
-    assert config.lambda_s == lambda_s and config.coverage_weight == lambda_s
+    assert config.lambda_s == lambda_s and Ets(config).lambda_s == lambda_s
     assert config.lambda_b == 1.0
     assert config.softmax_temperature == 0.2
     assert config.temperature == 1.0

@@ -114,18 +114,20 @@ def _engine_config(model: str | None, sets: Sequence[str], base: Mapping[str, An
 
 
 def _describe_config(config: SearchConfig) -> str:
+    """The settings that shape a search, the method's own included ('default': left to the models)."""
+    settings = METHODS[config.method].settings
     parts = [
         f"method={config.method}",
         f"width={config.width}",
-        f"temperature={'the policy default' if config.temperature is None else format(config.temperature, 'g')}",
+        f"temperature={'default' if config.temperature is None else format(config.temperature, 'g')}",
         f"max_step_tokens={config.max_step_tokens}",
         f"max_tokens={config.max_tokens}",
         f"max_depth={config.max_depth}",
         f"softmax_temperature={config.softmax_temperature:g}",
+        *([settings.of(config).describe()] if settings is not None else []),
+        f"selection={config.answer_selection}/{config.score_aggregation}",
+        f"seed={config.seed}",
     ]
-    if config.method == "ets":
-        parts += [f"lambda_b={config.lambda_b:g}", f"lambda_s={config.coverage_weight:g}", f"kv_cost={config.kv_cost}"]
-    parts += [f"selection={config.answer_selection}/{config.score_aggregation}", f"seed={config.seed}"]
     return " ".join(parts)
 
 
@@ -628,12 +630,7 @@ def recipes() -> None:
     """List the shipped recipes (the paper's settings per method and width) for --config."""
     for name in recipe_names():
         _, values = read_recipe(name)
-        extra = f" lambda_b={values['lambda_b']} lambda_s={values['lambda_s']}" if "lambda_s" in values else ""
-        typer.echo(
-            f"{name:<14} method={values['method']} width={values['width']} temperature={values['temperature']} "
-            f"max_step_tokens={values['max_step_tokens']} max_tokens={values['max_tokens']} "
-            f"T={values['softmax_temperature']}{extra}"
-        )
+        typer.echo(f"{name:<14} " + " ".join(f"{key}={value}" for key, value in values.items()))
 
 
 @app.command()

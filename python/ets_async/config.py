@@ -8,17 +8,15 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .voting import AnswerSelection, StepAggregation
 
-Method = Literal["ets", "rebase", "beam", "dvts", "best_of_n"]
-AnswerSelection = Literal["weighted_majority", "majority", "best_of_n"]
-StepAggregation = Literal["last", "min", "prod", "mean"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16", "half", "float"]
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -28,19 +26,6 @@ DEFAULT_SYSTEM_PROMPT = (
 
 PAPER_TEMPERATURE = 1.0
 """The paper's policy sampling temperature (ets_spec §9); the recipes keep it."""
-PAPER_CLUSTER_THRESHOLD = 0.05
-"""The paper's cut, calibrated on its math-similarity BERT (ets_spec §5.4); the recipes keep it."""
-
-# The paper's coverage weights per width (ets_spec §9); other widths take the nearest one.
-_PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}
-
-
-def paper_lambda_s(width: int) -> float:
-    """The released λ_s for the paper's width nearest to ``width``."""
-    nearest = min(_PAPER_LAMBDA_S, key=lambda w: (abs(w - width), w))
-    return _PAPER_LAMBDA_S[nearest]
-
-
 def _recipe_dir() -> importlib.resources.abc.Traversable:
     return importlib.resources.files("ets_async") / "recipes"
 
@@ -144,10 +129,10 @@ def _describe(name: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-class SearchConfig(_Validated):
+class _SharedSearchConfig(_Validated):
     """What one search does. Defaults are the paper's (ets_spec §9) unless noted."""
 
-    method: Method = "ets"
+    method: str = Field("ets", description="search method: a name in ets_async.METHODS")
     width: int = Field(16, ge=1, le=4096, description="search budget W: trajectories per problem")
     temperature: float | None = Field(
         None,
@@ -160,19 +145,6 @@ class SearchConfig(_Validated):
     max_tokens: int = Field(1024, ge=1, description="generated tokens per trajectory")
     max_depth: int = Field(25, ge=1, description="steps per trajectory")
     softmax_temperature: float = Field(0.2, gt=0.0, description="REBASE softmax temperature T")
-    lambda_b: float = Field(1.0, ge=0.0, description="ETS weight of the KV (node) cost")
-    lambda_s: float | None = Field(
-        None, ge=0.0, description="ETS weight of semantic coverage; None = the paper's value for this width"
-    )
-    cluster_threshold: float | None = Field(
-        None,
-        ge=0.0,
-        le=2.0,
-        description="cosine distance cut for step clusters; None = the embedder's calibrated cut "
-        "(ets-async calibrate), or the paper's 0.05 for an embedder without one",
-    )
-    kv_cost: Literal["nodes", "tokens"] = Field("nodes", description="ETS cost per kept node, or per kept token")
-    beam_keep: int | None = Field(None, ge=1, description="beam/DVTS width; None = ceil(sqrt(W))")
     step_delimiter: str = Field("\n\n", min_length=1)
     answer_markers: tuple[str, ...] = ("The answer is", "The final answer is", "final answer is")
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
@@ -186,7 +158,11 @@ class SearchConfig(_Validated):
     kv_block_size: int = Field(32, ge=1, description="block size of the block-granular KV metric")
 
     @model_validator(mode="after")
-    def _check(self) -> SearchConfig:
+    def _check(self) -> _SharedSearchConfig:
+        from .search import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; methods: {', '.join(METHODS)}")
         if "{problem}" not in self.prompt_template:
             raise ValueError("prompt_template must contain '{problem}'")
         if self.max_step_tokens > self.max_tokens:
@@ -198,10 +174,19 @@ class SearchConfig(_Validated):
         """The temperature as used: the configured (or the policy's) value, or the paper's."""
         return PAPER_TEMPERATURE if self.temperature is None else self.temperature
 
-    @property
-    def coverage_weight(self) -> float:
-        """λ_s as used: the configured value, or the paper's for this width."""
-        return paper_lambda_s(self.width) if self.lambda_s is None else self.lambda_s
+
+def _with_method_settings() -> type[_SharedSearchConfig]:
+    """SearchConfig: the shared fields plus every method's own (``MethodSettings`` in its file)."""
+    from .search import METHODS
+
+    settings = tuple(dict.fromkeys(m.settings for m in METHODS.values() if m.settings is not None))
+    return type("SearchConfig", (_SharedSearchConfig, *settings), {"__module__": __name__, "__doc__": _SharedSearchConfig.__doc__})
+
+
+if TYPE_CHECKING:  # mypy sees the shared fields; a method reads its own through its settings class
+    SearchConfig = _SharedSearchConfig
+else:
+    SearchConfig = _with_method_settings()
 
 
 class EngineConfig(_Validated):

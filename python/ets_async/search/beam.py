@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field
+
 from .. import core
-from ..config import SearchConfig
-from .method import Allocation, Frontier, StatelessMethod
+from .method import Allocation, Frontier, MethodSettings, StatelessMethod
+
+if TYPE_CHECKING:
+    from ..config import SearchConfig
+
+
+class BeamSettings(MethodSettings):
+    beam_keep: int | None = Field(None, ge=1, description="beams kept per step; None = ceil(sqrt(B)) of the budget left")
 
 
 class BeamSearch(StatelessMethod):
+    settings: ClassVar[type[MethodSettings] | None] = BeamSettings
+
     def __init__(self, config: SearchConfig) -> None:
-        self.keep = config.beam_keep  # None: ceil(sqrt(B)) of the current budget
+        self.keep = BeamSettings.of(config).beam_keep
 
     def allocate(self, frontier: Frontier) -> Allocation:
         return Allocation(core.beam_allocation(frontier.scores, frontier.budget, self.keep))

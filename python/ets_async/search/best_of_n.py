@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import SearchConfig
+from typing import TYPE_CHECKING
+
 from .method import Allocation, Frontier, StatelessMethod
+
+if TYPE_CHECKING:
+    from ..config import SearchConfig
 
 
 class BestOfN(StatelessMethod):

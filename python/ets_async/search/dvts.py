@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field
 
 from .. import core
-from ..config import SearchConfig
 from ..core import SearchTree
-from .method import Allocation, Frontier
+from .method import Allocation, Frontier, MethodSettings
+
+if TYPE_CHECKING:
+    from ..config import SearchConfig
+
+
+class DvtsSettings(MethodSettings):
+    dvts_subtrees: int | None = Field(None, ge=1, description="DVTS subtrees; None = ceil(sqrt(W))")
 
 
 class Dvts:
+    settings: ClassVar[type[MethodSettings] | None] = DvtsSettings
     needs_embeddings = False
     offload = False  # a few Rust calls per selection (well under a millisecond): cheaper inline than a thread hop
 
     def __init__(self, config: SearchConfig) -> None:
-        self.num_subtrees = config.beam_keep or math.ceil(math.sqrt(config.width))
+        self.num_subtrees = DvtsSettings.of(config).dvts_subtrees or math.ceil(math.sqrt(config.width))
         self.subtree_budget = config.width // self.num_subtrees
         self.budgets: list[int] = []  # per subtree, assigned at the first selection
 

@@ -3,21 +3,55 @@ semantic coverage, then REBASE re-allocates the budget over the kept set (ets_sp
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field
+
 from .. import core
-from ..config import PAPER_CLUSTER_THRESHOLD, SearchConfig
-from .method import Allocation, Frontier, StatelessMethod
+from .method import Allocation, Frontier, MethodSettings, StatelessMethod
+
+if TYPE_CHECKING:
+    from ..config import SearchConfig
+
+PAPER_CLUSTER_THRESHOLD = 0.05
+"""The paper's cut, calibrated on its math-similarity BERT (ets_spec §5.4); the recipes keep it."""
+_PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}  # per width (ets_spec §9); other widths take the nearest
+
+
+def paper_lambda_s(width: int) -> float:
+    """The released λ_s for the paper's width nearest to ``width``."""
+    nearest = min(_PAPER_LAMBDA_S, key=lambda w: (abs(w - width), w))
+    return _PAPER_LAMBDA_S[nearest]
+
+
+class EtsSettings(MethodSettings):
+    lambda_b: float = Field(1.0, ge=0.0, description="ETS weight of the KV (node) cost")
+    lambda_s: float | None = Field(
+        None, ge=0.0, description="ETS weight of semantic coverage; None = the paper's value for this width"
+    )
+    cluster_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        description="ETS cosine distance cut for step clusters; None = the embedder's calibrated cut "
+        "(ets-async calibrate), or the paper's 0.05 for an embedder without one",
+    )
+    kv_cost: Literal["nodes", "tokens"] = Field("nodes", description="ETS cost per kept node, or per kept token")
 
 
 class Ets(StatelessMethod):
+    settings: ClassVar[type[MethodSettings] | None] = EtsSettings
     offload = True  # clustering, the ETS problem and, in the general case, HiGHS: up to milliseconds
+
     def __init__(self, config: SearchConfig) -> None:
-        self.lambda_b = config.lambda_b
-        self.lambda_s = config.coverage_weight
+        settings = EtsSettings.of(config)
+        self.lambda_b = settings.lambda_b
+        self.lambda_s = paper_lambda_s(config.width) if settings.lambda_s is None else settings.lambda_s
         self.softmax_temperature = config.softmax_temperature
         self.cluster_threshold = (
-            PAPER_CLUSTER_THRESHOLD if config.cluster_threshold is None else config.cluster_threshold
+            PAPER_CLUSTER_THRESHOLD if settings.cluster_threshold is None else settings.cluster_threshold
         )
-        self.cost = config.kv_cost
+        self.cost = settings.kv_cost
         self.needs_embeddings = self.lambda_s > 0
 
     def cluster_labels(self, frontier: Frontier) -> list[int] | None:

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
+from pydantic import BaseModel
 
-from ..config import SearchConfig
 from ..core import SearchTree
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from ..config import SearchConfig
+
+
+class MethodSettings(BaseModel):
+    """A method's own SearchConfig fields, declared in the method's file. SearchConfig inherits every
+    method's settings, so they are set flat like the shared ones (``SearchConfig(lambda_s=0)``,
+    ``--set lambda_s=0``, recipes) and validated with them."""
+
+    @classmethod
+    def of(cls, config: Any) -> Self:
+        """These settings as ``config`` has them (already validated there)."""
+        return cls.model_validate({name: getattr(config, name) for name in cls.model_fields})
+
+    def describe(self) -> str:
+        """``key=value`` pairs for logs; ``default`` where a setting is left to the method."""
+        return " ".join(f"{k}={'default' if v is None else format(v, 'g') if isinstance(v, float) else v}"
+                        for k, v in self)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,6 +59,7 @@ class Allocation:
 class SearchMethod(Protocol):
     """One per problem (methods may keep per-tree state, e.g. DVTS subtree budgets)."""
 
+    settings: ClassVar[type[MethodSettings] | None]  # the method's own SearchConfig fields, if any
     needs_embeddings: bool
     offload: bool  # run ``allocate`` in the selection pool; False: inline, for rules cheaper than a thread hop
 
@@ -54,6 +76,7 @@ class StatelessMethod:
     """Shared defaults for methods that keep no per-tree state, need no embeddings, and allocate with
     one Rust call of a few microseconds (inline: a hop to the selection pool costs more)."""
 
+    settings: ClassVar[type[MethodSettings] | None] = None
     needs_embeddings = False
     offload = False
 
@@ -62,4 +85,9 @@ class StatelessMethod:
 
 
 class MethodFactory(Protocol):
+    """A method class: its settings and how to make one per problem."""
+
+    @property
+    def settings(self) -> type[MethodSettings] | None: ...
+
     def __call__(self, config: SearchConfig) -> SearchMethod: ...

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from .. import core
-from ..config import SearchConfig
+from typing import TYPE_CHECKING
+
 from .method import Allocation, Frontier, StatelessMethod
+
+if TYPE_CHECKING:
+    from ..config import SearchConfig
 
 
 class Rebase(StatelessMethod):
