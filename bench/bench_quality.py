@@ -10,7 +10,10 @@ unless a variant sets its own. Every variant runs on the same problems with the 
 another on one engine (its prefix cache reset before each), and appends one line per problem to
 ``OUT/<label>-<width>.jsonl``: an interrupted run resumes where it stopped, and a variant whose
 settings changed is refused. While a variant runs, the engine's own KV-cache usage
-(``vllm:kv_cache_usage_perc``) is sampled every 0.25 s.
+(``vllm:kv_cache_usage_perc``) and the processes' memory are sampled every 0.25 s. A variant that
+differs from an earlier one only in ``answer_selection``/``score_aggregation`` (majority vote,
+weighted majority and best-of-N over the same N samples) grows identical trees, so its answers are
+re-selected from the earlier run's candidates instead of searching again.
 
 The report (``OUT/summary.json``, ``OUT/quality.png`` and the printed table): accuracy with its 95%
 Wilson interval, the paired difference against ``--baseline`` on the same problems with a 95%
@@ -45,7 +48,7 @@ VARIANTS = {
     "rebase": "rebase",
     "ets": "ets",
 }
-ISSUE_SET = ["greedy", "majority", "best_of_n", "beam", "dvts", "rebase", "ets"]
+ISSUE_SET = ["greedy", "majority", "weighted_majority", "best_of_n", "beam", "dvts", "rebase", "ets"]
 
 
 def parse_variant(spec: str, base: dict[str, Any]) -> tuple[str, SearchConfig]:
@@ -116,6 +119,37 @@ async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str,
             log.write(json.dumps({"session": session, "kv_usage": usage, "rss_gib_peak": max(rss, default=None)}) + "\n")
 
 
+_SELECTION_FIELDS = ("answer_selection", "score_aggregation")
+
+
+def same_search(a: SearchConfig, b: SearchConfig) -> bool:
+    """Whether two configs grow identical trees (they differ at most in how the answer is picked:
+    seeds depend only on the seed, the problem and the node, so the samples are the same)."""
+    def search_fields(config: SearchConfig) -> dict[str, Any]:
+        return {k: v for k, v in config.model_dump().items() if k not in _SELECTION_FIELDS}
+
+    return search_fields(a) == search_fields(b)
+
+
+def derive_variant(source: Path, problems: list[dict[str, Any]], label: str, config: SearchConfig, out: Path) -> None:
+    """A variant that only picks answers differently: re-select and re-grade the source run's stored
+    candidates instead of searching again (its timing is the source's search)."""
+    path = run_file(out, label, config)
+    header = {"label": label, "config": config.model_dump(mode="json"), "derived_from": source.name}
+    wanted = {p["id"] for p in problems}
+    with ResultWriter(path, run_header=header) as writer:
+        records = [r for r in read_results(source) if r["id"] in wanted and r["id"] not in writer.done_ids()]
+        if records:
+            print(f"{label} (W={config.width}): answers re-selected from {source.name}", flush=True)
+        for record in report.regrade(records, config.answer_selection, config.score_aggregation):
+            record["config"] = {**record["config"], **{k: getattr(config, k) for k in _SELECTION_FIELDS}}
+            record["run"] = {**record["run"], "label": label}
+            writer.write(record)
+    sidecar = source.with_suffix(".engine.jsonl")
+    if sidecar.is_file():
+        path.with_suffix(".engine.jsonl").write_text(sidecar.read_text())
+
+
 def engine_usage(path: Path) -> tuple[float | None, float | None, float | None]:
     """Mean and peak of the engine's sampled KV-cache usage over every session of a run file, and
     the peak memory of the process tree (GiB)."""
@@ -178,8 +212,12 @@ async def collect(args: argparse.Namespace, runs: list[tuple[str, SearchConfig]]
     backends = load_backends(engine_config)
     print(f"engine started in {time.perf_counter() - started:.0f} s, {process_tree_rss_gib():.1f} GiB resident", flush=True)
     try:
-        for label, config in runs:
-            await run_variant(backends, problems, label, config, args.out)
+        for i, (label, config) in enumerate(runs):
+            source = next((run_file(args.out, *earlier) for earlier in runs[:i] if same_search(earlier[1], config)), None)
+            if source is not None:
+                derive_variant(source, problems, label, config, args.out)
+            else:
+                await run_variant(backends, problems, label, config, args.out)
     finally:
         backends.shutdown()
 

@@ -152,3 +152,22 @@ async def test_cancelling_solve_many_leaves_no_unfinished_requests(backends, eng
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await unfinished(engine) == 0
+
+
+def test_the_readme_demo_on_the_embedded_default_gets_the_arithmetic_right():
+    """The README's first command, on the default policy (not the small test model): a real engine in
+    its own process. SmolLM2 once answered "3 apples + 5 more" with "2X'"; the default must not."""
+    import os
+    import subprocess
+    import sys
+
+    demo = subprocess.run(
+        [sys.executable, "-m", "ets_async", "demo", "--problems", "2", "--width", "2", "--quiet"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    rows = {line.split()[0]: line.split() for line in demo.stdout.splitlines() if line.startswith("demo-")}
+    assert set(rows) == {"demo-1", "demo-2"}
+    for row in rows.values():  # id, problem words..., answer, reference, result, tokens, KV mean, time
+        assert row[-4] == "right", row
+    assert "Loading" not in demo.stdout and "INFO" not in demo.stdout  # the engine's start-up output went to its log

@@ -219,17 +219,24 @@ def _output_to(log_path: Path | None) -> Iterator[None]:
             os.close(fd)
 
 
+_KEPT_ENGINE_LOGS = 20
+
+
 def _engine_log() -> Path | None:
-    """Where this session's engine output goes: a log file, or the terminal with --verbose."""
+    """Where this session's engine output goes: a log file (the newest few are kept), or the
+    terminal with --verbose."""
     if log.getEffectiveLevel() <= logging.INFO:
         return None
     from .models import cache_root
 
-    return cache_root() / "logs" / f"engine-{_session_id()}.log"
+    folder = cache_root() / "logs"
+    for old in sorted(folder.glob("engine-*.log"), key=lambda p: p.stat().st_mtime)[: -(_KEPT_ENGINE_LOGS - 1)]:
+        old.unlink(missing_ok=True)
+    return folder / f"engine-{_session_id()}.log"
 
 
 def _log_note(log_path: Path | None) -> str:
-    return f" (its output goes to {log_path}; --verbose shows it)" if log_path else ""
+    return f"; its output goes to {log_path} (--verbose shows it)" if log_path else ""
 
 
 def _make_backends(backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None):
@@ -670,7 +677,7 @@ def demo(
         typer.echo(f"demo: {len(items)} problems, scripted backends (answers are noise)")
     typer.echo(f"config: {_describe_config(config)}")
     if backend == BackendName.vllm:
-        typer.echo(f"starting the engine (about a minute on a CPU){_log_note(engine_log)} ...")
+        typer.echo(f"starting the engine, about a minute on a CPU{_log_note(engine_log)} ...")
     records: list[dict[str, Any]] = []
     _run_with_progress(
         items,
