@@ -70,8 +70,6 @@ DEMO_SETTINGS: dict[str, Any] = {
 """Small enough for the embedded default on two CPU cores in a few minutes."""
 DEMO_ENGINE: dict[str, Any] = {"max_model_len": 2048, "cpu_kv_cache_gib": 1.0, "max_num_seqs": 64}
 
-# Fields that change how fast a run goes but not what it computes: a resumed run may change them.
-_RUNTIME_FIELDS = frozenset({"max_concurrent_problems", "request_rate_limit", "problem_timeout_s"})
 _MAX_REPORTED_ISSUES = 50
 
 
@@ -239,11 +237,26 @@ def _log_note(log_path: Path | None) -> str:
     return f"; its output goes to {log_path} (--verbose shows it)" if log_path else ""
 
 
-def _make_backends(backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None):
+@contextlib.contextmanager
+def _open_backends(
+    backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None
+) -> Iterator[Any]:
+    """The backends for a run, shut down on exit; the engine's output, from start to shutdown, goes
+    to ``log_path``."""
     if backend == BackendName.fake:
         from .testing import fake_backends
 
-        return fake_backends(delay_s=fake_delay)
+        backends = fake_backends(delay_s=fake_delay)
+    else:
+        backends = _start_engine(engine_config, log_path)
+    try:
+        yield backends
+    finally:
+        with _output_to(log_path):
+            backends.shutdown()
+
+
+def _start_engine(engine_config: EngineConfig | None, log_path: Path | None) -> Any:
     from .backends import load_backends
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -261,7 +274,7 @@ def _make_backends(backend: BackendName, fake_delay: float, engine_config: Engin
 async def _solve(
     problems: list[dict[str, Any]],
     config: SearchConfig,
-    make_backends: Callable[[], Any],
+    open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
     on_record: Callable[[dict[str, Any]], None],
     session: str,
     on_ready: Callable[[], None] = lambda: None,
@@ -272,17 +285,14 @@ async def _solve(
     """
     from .api import iter_solve, resolve_config
 
-    backends = make_backends()  # inside the event loop: the engine binds to it
-    on_ready()
-    try:
+    with open_backends() as backends:  # inside the event loop: the engine binds to it
+        on_ready()
         config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
         started = time.perf_counter()
         results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
         async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
             async for result in results:
                 on_record(report.run_record(result, config, session=session, elapsed_s=time.perf_counter() - started))
-    finally:
-        backends.shutdown()
 
 
 def _session_id() -> str:
@@ -297,10 +307,11 @@ def _check_resumable(existing: Mapping[str, Any] | None, header: Mapping[str, An
     """Refuse to append to a run file written with different search settings."""
     if not existing or not isinstance(existing.get("config"), Mapping):
         return
-    old, new = existing["config"], header["config"]
-    changed = sorted(k for k in set(old) | set(new) if k not in _RUNTIME_FIELDS and old.get(k) != new.get(k))
+    from .results import settings_changed
+
+    changed = settings_changed(existing["config"], header["config"])
     if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        diffs = ", ".join(changed)
         raise _usage_error(
             f"{out} was written with other search settings ({diffs}); "
             "use another --out, or the same settings to resume it"
@@ -461,7 +472,7 @@ def run(
             _run_with_progress(
                 todo,
                 search_config,
-                lambda: _make_backends(backend, fake_delay, engine_config, engine_log),
+                lambda: _open_backends(backend, fake_delay, engine_config, engine_log),
                 writer.write,
                 total=len(problems),
                 done=len(problems) - len(todo),
@@ -479,7 +490,7 @@ def run(
 def _run_with_progress(
     problems: list[dict[str, Any]],
     config: SearchConfig,
-    make_backends: Callable[[], Any],
+    open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
     on_record: Callable[[dict[str, Any]], Any],
     *,
     total: int,
@@ -505,7 +516,7 @@ def _run_with_progress(
         redirect = logging_redirect_tqdm()  # log lines go above the bar
     try:
         with progress, redirect:
-            asyncio.run(_solve(problems, config, make_backends, record_done, _session_id(), progress.start))
+            asyncio.run(_solve(problems, config, open_backends, record_done, _session_id(), progress.start))
     except KeyboardInterrupt:
         typer.echo(
             f"\ninterrupted after {progress.tally.problems} problems; run the same command again to resume",
@@ -682,7 +693,7 @@ def demo(
     _run_with_progress(
         items,
         config,
-        lambda: _make_backends(backend, fake_delay, engine_config, engine_log),
+        lambda: _open_backends(backend, fake_delay, engine_config, engine_log),
         records.append,
         total=len(items),
         quiet=quiet,

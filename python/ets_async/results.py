@@ -16,7 +16,7 @@ try:  # advisory lock against two runs appending to one file; POSIX only
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HEADER_KEY", "ResultWriter", "read_results"]
+__all__ = ["HEADER_KEY", "RUNTIME_FIELDS", "ResultWriter", "read_results", "settings_changed"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,16 @@ HEADER_KEY = "run_header"
 """A line ``{"run_header": {...}}`` describes the run; it is not a problem record."""
 
 PathLike = str | os.PathLike[str]
+
+RUNTIME_FIELDS = frozenset({"max_concurrent_problems", "request_rate_limit", "problem_timeout_s"})
+"""SearchConfig fields that change how fast a run goes but not what it computes: a resumed run may change them."""
+
+
+def settings_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for every search setting that differs between two configs as written in
+    run files (runtime fields aside; a field one version of the package did not write counts as None)."""
+    keys = sorted(k for k in set(old) | set(new) if k not in RUNTIME_FIELDS and old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
 
 
 def _json_default(value: Any) -> Any:
