@@ -7,10 +7,13 @@ while it computes, so it may be called from ``asyncio.to_thread``.
 
 Node ids are ints indexing ``parents`` (``parents[v]`` is v's parent, ``-1`` for the single root;
 node order is free). Every invalid input raises ``CoreError`` (a ``ValueError``) whose message
-says what to fix; no input makes the extension panic.
+says what to fix; no input makes the extension panic. ``CoreError`` is
+``ets_async.errors.CoreError``, so ``except EtsError`` catches it too.
 """
 
 from typing import Any, final
+
+from ets_async.errors import CoreError as CoreError
 
 __all__ = [
     "CoreError",
@@ -25,9 +28,6 @@ __all__ = [
     "ets_program",
     "SearchTree",
 ]
-
-class CoreError(ValueError):
-    """Invalid input to an ets_async._core function; the message says what to fix."""
 
 def rebase_allocation(scores: list[float], budget: int, softmax_temperature: float) -> list[int]:
     """REBASE's children counts per candidate (ets_spec §4), in input order.
