@@ -186,8 +186,9 @@ def _failed(problem: Problem, search: ProblemSearch, error: str) -> ProblemResul
 
 
 def _preview(item: Any) -> str:
+    """The start of a rejected problem, as valid text whatever it held."""
     text = item if isinstance(item, str) else repr(item)
-    return text[:200]
+    return text[:200].encode("utf-8", "backslashreplace").decode()
 
 
 def _embed_rows(embedder: Embedder):

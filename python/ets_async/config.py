@@ -39,6 +39,11 @@ def paper_lambda_s(width: int) -> float:
     return _PAPER_LAMBDA_S[nearest]
 
 
+_YAML_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
+"""What yaml.safe_load raises on bad input: besides YAMLError, ValueError for impossible dates
+("2001-02-30") and bad tagged values ("!!float x"), RecursionError for very deep nesting."""
+
+
 def _recipe_dir() -> importlib.resources.abc.Traversable:
     return importlib.resources.files("ets_async") / "recipes"
 
@@ -50,9 +55,17 @@ def recipe_names() -> list[str]:
 
 def read_recipe(spec: str | Path) -> tuple[str, dict[str, Any]]:
     """``(label, fields)`` of a YAML file or a shipped recipe name (``ets_16`` or ``ets_16.yaml``)."""
-    path = Path(spec).expanduser()
+    path = Path(spec)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # "~name" for a user that does not exist: taken literally
+        pass
     if path.is_file():
-        label, text = str(path), path.read_text(encoding="utf-8")
+        label = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{label}: cannot read it as UTF-8 text: {exc}") from None
     else:
         name = str(spec)[: -len(".yaml")] if str(spec).endswith(".yaml") else str(spec)
         resource = _recipe_dir() / f"{name}.yaml"
@@ -61,10 +74,12 @@ def read_recipe(spec: str | Path) -> tuple[str, dict[str, Any]]:
         label, text = f"recipe {name}", resource.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
+    except _YAML_ERRORS as exc:
         raise ConfigError(f"{label}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected a mapping of fields, got {type(data).__name__}")
+    if bad := [key for key in data if not isinstance(key, str)]:
+        raise ConfigError(f"{label}: field names must be text, got {bad[0]!r} ({type(bad[0]).__name__})")
     return label, data
 
 
@@ -72,7 +87,7 @@ def _setting_value(raw: str) -> Any:
     """A KEY=VALUE value as YAML (numbers, booleans, null, lists), or the raw string if it is not YAML."""
     try:
         return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+    except _YAML_ERRORS:
         return raw
 
 
