@@ -198,6 +198,35 @@ def test_streamed_problems_leave_no_memory_behind():
     assert heap[1500] - heap[300] < 256 * 1024, f"the heap grew by {(heap[1500] - heap[300]) / 1024:.0f} KiB"
 
 
+def test_default_backends_start_again_after_their_engine_died(monkeypatch):
+    """solve_many without backends uses the process's default ones; a dead engine is replaced."""
+    from ets_async import api
+    from ets_async.backends import Backends
+
+    class Started(Backends):
+        failure_reason: str | None = None
+
+        def failure(self) -> str | None:
+            return self.failure_reason
+
+    started: list[Started] = []
+
+    def load(config=None):
+        started.append(Started(FakePolicy(), FakePRM(), FakeEmbedder()))
+        return started[-1]
+
+    monkeypatch.setattr(api, "load_backends", load)
+    monkeypatch.setattr(api, "_default_backends", None)
+    (first,) = asyncio.run(solve_many(["What is 1 + 1?"], SearchConfig(width=2)))
+    assert first.error is None and len(started) == 1
+    asyncio.run(solve_many(["What is 1 + 2?"], SearchConfig(width=2)))
+    assert len(started) == 1  # shared while it serves
+    started[0].failure_reason = "the vLLM engine died: its EngineCore process (pid 1) was killed by SIGKILL"
+    (again,) = asyncio.run(solve_many(["What is 1 + 3?"], SearchConfig(width=2)))
+    assert again.error is None and len(started) == 2 and api._default_backends is started[1]
+    api.shutdown_default_backends()
+
+
 def test_bad_config_is_rejected_with_the_field_named():
     with pytest.raises(ConfigError, match="width"):
         SearchConfig(width=0)

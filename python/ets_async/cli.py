@@ -29,7 +29,7 @@ import typer
 
 from . import report
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
-from .errors import ConfigError
+from .errors import ConfigError, EngineDiedError
 from .progress import RunProgress
 from .search import METHODS
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
@@ -230,6 +230,30 @@ def _log_note(log_path: Path | None) -> str:
     return f" (its output goes to {log_path}; --verbose shows it)" if log_path else ""
 
 
+def _keep_vllm_logs_in(log_path: Path | None) -> None:
+    """Send what vLLM logs in this process from now on (its tracebacks when the engine dies, say) to
+    ``log_path`` too, not to the terminal; the user sees one line from us instead.
+
+    Also keeps one harmless vLLM error off the terminal: something in vLLM's start-up holds on to
+    the engine object, so its ``AsyncLLM.__del__`` runs only at interpreter exit, after the engine
+    was shut down, and fails there ("TypeError: 'NoneType' object is not callable") because module
+    globals are already gone."""
+    if log_path is None:
+        return
+    vllm_log = logging.getLogger("vllm")
+    formatter = vllm_log.handlers[0].formatter if vllm_log.handlers else None
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(formatter)
+    vllm_log.handlers = [handler]
+    report_unraisable = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not (sys.is_finalizing() and getattr(unraisable.object, "__qualname__", "") == "AsyncLLM.__del__"):
+            report_unraisable(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def _make_backends(backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None):
     if backend == BackendName.fake:
         from .testing import fake_backends
@@ -240,7 +264,9 @@ def _make_backends(backend: BackendName, fake_delay: float, engine_config: Engin
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         with _output_to(log_path):
-            return load_backends(engine_config)
+            backends = load_backends(engine_config)
+        _keep_vllm_logs_in(log_path)
+        return backends
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a missing model, an engine that cannot start, ...
@@ -260,6 +286,8 @@ async def _solve(
     """Solve ``problems``, calling ``on_record`` with each finished problem's run-file record.
 
     ``on_ready`` is called once the backends are up; the records' ``run.elapsed_s`` count from then.
+    If an engine dies, the problems it failed are not recorded (a re-run does them) and
+    EngineDiedError says why.
     """
     from .api import iter_solve
 
@@ -270,9 +298,12 @@ async def _solve(
         results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
         async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
             async for result in results:
+                if result.error is not None and (failure := backends.failure()) is not None:
+                    raise EngineDiedError(failure)
                 on_record(report.run_record(result, config, session=session, elapsed_s=time.perf_counter() - started))
     finally:
         backends.shutdown()
+        del backends  # the traceback behind an error message must not keep the engine alive until exit
 
 
 def _session_id() -> str:
@@ -393,7 +424,8 @@ def run(
 
     Re-running the same command resumes: problems already in the run file are skipped, so a run
     that was interrupted (even killed) ends with exactly one line per problem. Failed problems are
-    recorded with their error; the exit code is nonzero only for usage and configuration errors.
+    recorded with their error. Exit codes: 2 for usage and configuration errors, 1 if the engine died
+    (the problems it failed are not recorded: re-run to resume), 130 on Ctrl-C.
     """
     from .results import ResultWriter, read_results
 
@@ -476,7 +508,8 @@ def _run_with_progress(
     quiet: bool = False,
     echo: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> None:
-    """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130."""
+    """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130; an engine
+    that dies stops the run the same way with one line saying why, and exit code 1."""
     progress = RunProgress(total, done=done, quiet=quiet)
 
     def record_done(record: dict[str, Any]) -> None:
@@ -501,6 +534,13 @@ def _run_with_progress(
             err=True,
         )
         raise typer.Exit(130) from None
+    except EngineDiedError as exc:
+        typer.echo(
+            f"\nError: {exc}; {done + progress.tally.problems} of {total} problems done; "
+            "run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     finally:
         gc.collect()  # release the engine now, while the interpreter is whole, not at exit
 

@@ -238,8 +238,19 @@ class EngineConfig(_Validated):
         "own choice (it keeps one core per worker for its scheduler); or a list such as 0-3,6",
     )
     max_num_seqs: int = Field(256, ge=1)
+    num_kv_blocks: int | None = Field(
+        None,
+        ge=1,
+        description="KV-cache blocks of the in-process engine (block_size tokens each); None = as many as "
+        "cpu_kv_cache_gib or gpu_memory_utilization allow. Must hold one max_model_len sequence plus one block",
+    )
     # Scale-out (fleet.py): run the policy and the judge PRM on OpenAI-compatible servers instead.
     endpoints: tuple[str, ...] = Field((), description="vLLM/SGLang server URLs; empty = $ETS_ASYNC_ENDPOINTS or in-process")
     prm_endpoints: tuple[str, ...] = Field((), description="servers of a trained PRM (prm='qwen_prm'/'math_shepherd') on a fleet")
-    request_timeout_s: float = Field(600.0, gt=0.0, description="per-request timeout on a server")
+    request_timeout_s: float = Field(
+        600.0,
+        gt=0.0,
+        description="time limit of one engine request (in-process or on a server), from submission to its "
+        "final output; past it the request is aborted and its problem fails with RequestTimeoutError",
+    )
     request_retries: int = Field(3, ge=1, description="attempts on one server before it is marked down")
