@@ -4,6 +4,7 @@
     ets-async eval runs/*.jsonl
     ets-async plot runs/*.jsonl -o fig.png
     ets-async demo
+    ets-async serve --port 8000
 
 All file and network I/O for runs lives here; the library below it is pure or engine-only.
 """
@@ -726,6 +727,49 @@ def demo(
     typer.echo(report.table(records, report.PROBLEM_COLUMNS, left=2))
     typer.echo("")
     typer.echo(report.format_summary(report.run_summary(records), f"the demo ({len(records)} problems)"))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    config: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--config", "-c", metavar="RECIPE|FILE", help="A shipped recipe or a YAML file of SearchConfig fields."
+    ),
+    set_: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
+    ),
+    model: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="Policy model path, name or registry name. [default: ets_async.models.DEFAULT_POLICY]"
+    ),
+    engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None, "--engine-set", metavar="KEY=VALUE", help="Set any EngineConfig field. Repeatable."
+    ),
+    deadline: float = typer.Option(120.0, min=0.001, help="Seconds a request may take when it names no deadline_s."),
+    max_deadline: float = typer.Option(600.0, min=0.001, help="The largest deadline_s a request may ask for."),
+    backend: BackendName = typer.Option(
+        BackendName.vllm, help="vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
+    ),
+) -> None:
+    """Serve one problem per HTTP request: POST /solve with a problem as JSON, GET /health.
+
+    The example service of ets_async.service: a per-request deadline (deadline_s), and a client that
+    disconnects cancels its search and aborts its engine requests. Ctrl-C stops it.
+    """
+    from .service import ServiceConfig
+    from .service import serve as run_service
+
+    search_config, _ = build_search_config(config, set_ or ())
+    engine_config = _engine_config(model, engine_set or ()) if backend == BackendName.vllm else None
+    service_config = ServiceConfig(search_config, default_deadline_s=deadline, max_deadline_s=max_deadline)
+    engine_log = _engine_log() if backend == BackendName.vllm else None
+    if backend == BackendName.vllm:
+        typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
+    start = lambda: _make_backends(backend, 0.0, engine_config, engine_log)  # noqa: E731
+    try:
+        asyncio.run(run_service(start, service_config, host, port))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.callback()
