@@ -51,8 +51,8 @@ _watched: list[int] = []  # re-sent to a replacement watchdog
 def watch(pid: int) -> None:
     """Kill ``pid`` and its descendants when this process exits."""
     with _lock:
-        _watched.append(pid)
         _send(f"watch {pid}")
+        _watched.append(pid)
 
 
 @contextlib.contextmanager
@@ -256,13 +256,15 @@ class _Watchdog:
         return victims
 
     def run(self) -> None:
-        try:
-            pidfd = os.pidfd_open(self.coordinator)
-        except ProcessLookupError:
-            return  # gone before we started; it never registered anything
         os.set_blocking(0, False)
         stdin_open = True
-        while True:
+        try:
+            pidfd = os.pidfd_open(self.coordinator)
+        except ProcessLookupError:  # it died while this process started: kill what it registered
+            pidfd = -1
+        if os.getppid() != self.coordinator:  # gone already (its pid may even be another process now)
+            pidfd = -1
+        while pidfd >= 0:
             inputs = [pidfd, 0] if stdin_open else [pidfd]
             ready, _, _ = select.select(inputs, [], [], ADOPT_POLL_S if self.adopting else None)
             if 0 in ready:
