@@ -56,7 +56,7 @@ def engine(backends):
     return backends.engines[0]
 
 
-@pytest.fixture()
-def no_shared_engine(_engines) -> None:
+@pytest_asyncio.fixture()
+async def no_shared_engine(_engines) -> None:
     """Stop the shared engine (if running) before a test that starts engines of its own."""
-    _engines.stop()
+    _engines.stop()  # in the event loop, which the engine's sockets belong to
