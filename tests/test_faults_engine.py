@@ -75,7 +75,7 @@ async def test_engine_death_fails_the_problems_in_flight_and_new_backends_serve(
     assert returned_s < 15
     print(f"\nsolve_many returned {returned_s:.2f}s after the EngineCore was killed")
     assert tiny_kv.failure() == expected.removeprefix("EngineDiedError: ")
-    assert gone_within(worker, 15), "the Worker outlived its EngineCore"
+    assert gone_within(worker, 5), "the Worker outlived its EngineCore"  # killed once the death was seen
     again = await solve_many(PROBLEMS[:1], SMALL, policy=tiny_kv.policy, prm=tiny_kv.prm, embedder=tiny_kv.embedder)
     assert again[0].error == expected  # later work fails at once, with the same reason
     tiny_kv.shutdown()

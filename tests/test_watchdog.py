@@ -1,5 +1,6 @@
 """The watchdog (ets_async.watchdog) on plain processes: a coordinator SIGKILLed takes down what it
-adopted or registered, with their descendants, and nothing else; on a normal exit too."""
+adopted or registered, with their descendants, and nothing else; on a normal exit too, and when an
+adopted process died first and left its child behind."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ COORDINATOR = textwrap.dedent(
     before = subprocess.Popen(sleep)                  # started before the block: not adopted
     with watchdog.adopt_children():
         adopted = subprocess.Popen(["sh", "-c", "sleep 600 & wait"])  # with a grandchild
-        time.sleep(0.2)
+        while len(watchdog.process_tree(adopted.pid)) < 2:
+            time.sleep(0.01)
     registered = subprocess.Popen(sleep)
     watchdog.watch(registered.pid)
     after = subprocess.Popen(sleep)                   # neither adopted nor registered
@@ -52,12 +54,17 @@ def wait_gone(processes, within_s: float) -> list:
     return alive
 
 
-@pytest.mark.parametrize("how", ["sigkill", "exit"])
+@pytest.mark.parametrize("how", ["sigkill", "exit", "orphan first"])
 def test_the_coordinators_engines_die_with_it_and_nothing_else(how):
-    proc, processes = start_coordinator(how)
+    """``orphan first``: the adopted process dies before the coordinator (an EngineCore killed under
+    its Worker); its child, now nobody's, still goes when the coordinator does."""
+    proc, processes = start_coordinator("exit" if how == "exit" else "wait")
     before, registered, after, dog, adopted, grandchild = processes
     try:
-        if how == "sigkill":
+        if how == "orphan first":
+            os.kill(adopted[0], signal.SIGKILL)
+            assert wait_gone([adopted], within_s=5) == [] and watchdog.running(*grandchild)
+        if how != "exit":
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         assert wait_gone([adopted, grandchild, registered, dog], within_s=5) == []

@@ -9,7 +9,9 @@ every process registered with it together with that process's descendants. It th
 Registering is explicit (``watch(pid)``) or by adoption: inside ``adopt_children()`` every child
 the coordinator starts is registered (the watchdog polls the coordinator's children every 50 ms),
 which covers an engine whose processes are created deep inside vLLM, from the first moment of
-its start-up. A process is identified by pid and start time, so a reused pid is never killed.
+its start-up; when the block ends, the descendants the adopted processes have by then (an engine's
+workers) are registered by pid too, so they are found even after their parent died. A process is
+identified by pid and start time, so a reused pid is never killed.
 
 The watchdog is this file run as a script (``python -I -S watchdog.py COORDINATOR_PID``): the
 standard library only, a few MB, in its own session so a Ctrl-C meant for the coordinator's
@@ -69,12 +71,19 @@ def adopt_children() -> Iterator[None]:
 
     resource_tracker.ensure_running()
     with _lock:
-        _send(" ".join(["adopt", *map(str, _children(os.getpid()))]))  # what exists now is not adopted
+        before = _children(os.getpid())
+        _send(" ".join(["adopt", *map(str, before)]))  # what exists now is not adopted
     try:
         yield
     finally:
         with _lock:
-            _send(" ".join(["unadopt", *map(str, _children(os.getpid()))]))
+            after = _children(os.getpid())
+            _send(" ".join(["unadopt", *map(str, after)]))
+            # What the adopted children started by now (an engine's workers) is registered by pid:
+            # found even after its parent died and left it to init.
+            for pid in {grandchild for child in set(after) - set(before) for grandchild in _descendants(child)}:
+                _send(f"watch {pid}")
+                _watched.append(pid)
 
 
 def watchdog_pid() -> int | None:

@@ -5,6 +5,7 @@ a dead engine's processes say about why it died."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -154,7 +155,9 @@ def engine_failure(engine: AsyncLLM) -> str | None:
     An EngineCore killed by a signal is the cause (its workers die with it); otherwise the workers
     that died are (an EngineCore outlives a dead worker only to shut down); otherwise an EngineCore
     that exited with an error code. The first answer is kept: processes killed later while the dead
-    engine is shut down do not change it.
+    engine is shut down do not change it. Once the cause is known, what is left of the engine is
+    SIGKILLed: a Worker whose EngineCore was killed is nobody's child any more, and vLLM's own
+    shutdown cannot find it.
     """
     if not engine.errored:
         return None
@@ -176,6 +179,10 @@ def engine_failure(engine: AsyncLLM) -> str | None:
     failure = "the vLLM engine died: " + "; ".join(causes)
     if record is not None:
         record.failure = failure
+        for pid, start, _ in record.processes:
+            if watchdog.running(pid, start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     return failure
 
 
