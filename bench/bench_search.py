@@ -208,7 +208,7 @@ def main() -> None:
 
     problems, skipped = load_problems(args.data, limit=args.problems)
     assert not skipped, skipped
-    engine = EngineConfig.load(None, args.engine_set, base={"max_model_len": 2048}, kv_cache_blocks=args.kv_blocks)
+    engine = EngineConfig.load(None, args.engine_set, base={"max_model_len": 2048}, num_kv_blocks=args.kv_blocks)
     backends = load_backends(engine)
     modes = {"compare": compare, "scaling": scaling, "pressure": pressure}
     try:

@@ -3,22 +3,19 @@
 //! Each free function extracts its arguments into Rust values, runs the core with the GIL
 //! released (`py.detach`), and converts the result back; `SearchTree` methods delegate to
 //! [`crate::SearchTree`] with the GIL held (see [`PySearchTree`]). Every [`crate::CoreError`]
-//! becomes `ets_async._core.CoreError`, a subclass of `ValueError`. Integers arrive as `i64` so
+//! becomes `ets_async.errors.CoreError` (also `ets_async._core.CoreError`), a subclass of the
+//! package's `EtsError` and of `ValueError`. Integers arrive as `i64` so
 //! that negative or out-of-range values are reported by the core's checks (only ints beyond
 //! 64 bits fail earlier, with pyo3's `OverflowError`).
 
 use crate::error::CoreError as RustError;
 use crate::types::{node_id, node_ids, token_ids};
 use numpy::{IntoPyArray, PyArray1};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-pyo3::create_exception!(
-    ets_async._core,
-    CoreError,
-    PyValueError,
-    "Invalid input to an ets_async._core function; the message says what to fix."
-);
+// Defined in Python (`ets_async/errors.py`) so that it derives from the package's root `EtsError`
+// as well as `ValueError`: `except EtsError` catches bad input to the core like any other error.
+pyo3::import_exception!(ets_async.errors, CoreError);
 
 impl From<RustError> for PyErr {
     fn from(err: RustError) -> PyErr {
@@ -437,13 +434,25 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
 mod tests {
     use super::*;
 
+    use pyo3::exceptions::PyValueError;
+
     #[test]
-    fn core_errors_become_value_errors_with_the_core_message() {
+    fn core_errors_become_the_packages_core_error_with_the_core_message() {
         Python::initialize();
         Python::attach(|py| {
+            // `ets_async.errors` alone, without the package's __init__ (whose imports need the
+            // project's virtual environment): a bare package object pointing at python/ets_async.
+            let package = PyModule::new(py, "ets_async").unwrap();
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/python/ets_async");
+            package.setattr("__path__", vec![dir]).unwrap();
+            let modules = py.import("sys").unwrap().getattr("modules").unwrap();
+            modules.set_item("ets_async", package).unwrap();
             let err: PyErr = RustError::NothingKept.into();
             assert!(err.is_instance_of::<PyValueError>(py));
             assert!(err.is_instance_of::<CoreError>(py));
+            let errors = py.import("ets_async.errors").unwrap();
+            let root = errors.getattr("EtsError").unwrap();
+            assert!(err.value(py).is_instance(&root).unwrap());
             assert!(err.value(py).to_string().contains("kept has no true entry"));
         });
     }

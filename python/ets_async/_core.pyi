@@ -8,13 +8,16 @@ several threads run on several cores.
 
 Node ids are ints indexing ``parents`` (``parents[v]`` is v's parent, ``-1`` for the single root;
 node order is free). Every invalid input raises ``CoreError`` (a ``ValueError``) whose message
-says what to fix; no input makes the extension panic.
+says what to fix; no input makes the extension panic. ``CoreError`` is
+``ets_async.errors.CoreError``, so ``except EtsError`` catches it too.
 """
 
 from typing import final
 
 import numpy as np
 from numpy.typing import NDArray
+
+from ets_async.errors import CoreError as CoreError
 
 __all__ = [
     "CoreError",
@@ -31,9 +34,6 @@ __all__ = [
     "EtsProgram",
     "SearchTree",
 ]
-
-class CoreError(ValueError):
-    """Invalid input to an ets_async._core function; the message says what to fix."""
 
 def rebase_allocation(scores: list[float], budget: int, softmax_temperature: float) -> list[int]:
     """REBASE's children counts per candidate (ets_spec §4), in input order.

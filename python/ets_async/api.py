@@ -17,7 +17,7 @@ import numpy as np
 from .backends import PRM, Backends, Embedder, Policy, ScoreRequest, load_backends
 from .batching import MicroBatcher
 from .config import EngineConfig, SearchConfig
-from .errors import ConfigError, EtsError
+from .errors import ConfigError, EngineDiedError, EtsError
 from .grading import grade
 from .search.loop import ProblemSearch, SearchContext
 from .types import Problem, ProblemResult
@@ -28,8 +28,12 @@ _default_backends: Backends | None = None
 
 
 def default_backends(engine_config: EngineConfig | None = None) -> Backends:
-    """The process-wide default backends (one engine per process), started on first use."""
+    """The process-wide default backends (one engine per process), started on first use, and
+    started again if their engine died."""
     global _default_backends
+    if _default_backends is not None and (failure := _default_backends.failure()) is not None:
+        log.warning("%s; starting new backends", failure)
+        shutdown_default_backends()
     if _default_backends is None:
         _default_backends = load_backends(engine_config)
     return _default_backends
@@ -167,7 +171,8 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
         result = _failed(problem, search, f"timed out after {config.problem_timeout_s:g}s")
     except Exception as exc:  # noqa: BLE001 - one problem's failure must not sink the batch
         error = _first_error(exc)
-        log.warning("problem %s failed: %s: %s", problem.id, type(error).__name__, error)
+        level = logging.INFO if isinstance(error, EngineDiedError) else logging.WARNING  # one cause, many problems
+        log.log(level, "problem %s failed: %s: %s", problem.id, type(error).__name__, error)
         result = _failed(problem, search, f"{type(error).__name__}: {error}")
     if result.error is None and problem.reference is not None:
         result.correct = await asyncio.to_thread(grade, result.answer, problem.reference)
@@ -195,8 +200,9 @@ def _failed(problem: Problem, search: ProblemSearch, error: str) -> ProblemResul
 
 
 def _preview(item: Any) -> str:
+    """The start of a rejected problem, as valid text whatever it held."""
     text = item if isinstance(item, str) else repr(item)
-    return text[:200]
+    return text[:200].encode("utf-8", "backslashreplace").decode()
 
 
 def _embed_rows(embedder: Embedder):

@@ -4,6 +4,7 @@
     ets-async eval runs/*.jsonl
     ets-async plot runs/*.jsonl -o fig.png
     ets-async demo
+    ets-async serve --port 8000
 
 All file and network I/O for runs lives here; the library below it is pure or engine-only.
 """
@@ -29,7 +30,7 @@ import typer
 
 from . import report
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
-from .errors import ConfigError
+from .errors import ConfigError, EngineDiedError
 from .progress import RunProgress
 from .search import METHODS
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
@@ -237,18 +238,37 @@ def _log_note(log_path: Path | None) -> str:
     return f"; its output goes to {log_path} (--verbose shows it)" if log_path else ""
 
 
+def _keep_vllm_logs_in(log_path: Path | None) -> None:
+    """Send what vLLM logs in this process from now on (its tracebacks when the engine dies, say) to
+    ``log_path`` too, not to the terminal; the user sees one line from us instead.
+
+    Also keeps one harmless vLLM error off the terminal: something in vLLM's start-up holds on to
+    the engine object, so its ``AsyncLLM.__del__`` runs only at interpreter exit, after the engine
+    was shut down, and fails there ("TypeError: 'NoneType' object is not callable") because module
+    globals are already gone."""
+    if log_path is None:
+        return
+    vllm_log = logging.getLogger("vllm")
+    formatter = vllm_log.handlers[0].formatter if vllm_log.handlers else None
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(formatter)
+    vllm_log.handlers = [handler]
+    report_unraisable = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not (sys.is_finalizing() and getattr(unraisable.object, "__qualname__", "") == "AsyncLLM.__del__"):
+            report_unraisable(unraisable)
+
+    sys.unraisablehook = hook
+
+
 @contextlib.contextmanager
 def _open_backends(
     backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None
 ) -> Iterator[Any]:
     """The backends for a run, shut down on exit; the engine's output, from start to shutdown, goes
     to ``log_path``."""
-    if backend == BackendName.fake:
-        from .testing import fake_backends
-
-        backends = fake_backends(delay_s=fake_delay)
-    else:
-        backends = _start_engine(engine_config, log_path)
+    backends = _start_backends(backend, fake_delay, engine_config, log_path)
     try:
         yield backends
     finally:
@@ -256,13 +276,22 @@ def _open_backends(
             backends.shutdown()
 
 
-def _start_engine(engine_config: EngineConfig | None, log_path: Path | None) -> Any:
+def _start_backends(
+    backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None
+) -> Any:
+    """Scripted backends, or the engine with its output in ``log_path``; a failed start is one line."""
+    if backend == BackendName.fake:
+        from .testing import fake_backends
+
+        return fake_backends(delay_s=fake_delay)
     from .backends import load_backends
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         with _output_to(log_path):
-            return load_backends(engine_config)
+            backends = load_backends(engine_config)
+        _keep_vllm_logs_in(log_path)
+        return backends
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a missing model, an engine that cannot start, ...
@@ -282,17 +311,24 @@ async def _solve(
     """Solve ``problems``, calling ``on_record`` with each finished problem's run-file record.
 
     ``on_ready`` is called once the backends are up; the records' ``run.elapsed_s`` count from then.
+    If an engine dies, the problems it failed are not recorded (a re-run does them) and
+    EngineDiedError says why.
     """
     from .api import iter_solve, resolve_config
 
     with open_backends() as backends:  # inside the event loop: the engine binds to it
         on_ready()
-        config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
-        started = time.perf_counter()
-        results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
-        async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
-            async for result in results:
-                on_record(report.run_record(result, config, session=session, elapsed_s=time.perf_counter() - started))
+        try:
+            config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
+            started = time.perf_counter()
+            results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+            async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
+                async for result in results:
+                    if result.error is not None and (failure := backends.failure()) is not None:
+                        raise EngineDiedError(failure)
+                    on_record(report.run_record(result, config, session=session, elapsed_s=time.perf_counter() - started))
+        finally:
+            del backends  # the traceback behind an error message must not keep the engine alive until exit
 
 
 def _session_id() -> str:
@@ -415,7 +451,8 @@ def run(
 
     Re-running the same command resumes: problems already in the run file are skipped, so a run
     that was interrupted (even killed) ends with exactly one line per problem. Failed problems are
-    recorded with their error; the exit code is nonzero only for usage and configuration errors.
+    recorded with their error. Exit codes: 2 for usage and configuration errors, 1 if the engine died
+    (the problems it failed are not recorded: re-run to resume), 130 on Ctrl-C.
     """
     from .results import ResultWriter, read_results
 
@@ -498,7 +535,8 @@ def _run_with_progress(
     quiet: bool = False,
     echo: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> None:
-    """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130."""
+    """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130; an engine
+    that dies stops the run the same way with one line saying why, and exit code 1."""
     progress = RunProgress(total, done=done, quiet=quiet)
 
     def record_done(record: dict[str, Any]) -> None:
@@ -523,6 +561,13 @@ def _run_with_progress(
             err=True,
         )
         raise typer.Exit(130) from None
+    except EngineDiedError as exc:
+        typer.echo(
+            f"\nError: {exc}; {done + progress.tally.problems} of {total} problems done; "
+            "run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     finally:
         gc.collect()  # release the engine now, while the interpreter is whole, not at exit
 
@@ -704,6 +749,49 @@ def demo(
     typer.echo(report.table(records, report.PROBLEM_COLUMNS, left=2))
     typer.echo("")
     typer.echo(report.format_summary(report.run_summary(records), f"the demo ({len(records)} problems)"))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    config: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--config", "-c", metavar="RECIPE|FILE", help="A shipped recipe or a YAML file of SearchConfig fields."
+    ),
+    set_: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
+    ),
+    model: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="Policy model path, name or registry name. [default: ets_async.models.DEFAULT_POLICY]"
+    ),
+    engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None, "--engine-set", metavar="KEY=VALUE", help="Set any EngineConfig field. Repeatable."
+    ),
+    deadline: float = typer.Option(120.0, min=0.001, help="Seconds a request may take when it names no deadline_s."),
+    max_deadline: float = typer.Option(600.0, min=0.001, help="The largest deadline_s a request may ask for."),
+    backend: BackendName = typer.Option(
+        BackendName.vllm, help="vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
+    ),
+) -> None:
+    """Serve one problem per HTTP request: POST /solve with a problem as JSON, GET /health.
+
+    The example service of ets_async.service: a per-request deadline (deadline_s), and a client that
+    disconnects cancels its search and aborts its engine requests. Ctrl-C stops it.
+    """
+    from .service import ServiceConfig
+    from .service import serve as run_service
+
+    search_config, _ = build_search_config(config, set_ or ())
+    engine_config = _engine_config(model, engine_set or ()) if backend == BackendName.vllm else None
+    service_config = ServiceConfig(search_config, default_deadline_s=deadline, max_deadline_s=max_deadline)
+    engine_log = _engine_log() if backend == BackendName.vllm else None
+    if backend == BackendName.vllm:
+        typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
+    start = lambda: _start_backends(backend, 0.0, engine_config, engine_log)  # noqa: E731
+    try:
+        asyncio.run(run_service(start, service_config, host, port))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.callback()

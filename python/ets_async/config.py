@@ -26,6 +26,12 @@ DEFAULT_SYSTEM_PROMPT = (
 
 PAPER_TEMPERATURE = 1.0
 """The paper's policy sampling temperature (ets_spec §9); the recipes keep it."""
+
+_YAML_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
+"""What yaml.safe_load raises on bad input: besides YAMLError, ValueError for impossible dates
+("2001-02-30") and bad tagged values ("!!float x"), RecursionError for very deep nesting."""
+
+
 def _recipe_dir() -> importlib.resources.abc.Traversable:
     return importlib.resources.files("ets_async") / "recipes"
 
@@ -37,9 +43,17 @@ def recipe_names() -> list[str]:
 
 def read_recipe(spec: str | Path) -> tuple[str, dict[str, Any]]:
     """``(label, fields)`` of a YAML file or a shipped recipe name (``ets_16`` or ``ets_16.yaml``)."""
-    path = Path(spec).expanduser()
+    path = Path(spec)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # "~name" for a user that does not exist: taken literally
+        pass
     if path.is_file():
-        label, text = str(path), path.read_text(encoding="utf-8")
+        label = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{label}: cannot read it as UTF-8 text: {exc}") from None
     else:
         name = str(spec)[: -len(".yaml")] if str(spec).endswith(".yaml") else str(spec)
         resource = _recipe_dir() / f"{name}.yaml"
@@ -48,10 +62,12 @@ def read_recipe(spec: str | Path) -> tuple[str, dict[str, Any]]:
         label, text = f"recipe {name}", resource.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
+    except _YAML_ERRORS as exc:
         raise ConfigError(f"{label}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected a mapping of fields, got {type(data).__name__}")
+    if bad := [key for key in data if not isinstance(key, str)]:
+        raise ConfigError(f"{label}: field names must be text, got {bad[0]!r} ({type(bad[0]).__name__})")
     return label, data
 
 
@@ -59,7 +75,7 @@ def _setting_value(raw: str) -> Any:
     """A KEY=VALUE value as YAML (numbers, booleans, null, lists), or the raw string if it is not YAML."""
     try:
         return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+    except _YAML_ERRORS:
         return raw
 
 
@@ -213,9 +229,6 @@ class EngineConfig(_Validated):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     cpu_kv_cache_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB) on CPU")
-    kv_cache_blocks: int | None = Field(
-        None, ge=1, description="cap the engine's KV cache at this many blocks (vLLM num_gpu_blocks_override; any device)"
-    )
     cpu_cores: str = Field(
         "all",
         pattern=r"^(all|auto|[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)$",
@@ -223,8 +236,19 @@ class EngineConfig(_Validated):
         "own choice (it keeps one core per worker for its scheduler); or a list such as 0-3,6",
     )
     max_num_seqs: int = Field(256, ge=1)
+    num_kv_blocks: int | None = Field(
+        None,
+        ge=1,
+        description="KV-cache blocks of the in-process engine (block_size tokens each); None = as many as "
+        "cpu_kv_cache_gib or gpu_memory_utilization allow. Must hold one max_model_len sequence plus one block",
+    )
     # Scale-out (fleet.py): run the policy and the judge PRM on OpenAI-compatible servers instead.
     endpoints: tuple[str, ...] = Field((), description="vLLM/SGLang server URLs; empty = $ETS_ASYNC_ENDPOINTS or in-process")
     prm_endpoints: tuple[str, ...] = Field((), description="servers of a trained PRM (prm='qwen_prm'/'math_shepherd') on a fleet")
-    request_timeout_s: float = Field(600.0, gt=0.0, description="per-request timeout on a server")
+    request_timeout_s: float = Field(
+        600.0,
+        gt=0.0,
+        description="time limit of one engine request (in-process or on a server), from submission to its "
+        "final output; past it the request is aborted and its problem fails with RequestTimeoutError",
+    )
     request_retries: int = Field(3, ge=1, description="attempts on one server before it is marked down")

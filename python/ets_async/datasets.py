@@ -11,11 +11,24 @@ from typing import Any
 from .errors import ProblemError
 from .grading import reference_answer
 
-__all__ = ["PROBLEM_FIELDS", "load_hf_dataset", "load_problems", "normalise_row", "normalise_rows"]
+__all__ = ["PROBLEM_FIELDS", "check_unicode", "load_hf_dataset", "load_problems", "normalise_row", "normalise_rows"]
 
 PROBLEM_FIELDS = ("problem", "question")
 """Fields that hold the problem text, tried in this order (MATH, then GSM8K)."""
 ID_FIELDS = ("id", "unique_id")
+
+
+def check_unicode(text: str, what: str) -> str:
+    """``text`` if it is valid Unicode (encodable as UTF-8); else ProblemError naming the first lone
+    surrogate, which JSON escapes such as ``"\\ud800"`` produce and no tokenizer or file accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ProblemError(
+            f"{what} contains a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start}), "
+            "which is not valid Unicode text: fix the input's encoding"
+        ) from None
+    return text
 
 
 def normalise_row(
@@ -56,7 +69,12 @@ def normalise_row(
         raw_id = next((row[name] for name in ID_FIELDS if row.get(name) is not None), index)
     if isinstance(raw_id, (dict, list)):
         raise ProblemError(f"id is a {type(raw_id).__name__}, expected a string or number")
-    return {"id": str(raw_id), "problem": text, "answer": reference_answer(row, answer_field)}
+    answer = reference_answer(row, answer_field)
+    return {
+        "id": check_unicode(str(raw_id), "the id"),
+        "problem": check_unicode(text, "the problem text"),
+        "answer": None if answer is None else check_unicode(answer, "the reference answer"),
+    }
 
 
 class _Unparsable(str):
@@ -150,7 +168,7 @@ def load_problems(
     (invalid JSON, missing or empty text, duplicate ids) are reported as "line N: ..." (1-based)
     and skipped; blank lines are ignored. ``limit`` caps the number of problems returned.
     """
-    with Path(path).open(encoding="utf-8", errors="replace") as handle:
+    with Path(path).open(encoding="utf-8", errors="replace", newline="\n") as handle:  # JSONL: "\n" ends a line
         return _collect(
             _json_lines(handle),
             limit=limit,

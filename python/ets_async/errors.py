@@ -26,6 +26,29 @@ class BackendError(EtsError):
     """
 
 
+class EngineDiedError(BackendError):
+    """The inference engine died: one of its processes was killed, ran out of memory or crashed.
+
+    Not recoverable for these backends: every problem in flight ends with this error, whose message
+    names the process and how it ended, and every later request fails at once. Start new backends
+    (``load_backends``) to go on. ``solve_many`` still returns one result per problem;
+    ``ets-async run`` stops, keeps the results it wrote and exits nonzero, so running it again resumes.
+    """
+
+
+class RequestTimeoutError(BackendError, TimeoutError):
+    """An engine request ran past its time limit (``EngineConfig.request_timeout_s``) and was aborted
+    on the engine. Recoverable: that problem gets an error result and the batch goes on."""
+
+
+class CoreError(EtsError, ValueError):
+    """Bad input to the Rust core (``ets_async._core``); the message says what to fix.
+
+    Raised by the core for a malformed tree, bad scores or counts. Within a search it fails that
+    problem only (an error result; the batch goes on).
+    """
+
+
 class SolverError(EtsError, RuntimeError):
     """HiGHS did not return an optimal solution for an ETS program.
 

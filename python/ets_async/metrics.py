@@ -15,6 +15,7 @@ class SearchMetrics:
     policy_calls: int = 0
     prompt_tokens: int = 0
     prefix_cached_tokens: int = 0
+    preemptions: int = 0  # times the engine took a policy request's KV cache back (a full cache)
     prm_calls: int = 0
     prm_tokens: int = 0
     prm_dropped: int = 0

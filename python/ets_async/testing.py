@@ -34,17 +34,22 @@ def _unit(text: str) -> float:
 class FakePolicy:
     """Byte-level 'tokenizer'; each step is a short arithmetic line; depth >= ``answer_depth`` answers.
 
-    Records every request's prompt so tests can check token-id extension, and tracks requests in
-    flight. ``delay_s`` makes every expansion take that long (a slow engine); ``fail_on`` makes
+    Counts requests and tracks those in flight; with ``record`` it also keeps every request's prompt
+    (``prompts``) so tests can check token-id extension (a memory cost per request: long runs leave
+    it off). ``delay_s`` makes every expansion take that long (a slow engine); ``fail_on`` makes
     expansions of prompts containing that string raise (an engine failure).
     """
 
-    def __init__(self, *, answer_depth: int = 3, delay_s: float = 0.0, fail_on: str | None = None) -> None:
+    def __init__(
+        self, *, answer_depth: int = 3, delay_s: float = 0.0, fail_on: str | None = None, record: bool = True
+    ) -> None:
         self.answer_depth = answer_depth
         self.delay_s = delay_s
         self.fail_on = fail_on
+        self.record = record
         self.prompts: list[tuple[int, ...]] = []
         self.samplings: list[Sampling] = []
+        self.requests = 0
         self.in_flight = 0
         self.cancelled = 0
 
@@ -52,8 +57,10 @@ class FakePolicy:
         return list(f"{system_prompt or ''}|{template.format(problem=problem)}|".encode())
 
     async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
-        self.prompts.append(tuple(prompt_token_ids))
-        self.samplings.append(sampling)
+        self.requests += 1
+        if self.record:
+            self.prompts.append(tuple(prompt_token_ids))
+            self.samplings.append(sampling)
         prompt = bytes(prompt_token_ids).decode()
         if self.fail_on is not None and self.fail_on in prompt:
             raise RuntimeError(f"engine failure on {self.fail_on!r}")
@@ -81,17 +88,19 @@ class FakePolicy:
 
 
 class FakePRM:
-    """Deterministic pseudo-scores of the newest step; counts batch sizes.
+    """Deterministic pseudo-scores of the newest step; with ``record``, keeps every batch's size.
 
     ``drop``: steps containing this string get no score (None), which drops them.
     """
 
-    def __init__(self, *, drop: str | None = None) -> None:
+    def __init__(self, *, drop: str | None = None, record: bool = True) -> None:
         self.batches: list[int] = []
         self.drop = drop
+        self.record = record
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
-        self.batches.append(len(requests))
+        if self.record:
+            self.batches.append(len(requests))
         await asyncio.sleep(0)
         return [
             None if self.drop is not None and self.drop in r.steps[-1] else _unit("/".join(r.steps)) for r in requests
@@ -117,5 +126,8 @@ class FakeEmbedder:
 
 
 def fake_backends(*, delay_s: float = 0.0, answer_depth: int = 3) -> Backends:
-    """A scripted policy, PRM and embedder bundled like ``load_backends`` returns them."""
-    return Backends(FakePolicy(answer_depth=answer_depth, delay_s=delay_s), FakePRM(), FakeEmbedder())
+    """A scripted policy, PRM and embedder bundled like ``load_backends`` returns them; they keep no
+    record of their requests, so their memory stays flat over any number of problems."""
+    return Backends(
+        FakePolicy(answer_depth=answer_depth, delay_s=delay_s, record=False), FakePRM(record=False), FakeEmbedder()
+    )

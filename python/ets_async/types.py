@@ -33,7 +33,8 @@ class Problem:
             try:
                 row = normalise_row(item, index)
             except ProblemError as exc:
-                raise ProblemError(f"problem {item.get('id', index)}: {exc}") from None
+                shown = str(item.get("id", index)).encode("utf-8", "backslashreplace").decode()
+                raise ProblemError(f"problem {shown}: {exc}") from None
             problem = cls(id=row["id"], text=row["problem"], reference=row["answer"])
         else:
             raise ProblemError(
@@ -43,6 +44,14 @@ class Problem:
             raise ProblemError(f"problem {problem.id}: text must be a string, got {type(problem.text).__name__}")
         if not problem.text.strip():
             raise ProblemError(f"problem {problem.id}: empty problem text")
+        from .datasets import check_unicode
+
+        for value, what in ((problem.id, "id"), (problem.text, "problem text"), (problem.reference, "reference answer")):
+            if value is not None:
+                try:
+                    check_unicode(value, f"the {what}")
+                except ProblemError as exc:
+                    raise ProblemError(f"problem {index}: {exc}") from None
         return problem
 
 

@@ -22,6 +22,16 @@ class Backends:
     embedder: Embedder | None
     engines: tuple[Any, ...] = ()
 
+    def failure(self) -> str | None:
+        """Why these backends cannot serve any more (one of their engines died), or None while they can.
+        After a failure, start new backends (``load_backends``); these stay unusable."""
+        from .vllm_engine import engine_failure
+
+        for engine in self.engines:
+            if (why := engine_failure(engine)) is not None:
+                return why
+        return None
+
     def shutdown(self) -> None:
         """Stop the engines and the embedder's worker thread."""
         for engine in self.engines:
@@ -80,14 +90,17 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
     engine = create_engine(config, policy_model)
     engines = [engine]
     tokenizer = engine.get_tokenizer()
-    policy = VllmPolicy(engine, tokenizer, temperature=models.measured_temperature(config.model))
+    limit = config.request_timeout_s
+    policy = VllmPolicy(
+        engine, tokenizer, temperature=models.measured_temperature(config.model), request_timeout_s=limit
+    )
     prm: PRM
     if (free := model_free_prm(config)) is not None:
         prm = free
     elif config.prm == "judge":
         if config.prm_model not in (None, policy_model):
             raise ConfigError("the judge PRM reads the policy's own token ids: leave prm_model unset for prm='judge'")
-        prm = judge_prm(engine, tokenizer)
+        prm = judge_prm(engine, tokenizer, request_timeout_s=limit)
     else:
         if config.prm_model is None:
             raise ConfigError(f"prm={config.prm!r} needs prm_model (a local path or model name)")
@@ -95,9 +108,9 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
         engines.append(prm_engine)
         prm_tokenizer = prm_engine.get_tokenizer()
         if config.prm == "qwen_prm":
-            prm = QwenPRM(prm_engine, prm_tokenizer)
+            prm = QwenPRM(prm_engine, prm_tokenizer, request_timeout_s=limit)
         else:
-            prm = math_shepherd_prm(prm_engine, prm_tokenizer)
+            prm = math_shepherd_prm(prm_engine, prm_tokenizer, request_timeout_s=limit)
     return Backends(policy, with_checks(config, prm), sentence_embedder(config), engines=tuple(engines))
 
 

@@ -53,8 +53,10 @@ class LogprobPRM:
         *,
         positive: str,
         negative: str,
+        request_timeout_s: float | None = None,
     ) -> None:
         self.engine = engine
+        self.request_timeout_s = request_timeout_s
         self.prompt_ids = prompt_ids
         self.positive = single_token_id(tokenizer, positive)
         self.negative = single_token_id(tokenizer, negative)
@@ -73,14 +75,18 @@ class LogprobPRM:
             logprob_token_ids=[self.positive, self.negative],  # always returned, whatever their rank
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        output = await run_request(self.engine, self.prompt_ids(request), params, tag="prm")
+        output, _ = await run_request(
+            self.engine, self.prompt_ids(request), params, tag="prm", timeout_s=self.request_timeout_s
+        )
         logprobs = output.outputs[0].logprobs
         if not logprobs:
             raise BackendError("the engine returned no log-probabilities for the judge's labels")
         return judge_probability({t: lp.logprob for t, lp in logprobs[0].items()}, self.positive, self.negative)
 
 
-def judge_prm(engine: AsyncLLM, tokenizer: Any, *, question: str = DEFAULT_QUESTION) -> LogprobPRM:
+def judge_prm(
+    engine: AsyncLLM, tokenizer: Any, *, question: str = DEFAULT_QUESTION, request_timeout_s: float | None = None
+) -> LogprobPRM:
     """The LM judge over the policy's own token ids (shares the policy's prefix cache)."""
     suffix = list(tokenizer.encode(question, add_special_tokens=False))
     return LogprobPRM(
@@ -89,4 +95,5 @@ def judge_prm(engine: AsyncLLM, tokenizer: Any, *, question: str = DEFAULT_QUEST
         lambda request: [*request.token_ids, *suffix],
         positive=" Yes",
         negative=" No",
+        request_timeout_s=request_timeout_s,
     )

@@ -43,6 +43,7 @@ class Expansion:
     steps: list[Step]
     prompt_tokens: int
     cached_tokens: int
+    preemptions: int = 0  # times the engine took the request's KV cache back and recomputed it
 
 
 @dataclass(frozen=True)

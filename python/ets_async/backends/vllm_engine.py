@@ -1,25 +1,50 @@
-"""The in-process vLLM engine: creation from an EngineConfig, and one request run to completion
-with its abort on cancellation or error (the only place that owns engine request ids)."""
+"""The in-process vLLM engine: creation from an EngineConfig, one request run to completion with its
+abort on cancellation, error or time limit (the only place that owns engine request ids), and what
+a dead engine's processes say about why it died."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import signal
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from .. import watchdog
 from ..config import Dtype, EngineConfig
+from ..errors import EngineDiedError, RequestTimeoutError
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
     from vllm import RequestOutput, SamplingParams
     from vllm.v1.engine.async_llm import AsyncLLM
+
+    from .engine_stats import PreemptionLog
 
 Out = TypeVar("Out")
 
 _request_ids = itertools.count()
+
+
+@dataclass
+class _EngineRecord:
+    """What ``create_engine`` keeps about an engine: its preemption counts, its processes (pid,
+    start time, title: the EngineCore and its workers) as they were once it was up, and why it
+    died, as first seen."""
+
+    preemptions: PreemptionLog
+    processes: list[tuple[int, int | None, str]]
+    failure: str | None = None
+
+
+_records: weakref.WeakKeyDictionary[AsyncLLM, _EngineRecord] = weakref.WeakKeyDictionary()
 
 
 def next_request_id(tag: str) -> str:
@@ -77,10 +102,15 @@ def create_engine(
     """An AsyncLLM with prefix caching on. On CPU the KV cache size comes from ``cpu_kv_cache_gib``,
     and chunked prefill is off: vLLM rewinds a seeded request's random generator after a partial
     prefill, which CPU generators cannot do ("CPU Generator does not use offset" kills the engine
-    once many seeded requests share a step's token budget). The worker runs on ``cpu_cores``."""
+    once many seeded requests share a step's token budget). The worker runs on ``cpu_cores``.
+
+    The engine's processes die with this process, however it dies (``watchdog``), and its
+    preemptions are counted per request (``request_preemptions``)."""
     import torch
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
+
+    from .engine_stats import PreemptionLog
 
     on_cpu = not torch.cuda.is_available()
 
@@ -94,13 +124,66 @@ def create_engine(
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization,
         max_num_seqs=config.max_num_seqs,
-        num_gpu_blocks_override=config.kv_cache_blocks,
         enable_chunked_prefill=not on_cpu,
         max_num_batched_tokens=max(config.max_model_len, 2048) if on_cpu else None,
+        num_gpu_blocks_override=config.num_kv_blocks,
         disable_log_stats=False,
     )
-    with _engine_environment(config, on_cpu):
-        return AsyncLLM.from_engine_args(args)
+    preemptions = PreemptionLog()
+    with _engine_environment(config, on_cpu), watchdog.adopt_children():
+        engine = AsyncLLM.from_engine_args(args, stat_loggers=[lambda vllm_config, index: preemptions])
+    processes = [member for core in _core_processes(engine) if core.pid for member in watchdog.process_tree(core.pid)]
+    _records[engine] = _EngineRecord(preemptions, processes)
+    return engine
+
+
+def _core_processes(engine: AsyncLLM) -> list[BaseProcess]:
+    """The engine's EngineCore processes (multiprocessing handles: they know their exit codes)."""
+    manager = getattr(getattr(engine.engine_core, "resources", None), "engine_manager", None)
+    return list(getattr(manager, "processes", []))
+
+
+def request_preemptions(engine: AsyncLLM, request_id: str) -> int:
+    """How often a finished request was preempted (0 for engines not made by ``create_engine``)."""
+    record = _records.get(engine)
+    return record.preemptions.pop(request_id) if record is not None else 0
+
+
+def engine_failure(engine: AsyncLLM) -> str | None:
+    """Why the engine is dead, naming the process that ended and how; None while it runs.
+
+    An EngineCore killed by a signal is the cause (its workers die with it); otherwise the workers
+    that died are (an EngineCore outlives a dead worker only to shut down); otherwise an EngineCore
+    that exited with an error code. The first answer is kept: processes killed later while the dead
+    engine is shut down do not change it. Once the cause is known, what is left of the engine is
+    SIGKILLed: a Worker whose EngineCore was killed is nobody's child any more, and vLLM's own
+    shutdown cannot find it.
+    """
+    if not engine.errored:
+        return None
+    record = _records.get(engine)
+    if record is not None and record.failure is not None:
+        return record.failure
+    cores = [(core.name, core.pid, core.exitcode) for core in _core_processes(engine)]
+    core_pids = {pid for _, pid, _ in cores}
+    workers = record.processes if record is not None else []
+    dead_workers = [(pid, title) for pid, start, title in workers if pid not in core_pids and not watchdog.running(pid, start)]
+    if killed := [(name, pid, -code) for name, pid, code in cores if code is not None and code < 0]:
+        causes = [f"its {name} process (pid {pid}) was killed by {signal.Signals(sig).name}" for name, pid, sig in killed]
+    elif dead_workers:
+        causes = [f"its {title.removeprefix('VLLM::') or 'engine'} process (pid {pid}) died" for pid, title in dead_workers]
+    elif failed := [(name, pid, code) for name, pid, code in cores if code]:
+        causes = [f"its {name} process (pid {pid}) exited with code {code}" for name, pid, code in failed]
+    else:
+        return "the vLLM engine stopped (it was shut down, or it failed: its log says why)"
+    failure = "the vLLM engine died: " + "; ".join(causes)
+    if record is not None:
+        record.failure = failure
+        for pid, start, _ in record.processes:
+            if watchdog.running(pid, start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    return failure
 
 
 async def run_request(
@@ -109,27 +192,46 @@ async def run_request(
     params: SamplingParams,
     *,
     tag: str = "ets",
-) -> RequestOutput:
-    """Submit one token-id prompt for generation and return its final output."""
+    timeout_s: float | None = None,
+) -> tuple[RequestOutput, int]:
+    """Submit one token-id prompt for generation; its final output and how often it was preempted."""
     from vllm.inputs import tokens_input
 
     request_id = next_request_id(tag)
     prompt = tokens_input(list(prompt_token_ids))
-    return await final_output(engine, engine.generate(prompt, params, request_id), request_id)
+    stream = engine.generate(prompt, params, request_id)
+    output = await final_output(engine, stream, request_id, timeout_s=timeout_s)
+    return output, request_preemptions(engine, request_id)
 
 
-async def final_output(engine: AsyncLLM, stream: AsyncIterator[Out], request_id: str) -> Out:
+async def final_output(
+    engine: AsyncLLM, stream: AsyncIterator[Out], request_id: str, *, timeout_s: float | None = None
+) -> Out:
     """Drain an engine output stream and return its last item.
 
-    Cancellation or any error aborts the request in the engine before propagating, so a
-    cancelled search leaves no unfinished requests behind.
+    Cancellation, any error, or running past ``timeout_s`` aborts the request in the engine before
+    propagating, so a cancelled search leaves no unfinished requests behind. Past the time limit
+    this raises RequestTimeoutError; if the engine died, EngineDiedError naming the cause.
     """
+    from vllm.v1.engine.exceptions import EngineDeadError
+
     final = None
+    limit = asyncio.timeout(timeout_s)
     try:
-        async for output in stream:
-            final = output
-    except BaseException:
-        await asyncio.shield(engine.abort(request_id))
+        async with limit:
+            async for output in stream:
+                final = output
+    except BaseException as exc:
+        dead = engine.errored or isinstance(exc, EngineDeadError)
+        if dead and not isinstance(exc, asyncio.CancelledError):
+            raise EngineDiedError(engine_failure(engine) or f"the vLLM engine died ({exc!r})") from None
+        if not dead:
+            await asyncio.shield(engine.abort(request_id))
+        if limit.expired():
+            raise RequestTimeoutError(
+                f"engine request {request_id} ran past its {timeout_s:g}s time limit "
+                "(request_timeout_s) and was aborted"
+            ) from None
         raise
     if final is None:
         raise RuntimeError(f"engine returned no output for request {request_id}")

@@ -10,6 +10,7 @@ from .protocols import Expansion, Sampling
 from .vllm_engine import run_request
 
 if TYPE_CHECKING:
+    from vllm import SamplingParams
     from vllm.v1.engine.async_llm import AsyncLLM
 
 
@@ -27,12 +28,21 @@ def render_chat(tokenizer: Any, problem: str, system_prompt: str | None, templat
 
 
 class VllmPolicy:
-    """One engine request per expanded node, ``n`` = its number of children (siblings share the prefix)."""
+    """One engine request per expanded node, ``n`` = its number of children (siblings share the prefix).
+    A request still running after ``request_timeout_s`` is aborted (RequestTimeoutError)."""
 
-    def __init__(self, engine: AsyncLLM, tokenizer: Any, *, temperature: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncLLM,
+        tokenizer: Any,
+        *,
+        temperature: float | None = None,
+        request_timeout_s: float | None = None,
+    ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.temperature = temperature  # measured for this model; used when a SearchConfig leaves it unset
+        self.request_timeout_s = request_timeout_s
         self.max_model_len: int | None = engine.model_config.max_model_len
         self.eos_token_id = tokenizer.eos_token_id
 
@@ -52,11 +62,12 @@ class VllmPolicy:
     def render(self, problem: str, system_prompt: str | None, template: str) -> list[int]:
         return render_chat(self.tokenizer, problem, system_prompt, template)
 
-    async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
+    def sampling_params(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> SamplingParams:
+        """The engine's parameters for one expansion."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        params = SamplingParams(
+        return SamplingParams(
             n=n,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -67,6 +78,16 @@ class VllmPolicy:
             logprobs=0 if sampling.logprobs else None,  # 0: only the sampled token's
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        output = await run_request(self.engine, prompt_token_ids, params, tag="policy")
+
+    async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
+        params = self.sampling_params(prompt_token_ids, n, sampling)
+        output, preemptions = await run_request(
+            self.engine, prompt_token_ids, params, tag="policy", timeout_s=self.request_timeout_s
+        )
         steps = [self._step(o) for o in output.outputs]
-        return Expansion(steps, prompt_tokens=len(prompt_token_ids), cached_tokens=output.num_cached_tokens or 0)
+        return Expansion(
+            steps,
+            prompt_tokens=len(prompt_token_ids),
+            cached_tokens=output.num_cached_tokens or 0,
+            preemptions=preemptions,
+        )

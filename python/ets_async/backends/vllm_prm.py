@@ -44,7 +44,7 @@ def shepherd_text(problem: str, steps: Sequence[str]) -> str:
     return problem + " " + "".join(f"{s.strip()} {SHEPHERD_TAG}\n" for s in steps).rstrip("\n")
 
 
-def math_shepherd_prm(engine: AsyncLLM, tokenizer: Any) -> LogprobPRM:
+def math_shepherd_prm(engine: AsyncLLM, tokenizer: Any, *, request_timeout_s: float | None = None) -> LogprobPRM:
     """P(+) / (P(+) + P(-)) for the token after the newest step's tag."""
     return LogprobPRM(
         engine,
@@ -52,15 +52,17 @@ def math_shepherd_prm(engine: AsyncLLM, tokenizer: Any) -> LogprobPRM:
         lambda request: list(tokenizer.encode(shepherd_text(request.problem, request.steps))),
         positive="+",
         negative="-",
+        request_timeout_s=request_timeout_s,
     )
 
 
 class QwenPRM:
     """A pooling engine (``runner="pooling"``) serving a Qwen2.5-Math-PRM style model."""
 
-    def __init__(self, engine: AsyncLLM, tokenizer: Any) -> None:
+    def __init__(self, engine: AsyncLLM, tokenizer: Any, *, request_timeout_s: float | None = None) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
+        self.request_timeout_s = request_timeout_s
         self.separator_id = int(tokenizer.convert_tokens_to_ids(QWEN_STEP_SEPARATOR))
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
@@ -72,6 +74,6 @@ class QwenPRM:
         ids = self.tokenizer.encode(qwen_prm_text(self.tokenizer, request.problem, request.steps))
         request_id = next_request_id("qwen-prm")
         stream = self.engine.encode({"prompt_token_ids": ids}, PoolingParams(task="token_classify"), request_id)
-        final = await final_output(self.engine, stream, request_id)
+        final = await final_output(self.engine, stream, request_id, timeout_s=self.request_timeout_s)
         rewards = qwen_step_rewards(ids, final.outputs.data.tolist(), self.separator_id)
         return rewards[-1] if rewards else None  # no separator scored: the child is dropped (ets_spec §3.3)

@@ -167,6 +167,7 @@ class ProblemSearch:
         metrics.policy_calls += 1
         metrics.prompt_tokens += expansion.prompt_tokens
         metrics.prefix_cached_tokens += expansion.cached_tokens
+        metrics.preemptions += expansion.preemptions
         steps = [self._mark_answers(s) for s in expansion.steps]
         metrics.generated_steps += len(steps)
         metrics.generated_tokens += sum(len(s.token_ids) for s in steps)
