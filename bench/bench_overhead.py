@@ -28,7 +28,6 @@ import cProfile
 import os
 import pstats
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ets_async import SearchConfig, solve_many
@@ -149,19 +148,16 @@ def profile(method: str, width: int, concurrency: int, rounds: float, top: int) 
         profiles.append(p)
         p.enable()
 
-    # The selection threads profile themselves from their first task on; the pool is replaced
-    # by one of the same size for this run only.
-    default_pool = loop._pool
-    loop._pool = ThreadPoolExecutor(loop.available_cores(), "ets-select", initializer=start_profiling)
+    # The selection threads profile themselves from their first task on; they exit (and their
+    # profilers with them) when the block ends.
     main = cProfile.Profile()
     c0 = time.process_time()
-    main.enable()
-    try:
-        r = run(method, width, concurrency, rounds)
-    finally:
-        main.disable()
-        pool, loop._pool = loop._pool, default_pool
-        pool.shutdown(wait=True)  # the workers exit, and their profilers with them
+    with loop.selection_threads(start_profiling):
+        main.enable()
+        try:
+            r = run(method, width, concurrency, rounds)
+        finally:
+            main.disable()
     cpu = time.process_time() - c0
     stats = pstats.Stats(main)
     for p in profiles:

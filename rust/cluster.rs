@@ -45,17 +45,6 @@ pub fn cluster_labels(embeddings: &[u8], dim: i64, threshold: f64) -> Result<Vec
     cluster_values(values, dim, threshold)
 }
 
-/// [`cluster_labels`] on row-major f32 values (`values.len()` must be a multiple of `dim`).
-pub fn cluster_rows(values: &[f32], dim: usize, threshold: f64) -> Result<Vec<ClusterId>> {
-    if dim == 0 || !values.len().is_multiple_of(dim) {
-        return Err(CoreError::EmbeddingShape {
-            bytes: values.len() * 4,
-            row_bytes: dim * 4,
-        });
-    }
-    cluster_values(values.iter().copied(), dim, threshold)
-}
-
 /// Shared body: `values` holds whole rows of `dim >= 1` components.
 fn cluster_values(
     values: impl ExactSizeIterator<Item = f32>,

@@ -334,10 +334,6 @@ impl PySearchTree {
         Ok(self.0.step_len(node_id(v, "v")?)?)
     }
 
-    fn step_token_ids(&self, v: i64) -> PyResult<Vec<u32>> {
-        Ok(self.0.step_token_ids(node_id(v, "v")?)?.to_vec())
-    }
-
     fn prompt_token_ids(&self, v: i64) -> PyResult<Vec<u32>> {
         Ok(self.0.prompt_token_ids(node_id(v, "v")?)?)
     }

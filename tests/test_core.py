@@ -176,9 +176,9 @@ def test_ets_solution_is_optimal_against_brute_force(case):
         if len(optima) == 1:
             assert kept == kept_highs == optima[0]
 
-    fallbacks = core.solver_fallbacks()
-    counts = core.ets_allocation(**case)
-    assert core.solver_fallbacks() == fallbacks
+    selection = core.ets_select(**case)
+    assert not selection.fell_back
+    counts = selection.counts
     t = case["softmax_temperature"]
     assert counts == core.reallocate_kept(case["scores"], kept, case["budget"], t)
     assert counts == rebase_reference(case["scores"], case["budget"], t, kept=kept)
@@ -346,17 +346,15 @@ def test_ets_falls_back_to_rebase_when_the_solver_fails(monkeypatch, caplog):
 
     monkeypatch.setattr(core, "solve_program", failing)
     parents, candidates = _toy_tree()
-    before = core.solver_fallbacks()
     with caplog.at_level(logging.WARNING, logger="ets_async"):
-        counts = core.ets_allocation(parents, candidates, TOY_SCORES, TOY_LABELS, 16, 1.0, 1.5, 0.2)
-    assert counts == TOY_REBASE
-    assert core.solver_fallbacks() == before + 1
+        selection = core.ets_select(parents, candidates, TOY_SCORES, TOY_LABELS, 16, 1.0, 1.5, 0.2)
+    assert selection.fell_back and selection.counts == TOY_REBASE
     [record] = [r for r in caplog.records if r.name == "ets_async"]
     assert record.levelno == logging.WARNING
     assert "REBASE" in record.getMessage() and "Time limit reached" in record.getMessage()
     # Tree problems never reach the solver.
+    assert not core.ets_select(parents, candidates, TOY_SCORES, None, 16, 1.0, 0.0, 0.2).fell_back
     assert core.ets_allocation(parents, candidates, TOY_SCORES, None, 16, 1.0, 0.0, 0.2) == TOY_ETS
-    assert core.solver_fallbacks() == before + 1
 
 
 # ---------------------------------------------------------------------------------------------

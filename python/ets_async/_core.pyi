@@ -430,9 +430,6 @@ class SearchTree:
     def step_len(self, v: int) -> int:
         """Length of node ``v``'s own step (the prompt length for the root)."""
 
-    def step_token_ids(self, v: int) -> list[int]:
-        """Token ids of node ``v``'s own step (the prompt for the root)."""
-
     def prompt_token_ids(self, v: int) -> list[int]:
         """The prompt followed by every step on the path root..v: the exact token ids a child
         of ``v`` is generated from."""

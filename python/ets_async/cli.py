@@ -31,6 +31,7 @@ import typer
 from . import report
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
 from .errors import ConfigError, EngineDiedError
+from .models import DEFAULT_POLICY
 from .progress import RunProgress
 from .search import METHODS
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
@@ -72,6 +73,10 @@ DEMO_SETTINGS: dict[str, Any] = {
 DEMO_ENGINE: dict[str, Any] = {"max_model_len": 2048, "cpu_kv_cache_gib": 1.0, "max_num_seqs": 64}
 
 _MAX_REPORTED_ISSUES = 50
+_MODEL_HELP = (
+    "Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
+    f"[default: {DEFAULT_POLICY}]"
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,8 +416,7 @@ def run(
         None, help="Configuration name of a Hugging Face dataset (e.g. 'main' for openai/gsm8k)."
     ),
     model: Optional[str] = typer.Option(  # noqa: UP007
-        None, help="Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
-        "[default: qwen2.5-coder-0.5b-instruct]"
+        None, help=_MODEL_HELP
     ),
     engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
         None,
@@ -705,8 +709,7 @@ def demo(
         None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
     ),
     model: Optional[str] = typer.Option(  # noqa: UP007
-        None, help="Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
-        "[default: qwen2.5-coder-0.5b-instruct]"
+        None, help=_MODEL_HELP
     ),
     backend: BackendName = typer.Option(
         BackendName.vllm, help="vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
@@ -724,8 +727,6 @@ def demo(
     engine_log = _engine_log() if backend == BackendName.vllm else None
     items = _demo_problems(problems)
     if backend == BackendName.vllm:
-        from .models import DEFAULT_POLICY
-
         assert engine_config is not None
         model_name = engine_config.model or f"{DEFAULT_POLICY} (embedded default)"
         typer.echo(f"demo: {len(items)} problems, policy {model_name}, PRM {engine_config.prm}")
@@ -762,7 +763,7 @@ def serve(
         None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
     ),
     model: Optional[str] = typer.Option(  # noqa: UP007
-        None, help="Policy model path, name or registry name. [default: ets_async.models.DEFAULT_POLICY]"
+        None, help=_MODEL_HELP
     ),
     engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
         None, "--engine-set", metavar="KEY=VALUE", help="Set any EngineConfig field. Repeatable."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Literal
@@ -43,19 +42,9 @@ __all__ = [
     "kv_unshared_tokens",
     "reallocate_kept",
     "rebase_allocation",
-    "solver_fallbacks",
 ]
 
 logger = logging.getLogger("ets_async")
-
-_fallbacks = 0
-_fallbacks_lock = threading.Lock()
-
-
-def solver_fallbacks() -> int:
-    """How many ETS selections in this process fell back to REBASE because HiGHS failed."""
-    return _fallbacks
-
 
 @dataclass(frozen=True)
 class EtsSelection:
@@ -74,18 +63,15 @@ def select(instance: EtsInstance) -> EtsSelection:
     ``instance.counts``. Otherwise HiGHS solves ``instance.program()``. The budget is re-allocated over the kept candidates with REBASE's rule;
     the counts sum to the budget.
 
-    If HiGHS fails (``SolverError``) the REBASE allocation is returned with ``fell_back=True``, a
-    warning is logged on the ``ets_async`` logger and ``solver_fallbacks()`` goes up by one.
+    If HiGHS fails (``SolverError``) the REBASE allocation is returned with ``fell_back=True`` and a
+    warning is logged on the ``ets_async`` logger (searches count these in ``metrics["solver_fallbacks"]``).
     """
-    global _fallbacks
     kept, counts = instance.kept, instance.counts
     if kept is not None and counts is not None:  # a tree problem, solved and re-allocated in Rust
         return EtsSelection(counts, kept, fell_back=False)
     try:
         kept = solve_program(instance.program())
     except SolverError as exc:
-        with _fallbacks_lock:
-            _fallbacks += 1
         logger.warning("ETS program not solved, falling back to the REBASE allocation: %s", exc)
         counts = instance.reallocate([True] * instance.num_candidates)  # everything kept = REBASE
         return EtsSelection(counts, [c > 0 for c in counts], fell_back=True)

@@ -71,7 +71,7 @@ def with_checks(config: EngineConfig, prm: PRM) -> PRM:
 
 
 def load_backends(config: EngineConfig | None = None) -> Backends:
-    """Start the configured engines: by default the embedded Qwen2.5-Coder-0.5B-Instruct policy on
+    """Start the configured engines: by default the embedded Qwen2.5-Coder-1.5B-Instruct policy on
     vLLM, the confidence PRM (the policy's own token probabilities, no engine of its own), and the
     all-MiniLM-L6-v2 embedder (loaded on first use)."""
     from .. import models

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .http_client import HttpClient
-from .judge_prm import DEFAULT_QUESTION, judge_probability, single_token_id
+from .judge_prm import DEFAULT_QUESTION, JUDGE_LABELS, judge_probability, judge_prompt, single_token_id
 from .protocols import ScoreRequest, current_scope
-from .vllm_prm import QWEN_STEP_SEPARATOR, qwen_prm_text, qwen_step_rewards, shepherd_text
+from .vllm_prm import QWEN_STEP_SEPARATOR, SHEPHERD_LABELS, qwen_prm_text, qwen_step_rewards, shepherd_prompt
 
 if TYPE_CHECKING:
     from ..fleet import Router
@@ -91,22 +91,14 @@ class HttpLogprobPRM:
 
 def http_judge_prm(router: Router, tokenizer: Any, *, question: str = DEFAULT_QUESTION, model: str | None = None) -> HttpLogprobPRM:
     """The LM judge over the policy's own token ids, on the policy's fleet (same endpoint per problem)."""
-    suffix = list(tokenizer.encode(question, add_special_tokens=False))
-    return HttpLogprobPRM(
-        router, tokenizer, lambda request: [*request.token_ids, *suffix], positive=" Yes", negative=" No", model=model
-    )
+    positive, negative = JUDGE_LABELS
+    return HttpLogprobPRM(router, tokenizer, judge_prompt(tokenizer, question), positive=positive, negative=negative, model=model)
 
 
 def http_math_shepherd_prm(router: Router, tokenizer: Any, *, model: str | None = None) -> HttpLogprobPRM:
     """A Math-Shepherd style step-tag PRM served by a generate-runner server."""
-    return HttpLogprobPRM(
-        router,
-        tokenizer,
-        lambda request: list(tokenizer.encode(shepherd_text(request.problem, request.steps))),
-        positive="+",
-        negative="-",
-        model=model,
-    )
+    positive, negative = SHEPHERD_LABELS
+    return HttpLogprobPRM(router, tokenizer, shepherd_prompt(tokenizer), positive=positive, negative=negative, model=model)
 
 
 class HttpPoolingPRM:

@@ -84,16 +84,26 @@ class LogprobPRM:
         return judge_probability({t: lp.logprob for t, lp in logprobs[0].items()}, self.positive, self.negative)
 
 
+JUDGE_LABELS = (" Yes", " No")
+"""The judge's positive and negative label (one token each)."""
+
+
+def judge_prompt(tokenizer: Any, question: str = DEFAULT_QUESTION) -> Callable[[ScoreRequest], list[int]]:
+    """The judge's prompt: the policy's own token ids, then the question (shares the policy's prefix cache)."""
+    suffix = list(tokenizer.encode(question, add_special_tokens=False))
+    return lambda request: [*request.token_ids, *suffix]
+
+
 def judge_prm(
     engine: AsyncLLM, tokenizer: Any, *, question: str = DEFAULT_QUESTION, request_timeout_s: float | None = None
 ) -> LogprobPRM:
-    """The LM judge over the policy's own token ids (shares the policy's prefix cache)."""
-    suffix = list(tokenizer.encode(question, add_special_tokens=False))
+    """The LM judge on the policy's engine."""
+    positive, negative = JUDGE_LABELS
     return LogprobPRM(
         engine,
         tokenizer,
-        lambda request: [*request.token_ids, *suffix],
-        positive=" Yes",
-        negative=" No",
+        judge_prompt(tokenizer, question),
+        positive=positive,
+        negative=negative,
         request_timeout_s=request_timeout_s,
     )

@@ -7,7 +7,7 @@ The prompt formats and the score read-out are pure functions, unit-tested withou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .judge_prm import LogprobPRM
@@ -44,15 +44,20 @@ def shepherd_text(problem: str, steps: Sequence[str]) -> str:
     return problem + " " + "".join(f"{s.strip()} {SHEPHERD_TAG}\n" for s in steps).rstrip("\n")
 
 
+SHEPHERD_LABELS = ("+", "-")
+"""Math-Shepherd's positive and negative label at the step tag."""
+
+
+def shepherd_prompt(tokenizer: Any) -> Callable[[ScoreRequest], list[int]]:
+    """Math-Shepherd's prompt as token ids: the question and steps, each step ending in the tag."""
+    return lambda request: list(tokenizer.encode(shepherd_text(request.problem, request.steps)))
+
+
 def math_shepherd_prm(engine: AsyncLLM, tokenizer: Any, *, request_timeout_s: float | None = None) -> LogprobPRM:
     """P(+) / (P(+) + P(-)) for the token after the newest step's tag."""
+    positive, negative = SHEPHERD_LABELS
     return LogprobPRM(
-        engine,
-        tokenizer,
-        lambda request: list(tokenizer.encode(shepherd_text(request.problem, request.steps))),
-        positive="+",
-        negative="-",
-        request_timeout_s=request_timeout_s,
+        engine, tokenizer, shepherd_prompt(tokenizer), positive=positive, negative=negative, request_timeout_s=request_timeout_s
     )
 
 

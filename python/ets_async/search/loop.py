@@ -5,12 +5,13 @@ expand the frontier -> score (and embed) each child -> allocate children -> repe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -75,6 +76,22 @@ def selection_pool() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="ets-select")
         return _pool
+
+
+@contextlib.contextmanager
+def selection_threads(initializer: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, selections run on new threads (as many) that first call ``initializer``
+    (a profiler, say); the threads are joined on exit and the usual pool comes back."""
+    global _pool
+    pool = ThreadPoolExecutor(available_cores(), "ets-select", initializer=initializer)
+    with _pool_lock:
+        previous, _pool = _pool, pool
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _pool = previous
+        pool.shutdown(wait=True)
 
 
 def request_seed(seed: int, problem_id: str, node: int) -> int:
