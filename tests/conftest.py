@@ -11,6 +11,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from hypothesis import settings
+
+# No per-example time limits: timing belongs to bench/, and a shared machine stalls any test now and then.
+settings.register_profile("ets_async", deadline=None)
+settings.load_profile("ets_async")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
