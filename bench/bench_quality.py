@@ -35,7 +35,7 @@ from ets_async import EngineConfig, SearchConfig, iter_solve, load_backends, rep
 from ets_async.api import resolve_config
 from ets_async.datasets import load_problems
 from ets_async.plots import plot_summaries
-from ets_async.results import ResultWriter, read_results, settings_changed
+from ets_async.results import ResultWriter, read_results
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
 VARIANTS = {
@@ -95,8 +95,7 @@ async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str,
     path = run_file(out, label, config)
     header = {"label": label, "config": config.model_dump(mode="json")}
     with ResultWriter(path, run_header=header) as writer:
-        changed = settings_changed((writer.existing_header or {}).get("config") or {}, header["config"])
-        if writer.existing_header is not None and changed:
+        if changed := writer.settings_changed(header["config"]):
             raise SystemExit(f"{path} was written with other settings ({', '.join(changed)}); remove it or use another --out")
         todo = [p for p in problems if p["id"] not in writer.done_ids()]
         if not todo:

@@ -73,6 +73,7 @@ DEMO_SETTINGS: dict[str, Any] = {
 DEMO_ENGINE: dict[str, Any] = {"max_model_len": 2048, "cpu_kv_cache_gib": 1.0, "max_num_seqs": 64}
 
 _MAX_REPORTED_ISSUES = 50
+_BACKEND_HELP = "vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
 _MODEL_HELP = (
     "Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
     f"[default: {DEFAULT_POLICY}]"
@@ -344,21 +345,6 @@ def _default_out(stem: str, config: SearchConfig) -> Path:
     return Path("runs") / f"{stem}-{config.method}-{config.width}.jsonl"
 
 
-def _check_resumable(existing: Mapping[str, Any] | None, header: Mapping[str, Any], out: Path) -> None:
-    """Refuse to append to a run file written with different search settings."""
-    if not existing or not isinstance(existing.get("config"), Mapping):
-        return
-    from .results import settings_changed
-
-    changed = settings_changed(existing["config"], header["config"])
-    if changed:
-        diffs = ", ".join(changed)
-        raise _usage_error(
-            f"{out} was written with other search settings ({diffs}); "
-            "use another --out, or the same settings to resume it"
-        )
-
-
 @app.command()
 def run(
     dataset: str = typer.Option(
@@ -496,7 +482,11 @@ def run(
     except RuntimeError as exc:  # another run holds the file
         raise _usage_error(str(exc)) from None
     with writer:
-        _check_resumable(writer.existing_header, header, out)
+        if changed := writer.settings_changed(search_config.model_dump(mode="json")):
+            raise _usage_error(
+                f"{out} was written with other search settings ({', '.join(changed)}); "
+                "use another --out, or the same settings to resume it"
+            )
         done = writer.done_ids()
         todo = [p for p in problems if p["id"] not in done]
         if not quiet:
@@ -712,7 +702,7 @@ def demo(
         None, help=_MODEL_HELP
     ),
     backend: BackendName = typer.Option(
-        BackendName.vllm, help="vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
+        BackendName.vllm, help=_BACKEND_HELP
     ),
     fake_delay: float = typer.Option(0.0, min=0.0, help="With --backend fake: seconds each policy request takes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -771,7 +761,7 @@ def serve(
     deadline: float = typer.Option(120.0, min=0.001, help="Seconds a request may take when it names no deadline_s."),
     max_deadline: float = typer.Option(600.0, min=0.001, help="The largest deadline_s a request may ask for."),
     backend: BackendName = typer.Option(
-        BackendName.vllm, help="vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
+        BackendName.vllm, help=_BACKEND_HELP
     ),
 ) -> None:
     """Serve one problem per HTTP request: POST /solve with a problem as JSON, GET /health.

@@ -141,6 +141,12 @@ class ResultWriter:
                 continue
             self._done.add(record["id"])
 
+    def settings_changed(self, config: Mapping[str, Any]) -> list[str]:
+        """``settings_changed`` between the search config the file was written with and ``config``;
+        empty for a new file or one whose header carries no config."""
+        old = (self.existing_header or {}).get("config")
+        return settings_changed(old, config) if isinstance(old, Mapping) else []
+
     def done_ids(self) -> set[str]:
         """Ids of the problems already in the file (read on open, plus those written since)."""
         with self._lock:
