@@ -26,12 +26,10 @@ import time
 from pathlib import Path
 
 from ets_async import SearchConfig, solve_many
-from ets_async.backends.http_client import HttpClient, RetryPolicy
-from ets_async.backends.http_policy import HttpPolicy, LazyTokenizer
-from ets_async.backends.http_prm import http_judge_prm
+from ets_async.backends.fleet import HttpClient, HttpPolicy, HttpTransport, LazyTokenizer, RetryPolicy, Router
+from ets_async.backends.prm_kinds import judge_prm
 from ets_async.config import DEFAULT_SYSTEM_PROMPT, EngineConfig
 from ets_async.datasets import load_problems
-from ets_async.fleet import Router
 from ets_async.local_servers import local_servers
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
@@ -84,8 +82,9 @@ async def measure(tag: str, problems, config: SearchConfig, policy, prm) -> dict
 
 def fleet(router_cls, urls: list[str], model: str, max_model_len: int):
     router = router_cls(urls, HttpClient(RetryPolicy(timeout_s=900.0)))
-    policy = HttpPolicy(router, LazyTokenizer(model), max_model_len=max_model_len)
-    return policy, http_judge_prm(router, policy.tokenizer)
+    tokenizer = LazyTokenizer(model)
+    policy = HttpPolicy(router, tokenizer, max_model_len=max_model_len)
+    return policy, judge_prm(HttpTransport(router, tokenizer), policy.tokenizer)
 
 
 async def http_runs(problems, config: SearchConfig, urls: list[str], model: str, max_model_len: int) -> dict[str, dict]:

@@ -12,7 +12,8 @@ import pytest
 from ets_async import SearchConfig, solve_many
 from ets_async.backends import Sampling, ScoreRequest
 from ets_async.backends.confidence_prm import ConfidencePRM
-from ets_async.backends.judge_prm import judge_prm
+from ets_async.backends.prm_kinds import judge_prm
+from ets_async.backends.vllm_engine import EngineTransport
 from ets_async.backends.protocols import current_scope
 from ets_async.backends.vllm_policy import VllmPolicy
 
@@ -84,7 +85,7 @@ async def test_judge_prm_scores_are_probabilities(backends, engine):
         ScoreRequest(tuple(root + tok.encode(text, add_special_tokens=False)), "What is 2 + 2?", (text,))
         for text in (good, bad)
     ]
-    judge = judge_prm(engine, tok)
+    judge = judge_prm(EngineTransport(engine), tok)
     scores = await judge.score(requests)
     again = await judge.score(requests)
     assert all(0.0 < s < 1.0 for s in scores)

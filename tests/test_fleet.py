@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 
 from ets_async import SearchConfig, solve_many
-from ets_async.backends.http_client import HttpClient, RetryPolicy
-from ets_async.backends.http_policy import HttpPolicy, LazyTokenizer
-from ets_async.backends.http_prm import http_judge_prm
+from ets_async.backends.fleet import HttpClient, HttpPolicy, HttpTransport, LazyTokenizer, RetryPolicy, Router
+from ets_async.backends.prm_kinds import judge_prm
 from ets_async.backends.protocols import ProblemScope, Sampling, current_scope
-from ets_async.fleet import Router
 from ets_async.local_servers import LocalServer, local_servers
 
 from .fakes import FakeEmbedder
@@ -86,8 +84,9 @@ class TracingRouter(Router):
 def fleet(model: str, servers: list[LocalServer], **retry: Any):
     client = HttpClient(RetryPolicy(**{"timeout_s": 300.0, "backoff_s": 0.1, **retry}))
     router = TracingRouter([s.url for s in servers], client, health_interval_s=0.5)
-    policy = HttpPolicy(router, LazyTokenizer(model), max_model_len=2048)
-    return router, policy, http_judge_prm(router, policy.tokenizer)
+    tokenizer = LazyTokenizer(model)
+    policy = HttpPolicy(router, tokenizer, max_model_len=2048)
+    return router, policy, judge_prm(HttpTransport(router, tokenizer), policy.tokenizer)
 
 
 def sampling(max_tokens: int = 16, seed: int = 1) -> Sampling:

@@ -15,13 +15,23 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ets_async import SearchConfig, solve_many
-from ets_async.backends.http_client import EndpointError, HttpClient, RequestRejected, RetryPolicy
-from ets_async.backends.http_policy import HttpPolicy, completion_payload, parse_completion
-from ets_async.backends.http_prm import HttpPoolingPRM, http_judge_prm, label_logprobs
+from ets_async.backends.fleet import (
+    EndpointError,
+    HttpClient,
+    HttpPolicy,
+    HttpTransport,
+    RequestRejected,
+    RetryPolicy,
+    Router,
+    endpoints_from_env,
+    parse_endpoints,
+)
+from ets_async.backends.fleet.policy import completion_payload, parse_completion
+from ets_async.backends.fleet.transport import top_logprobs_by_id
+from ets_async.backends.prm_kinds import LabelPRM, judge_prm, qwen_prm
 from ets_async.backends.protocols import ProblemScope, Sampling, ScoreRequest, current_scope
 from ets_async.config import EngineConfig
 from ets_async.errors import BackendError, ConfigError
-from ets_async.fleet import Router, endpoints_from_env, parse_endpoints
 
 from .fakes import FakeEmbedder, FakePRM
 
@@ -70,6 +80,7 @@ class FakeServer:
     cancelled: int = 0
     server: TestServer | None = None
     model_root: str | None = None
+    step_rows_only: bool = False  # pool at step tags only, as vLLM's STEP default does
 
     @property
     def url(self) -> str:
@@ -136,7 +147,7 @@ class FakeServer:
     async def pooling(self, request: web.Request) -> web.Response:
         payload = await request.json()
         self.payloads.append(payload)
-        rows = [[0.3, 0.7] if t == 99 else [0.5, 0.5] for t in payload["input"]]
+        rows = [[0.3, 0.7] if t == 99 else [0.5, 0.5] for t in payload["input"] if t == 99 or not self.step_rows_only]
         return web.json_response({"data": [{"index": 0, "data": rows}], "usage": {"prompt_tokens": len(rows)}})
 
 
@@ -198,11 +209,11 @@ def test_parse_completion_reads_token_ids_finish_and_cached_tokens():
     assert step.token_ids == (97, 98) and step.finished
 
 
-def test_label_logprobs_reads_token_id_keys_or_label_texts():
-    assert label_logprobs({"token_id:7": -0.5, "token_id:8": -1.0}, {}) == {7: -0.5, 8: -1.0}
-    assert label_logprobs({" Yes": -0.5, "x": -3.0}, {" Yes": 7}) == {7: -0.5}
+def test_top_logprobs_are_read_by_token_id_keys_or_label_texts():
+    assert top_logprobs_by_id({"token_id:7": -0.5, "token_id:8": -1.0}, {}) == {7: -0.5, 8: -1.0}
+    assert top_logprobs_by_id({" Yes": -0.5, "x": -3.0}, {" Yes": 7}) == {7: -0.5}
     with pytest.raises(ValueError):
-        label_logprobs({"x": -1.0}, {" Yes": 7})
+        top_logprobs_by_id({"x": -1.0}, {" Yes": 7})
 
 
 def test_endpoints_are_validated_and_read_from_the_environment(monkeypatch):
@@ -370,7 +381,7 @@ async def test_judge_prm_follows_its_problem_to_the_policy_endpoint(servers):
     router = make_router(servers)
     tokenizer = ByteTokenizer()
     policy = HttpPolicy(router, StaticTokenizer(tokenizer))
-    prm = http_judge_prm(router, tokenizer, question="?")
+    prm = judge_prm(HttpTransport(router, StaticTokenizer(tokenizer)), tokenizer, question="?")
     scopes = [ProblemScope("a"), ProblemScope("b")]
     for scope in scopes:
         await expand_as(policy, scope, list(f"{scope.id}|".encode()))
@@ -400,11 +411,22 @@ class QwenLikeTokenizer:
 
 @pytest.mark.asyncio
 async def test_pooling_prm_reads_the_newest_step_separator(servers):
-    prm = HttpPoolingPRM(make_router(servers[:1]), QwenLikeTokenizer())
+    router = make_router(servers[:1])
+    prm = qwen_prm(HttpTransport(router, StaticTokenizer(QwenLikeTokenizer())), QwenLikeTokenizer())
     (score,) = await prm.score([ScoreRequest((1,), "problem", ("one", "two"))])
     assert score == pytest.approx(0.7)
     assert servers[0].payloads[0]["task"] == "token_classify"
-    await prm.router.aclose()
+    await router.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_pooling_server_with_step_rows_only_is_a_clear_error(servers):
+    servers[0].step_rows_only = True
+    router = make_router(servers[:1])
+    prm = qwen_prm(HttpTransport(router, StaticTokenizer(QwenLikeTokenizer())), QwenLikeTokenizer())
+    with pytest.raises(BackendError, match="tok_pooling_type.*ALL"):
+        await prm.score([ScoreRequest((1,), "problem", ("one", "two"))])
+    await router.aclose()
 
 
 # -- the whole search over a fleet ----------------------------------------------------------------
@@ -457,8 +479,7 @@ async def test_a_server_dying_mid_batch_loses_no_problem(servers):
 @pytest.mark.asyncio
 async def test_load_backends_with_endpoints_builds_the_fleet(servers, tmp_path, monkeypatch):
     from ets_async import load_backends
-    from ets_async.backends.http_policy import LazyTokenizer
-    from ets_async.backends.http_prm import HttpLogprobPRM
+    from ets_async.backends.fleet import LazyTokenizer
 
     config = EngineConfig(endpoints=[s.url for s in servers], prm="judge")
     servers[0].model_root = str(tmp_path / "not-here")
@@ -468,7 +489,7 @@ async def test_load_backends_with_endpoints_builds_the_fleet(servers, tmp_path, 
     servers[0].model_root = str(tmp_path)  # the servers report a local directory: its tokenizer is used
     monkeypatch.setattr(LazyTokenizer, "get", lambda self: ByteTokenizer())
     backends = await asyncio.to_thread(load_backends, config)
-    assert isinstance(backends.policy, HttpPolicy) and isinstance(backends.prm, HttpLogprobPRM)
+    assert isinstance(backends.policy, HttpPolicy) and isinstance(backends.prm, LabelPRM)
     assert backends.policy.max_model_len == 1536 and backends.policy.model == "served-name"
     assert [e.url for e in backends.policy.router.endpoints] == [s.url for s in servers]
-    assert backends.prm.router is backends.policy.router  # the judge follows the policy's routing
+    assert backends.prm.transport.router is backends.policy.router  # the judge follows the policy's routing

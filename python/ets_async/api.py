@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import PRM, Backends, Embedder, Policy, ScoreRequest, load_backends
+from .backends import PRM, Backends, Embedder, Policy, PRMLike, ScoreRequest, as_prm, load_backends
 from .batching import MicroBatcher
 from .config import EngineConfig, SearchConfig
 from .errors import ConfigError, EngineDiedError, EtsError
@@ -51,7 +51,7 @@ async def iter_solve(
     config: SearchConfig | None = None,
     *,
     policy: Policy | None = None,
-    prm: PRM | None = None,
+    prm: PRMLike | None = None,
     embedder: Embedder | None = None,
 ) -> AsyncIterator[ProblemResult]:
     """Yield one result per problem as problems finish.
@@ -69,7 +69,7 @@ async def solve_many(
     config: SearchConfig | None = None,
     *,
     policy: Policy | None = None,
-    prm: PRM | None = None,
+    prm: PRMLike | None = None,
     embedder: Embedder | None = None,
 ) -> list[ProblemResult]:
     """Search every problem; results in input order. A bad problem yields a result with ``error``."""
@@ -94,31 +94,32 @@ async def _iter_indexed(
     problems: Iterable[Any] | AsyncIterable[Any],
     config: SearchConfig | None,
     policy: Policy | None,
-    prm: PRM | None,
+    prm: PRMLike | None,
     embedder: Embedder | None,
 ) -> AsyncIterator[tuple[int, ProblemResult]]:
     config = config or SearchConfig()
     if not isinstance(config, SearchConfig):
         raise ConfigError(f"config must be a SearchConfig, got {type(config).__name__}")
-    if policy is None or prm is None or embedder is None:
+    scorer = None if prm is None else as_prm(prm)
+    if policy is None or scorer is None or embedder is None:
         defaults = default_backends()
         policy = policy or defaults.policy
-        prm = prm or defaults.prm
+        scorer = scorer or defaults.prm
         embedder = embedder or defaults.embedder
     config = resolve_config(config, policy, embedder)
     max_model_len = getattr(policy, "max_model_len", None)
-    step_logprobs = bool(getattr(prm, "needs_step_logprobs", False))
+    step_logprobs = bool(getattr(scorer, "needs_step_logprobs", False))
     if config.request_rate_limit is not None:
         from asyncio_throttle import Throttler
 
         # Throttler counts whole requests per period: r requests/s = n requests per n/r seconds.
         slots = max(1, round(config.request_rate_limit))
         throttler = Throttler(rate_limit=slots, period=slots / config.request_rate_limit)
-        policy, prm = _ThrottledPolicy(policy, throttler), _ThrottledPRM(prm, throttler)
+        policy, scorer = _ThrottledPolicy(policy, throttler), _ThrottledPRM(scorer, throttler)
 
     async with contextlib.AsyncExitStack() as stack:
         score_batcher = await stack.enter_async_context(
-            MicroBatcher(prm.score, max_batch=64, max_wait_s=0.002, max_in_flight=4)
+            MicroBatcher(scorer.score, max_batch=64, max_wait_s=0.002, max_in_flight=4)
         )
         embed = None
         if embedder is not None:

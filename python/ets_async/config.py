@@ -219,6 +219,16 @@ class EngineConfig(_Validated):
     )
     arithmetic_check: bool = Field(False, description="cut a step's score to a tenth when its stated arithmetic is wrong")
     prm_model: str | None = Field(None, description="PRM model; None = the policy model (judge PRM only)")
+    prm_gpu_memory_utilization: float = Field(
+        0.25, gt=0.0, le=1.0, description="GPU memory share of the PRM's own engine (qwen_prm, math_shepherd)"
+    )
+    prm_cpu_kv_cache_gib: int = Field(1, ge=1, description="KV cache (GiB) of the PRM's own engine on CPU")
+    prm_devices: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(,[0-9]+)*$",
+        description="CUDA_VISIBLE_DEVICES of the PRM's own engine, e.g. '1' (policy on one GPU, PRM on "
+        "another); None = the devices this process sees, shared with the policy",
+    )
     embedder_model: str | None = Field(None, description="sentence-transformers model (path, name or registry name); None = all-MiniLM-L6-v2")
     dtype: Dtype = Field(
         "auto",
@@ -228,6 +238,9 @@ class EngineConfig(_Validated):
     max_model_len: int = Field(4096, ge=128)
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
+    devices: str | None = Field(
+        None, pattern=r"^[0-9]+(,[0-9]+)*$", description="CUDA_VISIBLE_DEVICES of the policy engine; None = this process's"
+    )
     cpu_kv_cache_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB) on CPU")
     cpu_cores: str = Field(
         "all",
@@ -242,7 +255,7 @@ class EngineConfig(_Validated):
         description="KV-cache blocks of the in-process engine (block_size tokens each); None = as many as "
         "cpu_kv_cache_gib or gpu_memory_utilization allow. Must hold one max_model_len sequence plus one block",
     )
-    # Scale-out (fleet.py): run the policy and the judge PRM on OpenAI-compatible servers instead.
+    # Scale-out (backends/fleet): run the policy and the PRM on OpenAI-compatible servers instead.
     endpoints: tuple[str, ...] = Field((), description="vLLM/SGLang server URLs; empty = $ETS_ASYNC_ENDPOINTS or in-process")
     prm_endpoints: tuple[str, ...] = Field((), description="servers of a trained PRM (prm='qwen_prm'/'math_shepherd') on a fleet")
     request_timeout_s: float = Field(
@@ -252,3 +265,14 @@ class EngineConfig(_Validated):
         "final output; past it the request is aborted and its problem fails with RequestTimeoutError",
     )
     request_retries: int = Field(3, ge=1, description="attempts on one server before it is marked down")
+
+    def prm_engine(self) -> EngineConfig:
+        """The settings of the PRM's own engine: these, with the PRM's memory share and devices."""
+        return self.model_copy(
+            update={
+                "gpu_memory_utilization": self.prm_gpu_memory_utilization,
+                "cpu_kv_cache_gib": self.prm_cpu_kv_cache_gib,
+                "num_kv_blocks": None,
+                "devices": self.prm_devices,
+            }
+        )

@@ -23,7 +23,7 @@ class SearchMetrics:
     selections: int = 0
     selection_time_s: float = 0.0
     solver_fallbacks: int = 0
-    endpoint_moves: int = 0  # times the problem moved to another server after one failed (fleet.py)
+    endpoint_moves: int = 0  # times the problem moved to another server after one failed (backends/fleet)
     depth: int = 0
     finished: int = 0
     wall_time_s: float = 0.0

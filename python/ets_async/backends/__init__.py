@@ -1,14 +1,17 @@
-"""Backends: the protocols, and ``load_backends`` which builds the configured in-process set."""
+"""Backends: the protocols, and ``load_backends``, the one loader of a configured set (in process or
+on servers)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import EngineConfig
 from ..errors import ConfigError
-from .protocols import PRM, Embedder, Expansion, Policy, Sampling, ScoreRequest
+from .prm_kinds import PRM_KINDS, PRMLike, as_prm
+from .protocols import PRM, Embedder, Expansion, Policy, Sampling, ScoreRequest, ScoringTransport
 
 log = logging.getLogger("ets_async")
 
@@ -50,17 +53,6 @@ def sentence_embedder(config: EngineConfig) -> Embedder:
     return SentenceTransformerEmbedder(path, cluster_threshold=models.calibrated_cut(config.embedder_model))
 
 
-def model_free_prm(config: EngineConfig) -> PRM | None:
-    """The PRM of ``config`` when it needs no model of its own (confidence, arithmetic), else None."""
-    from .confidence_prm import ArithmeticCheckedPRM, ConfidencePRM
-
-    if config.prm == "confidence":
-        return ConfidencePRM()
-    if config.prm == "arithmetic":
-        return ArithmeticCheckedPRM()
-    return None
-
-
 def with_checks(config: EngineConfig, prm: PRM) -> PRM:
     """``prm`` with the configured model-free checks applied on top (``arithmetic_check``)."""
     from .confidence_prm import ArithmeticCheckedPRM
@@ -71,47 +63,102 @@ def with_checks(config: EngineConfig, prm: PRM) -> PRM:
 
 
 def load_backends(config: EngineConfig | None = None) -> Backends:
-    """Start the configured engines: by default the embedded Qwen2.5-Coder-1.5B-Instruct policy on
-    vLLM, the confidence PRM (the policy's own token probabilities, no engine of its own), and the
-    all-MiniLM-L6-v2 embedder (loaded on first use)."""
-    from .. import models
-    from .judge_prm import judge_prm
-    from .vllm_engine import create_engine
-    from .vllm_policy import VllmPolicy
-    from .vllm_prm import QwenPRM, math_shepherd_prm
-
+    """Start the configured backends: by default the embedded Qwen2.5-Coder-1.5B-Instruct policy on an
+    in-process vLLM engine, the confidence PRM (the policy's own token probabilities, no engine of its
+    own) and the all-MiniLM-L6-v2 embedder (loaded on first use). With ``endpoints`` (or
+    ``$ETS_ASYNC_ENDPOINTS``) the policy runs on those servers instead; a PRM with a model of its own
+    (``PRM_KINDS``) runs on a second engine (``prm_model``, ``prm_*`` settings) or on ``prm_endpoints``."""
     config = config or EngineConfig()
-    from ..fleet import endpoints_from_env, load_fleet_backends
+    kind = PRM_KINDS[config.prm]
+    if kind.model == "policy" and config.prm_model is not None:
+        raise ConfigError(f"prm={config.prm!r} reads the policy's own model: leave prm_model unset")
+    if kind.model == "own" and config.prm_model is None:
+        raise ConfigError(f"prm={config.prm!r} needs prm_model (a local path or model name)")
+    from .fleet import endpoints_from_env
 
-    if endpoints := config.endpoints or endpoints_from_env():  # servers instead of an in-process engine
-        return load_fleet_backends(config, endpoints)
+    if endpoints := config.endpoints or endpoints_from_env():
+        policy, policy_transport, policy_tokenizer, engines = _fleet_policy(config, endpoints)
+    else:
+        policy, policy_transport, policy_tokenizer, engines = _engine_policy(config)
+    transport: ScoringTransport | None = None
+    tokenizer: Any = None
+    if kind.model == "policy":
+        transport, tokenizer = policy_transport, policy_tokenizer()
+    elif kind.model == "own":
+        try:
+            transport, tokenizer, prm_engines = (_fleet_prm if endpoints else _engine_prm)(config, kind.runner)
+        except BaseException:
+            for engine in engines:
+                engine.shutdown()
+            raise
+        engines += prm_engines
+    prm = kind.build(transport, tokenizer)
+    return Backends(policy, with_checks(config, prm), sentence_embedder(config), engines=engines)
+
+
+# What opening a policy gives: the policy, a PRM transport on its model, its tokenizer (on demand),
+# and the engines to shut down.
+_OpenedPolicy = tuple[Policy, ScoringTransport, Callable[[], Any], tuple[Any, ...]]
+
+
+def _engine_policy(config: EngineConfig) -> _OpenedPolicy:
+    from .. import models
+    from .vllm_engine import EngineTransport, create_engine
+    from .vllm_policy import VllmPolicy
+
     policy_model = models.resolve_model(config.model)
     log.info("starting policy engine on %s", policy_model)
     engine = create_engine(config, policy_model)
-    engines = [engine]
     tokenizer = engine.get_tokenizer()
     limit = config.request_timeout_s
-    policy = VllmPolicy(
-        engine, tokenizer, temperature=models.measured_temperature(config.model), request_timeout_s=limit
-    )
-    prm: PRM
-    if (free := model_free_prm(config)) is not None:
-        prm = free
-    elif config.prm == "judge":
-        if config.prm_model not in (None, policy_model):
-            raise ConfigError("the judge PRM reads the policy's own token ids: leave prm_model unset for prm='judge'")
-        prm = judge_prm(engine, tokenizer, request_timeout_s=limit)
-    else:
-        if config.prm_model is None:
-            raise ConfigError(f"prm={config.prm!r} needs prm_model (a local path or model name)")
-        prm_engine = create_engine(config, config.prm_model, runner="pooling" if config.prm == "qwen_prm" else "generate")
-        engines.append(prm_engine)
-        prm_tokenizer = prm_engine.get_tokenizer()
-        if config.prm == "qwen_prm":
-            prm = QwenPRM(prm_engine, prm_tokenizer, request_timeout_s=limit)
-        else:
-            prm = math_shepherd_prm(prm_engine, prm_tokenizer, request_timeout_s=limit)
-    return Backends(policy, with_checks(config, prm), sentence_embedder(config), engines=tuple(engines))
+    policy = VllmPolicy(engine, tokenizer, temperature=models.measured_temperature(config.model), request_timeout_s=limit)
+    return policy, EngineTransport(engine, request_timeout_s=limit), lambda: tokenizer, (engine,)
 
 
-__all__ = ["PRM", "Backends", "Embedder", "Expansion", "Policy", "Sampling", "ScoreRequest", "load_backends"]
+def _engine_prm(config: EngineConfig, runner: Any) -> tuple[ScoringTransport, Any, tuple[Any, ...]]:
+    """The PRM's own in-process engine (a second AsyncLLM, with the PRM's memory share and devices)."""
+    from .. import models
+    from .vllm_engine import EngineTransport, create_engine
+
+    prm_model = models.resolve_model(config.prm_model)
+    log.info("starting PRM engine on %s", prm_model)
+    engine = create_engine(config.prm_engine(), prm_model, runner=runner)
+    return EngineTransport(engine, request_timeout_s=config.request_timeout_s), engine.get_tokenizer(), (engine,)
+
+
+def _fleet_policy(config: EngineConfig, endpoints: Any) -> _OpenedPolicy:
+    from .fleet import connect
+
+    fleet = connect(endpoints, config.model, _http_client(config), max_model_len=config.max_model_len)
+    return fleet.policy(), fleet.transport(), fleet.tokenizer.get, ()
+
+
+def _fleet_prm(config: EngineConfig, runner: Any) -> tuple[ScoringTransport, Any, tuple[Any, ...]]:
+    from .fleet import connect
+
+    if not config.prm_endpoints:
+        raise ConfigError(f"prm={config.prm!r} on a fleet needs prm_endpoints (its servers, {runner} runner)")
+    fleet = connect(config.prm_endpoints, config.prm_model, _http_client(config), role="PRM")
+    return fleet.transport(), fleet.tokenizer.get(), ()
+
+
+def _http_client(config: EngineConfig) -> Any:
+    from .fleet import HttpClient, RetryPolicy
+
+    return HttpClient(RetryPolicy(timeout_s=config.request_timeout_s, attempts=config.request_retries))
+
+
+__all__ = [
+    "PRM",
+    "PRM_KINDS",
+    "PRMLike",
+    "Backends",
+    "Embedder",
+    "Expansion",
+    "Policy",
+    "Sampling",
+    "ScoreRequest",
+    "ScoringTransport",
+    "as_prm",
+    "load_backends",
+]

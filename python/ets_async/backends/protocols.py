@@ -15,7 +15,7 @@ from ..types import Step
 @dataclass(eq=False)
 class ProblemScope:
     """The search a backend call belongs to. The loop sets ``current_scope`` per problem; a routing
-    backend (fleet.py) keys prefix affinity on it and counts the problem's endpoint moves here."""
+    backend (backends/fleet) keys prefix affinity on it and counts the problem's endpoint moves here."""
 
     id: str
     endpoint_moves: int = 0
@@ -91,4 +91,44 @@ class Embedder(Protocol):
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """A float32 array of shape (len(texts), dim)."""
+        ...
+
+
+@dataclass
+class PrefillCount:
+    """PRM requests a transport sent, their prompt tokens, and how many of those the engine read from
+    its prefix cache instead of computing them."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    def add(self, prompt_tokens: int, cached_tokens: int) -> None:
+        self.requests += 1
+        self.prompt_tokens += prompt_tokens
+        self.cached_tokens += cached_tokens
+
+    @property
+    def computed_tokens(self) -> int:
+        """The prefill the engine did: prompt tokens not read from the cache."""
+        return self.prompt_tokens - self.cached_tokens
+
+
+@runtime_checkable
+class ScoringTransport(Protocol):
+    """What a model-backed PRM asks of wherever its model runs: the in-process engine
+    (``vllm_engine.EngineTransport``) or servers (``fleet.HttpTransport``). ``scope`` is the problem
+    that asks; a routing transport keeps a problem's requests on one server."""
+
+    async def label_logprobs(
+        self, token_ids: Sequence[int], label_ids: Sequence[int], *, scope: ProblemScope | None = None
+    ) -> dict[int, float]:
+        """Log-probabilities of ``label_ids`` (at least; a server may return only its top-k) as the
+        next token after ``token_ids``."""
+        ...
+
+    async def pool(self, token_ids: Sequence[int], *, scope: ProblemScope | None = None) -> list[list[float]]:
+        """Per-token class probabilities of a token-classification model, one row per token for the
+        last ``len(rows)`` tokens of ``token_ids`` (all of them, or only those the engine computed
+        after reading the rest from its prefix cache)."""
         ...

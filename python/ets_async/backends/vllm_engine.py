@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .. import watchdog
 from ..config import Dtype, EngineConfig
-from ..errors import EngineDiedError, RequestTimeoutError
+from ..errors import BackendError, EngineDiedError, RequestTimeoutError
+from .protocols import PrefillCount, ProblemScope
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -82,18 +83,26 @@ def cpu_binding(cores: str) -> str:
 
 @contextmanager
 def _engine_environment(config: EngineConfig, on_cpu: bool) -> Iterator[None]:
-    """The CPU settings vLLM reads from the environment when it spawns the engine; variables the
-    user already set win. The process environment is restored afterwards."""
+    """The settings vLLM reads from the environment when it spawns the engine: on CPU the KV cache
+    size and the worker's cores (variables the user already set win), and ``config.devices`` as
+    CUDA_VISIBLE_DEVICES (the config wins: it names this engine's devices). The process environment
+    is restored afterwards."""
     wanted = {"VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kv_cache_gib)}
     if on_cpu:
         wanted["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(config.cpu_cores)
-    added = [key for key in wanted if key not in os.environ]
-    os.environ.update({key: wanted[key] for key in added})
+    changes = {key: value for key, value in wanted.items() if key not in os.environ}
+    if config.devices is not None:
+        changes["CUDA_VISIBLE_DEVICES"] = config.devices
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
     try:
         yield
     finally:
-        for key in added:
-            os.environ.pop(key, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def create_engine(
@@ -104,9 +113,14 @@ def create_engine(
     prefill, which CPU generators cannot do ("CPU Generator does not use offset" kills the engine
     once many seeded requests share a step's token budget). The worker runs on ``cpu_cores``.
 
+    A pooling engine pools every token (``ALL``) rather than vLLM's ``STEP`` default for process
+    reward models: the same rows, but vLLM supports prefix caching only with ``ALL``, and with it a
+    PRM request reads the trajectory's scored prefix from the cache (``EngineTransport.pool``).
+
     The engine's processes die with this process, however it dies (``watchdog``), and its
     preemptions are counted per request (``request_preemptions``)."""
     import torch
+    from vllm.config.pooler import PoolerConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -128,6 +142,7 @@ def create_engine(
         max_num_batched_tokens=max(config.max_model_len, 2048) if on_cpu else None,
         num_gpu_blocks_override=config.num_kv_blocks,
         disable_log_stats=False,
+        pooler_config=PoolerConfig(tok_pooling_type="ALL") if runner == "pooling" else None,
     )
     preemptions = PreemptionLog()
     with _engine_environment(config, on_cpu), watchdog.adopt_children():
@@ -236,3 +251,46 @@ async def final_output(
     if final is None:
         raise RuntimeError(f"engine returned no output for request {request_id}")
     return final
+
+
+class EngineTransport:
+    """The PRM transport of an in-process engine (``protocols.ScoringTransport``), counting the
+    prompt tokens it sends and those the engine read from its prefix cache (``prefill``)."""
+
+    def __init__(self, engine: AsyncLLM, *, request_timeout_s: float | None = None) -> None:
+        self.engine = engine
+        self.request_timeout_s = request_timeout_s
+        self.prefill = PrefillCount()
+
+    async def label_logprobs(
+        self, token_ids: Sequence[int], label_ids: Sequence[int], *, scope: ProblemScope | None = None
+    ) -> dict[int, float]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprob_token_ids=list(label_ids),  # always returned, whatever their rank
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        output, _ = await run_request(self.engine, token_ids, params, tag="prm", timeout_s=self.request_timeout_s)
+        self.prefill.add(len(token_ids), output.num_cached_tokens or 0)
+        logprobs = output.outputs[0].logprobs
+        if not logprobs:
+            raise BackendError("the engine returned no log-probabilities for the PRM's labels")
+        return {token: logprob.logprob for token, logprob in logprobs[0].items()}
+
+    async def pool(self, token_ids: Sequence[int], *, scope: ProblemScope | None = None) -> list[list[float]]:
+        from vllm.inputs import tokens_input
+        from vllm.pooling_params import PoolingParams
+
+        # vLLM skips the prefix cache for token pooling by default, to return a row for every token;
+        # reading it, the rows cover the tokens computed after the cached prefix (newest step included).
+        params = PoolingParams(task="token_classify", skip_reading_prefix_cache=False)
+        request_id = next_request_id("prm")
+        stream = self.engine.encode(tokens_input(list(token_ids)), params, request_id)
+        final = await final_output(self.engine, stream, request_id, timeout_s=self.request_timeout_s)
+        rows = final.outputs.data.tolist()
+        self.prefill.add(len(token_ids), len(token_ids) - len(rows))
+        return rows

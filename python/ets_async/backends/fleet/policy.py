@@ -1,5 +1,5 @@
 """Policy on a fleet of OpenAI-compatible servers (vLLM, SGLang): token-id prompts over
-``/v1/completions``, each problem pinned to one server (fleet.Router) so its tree stays in that
+``/v1/completions``, each problem pinned to one server (``router.Router``) so its tree stays in that
 server's prefix cache; children extend the parent's token ids exactly as the server returned them.
 """
 
@@ -8,15 +8,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..types import Step
-from .http_client import HttpClient
-from .protocols import Expansion, Sampling, current_scope
-from .vllm_policy import render_chat
-
-if TYPE_CHECKING:
-    from ..fleet import Router
+from ...types import Step
+from ..protocols import Expansion, Sampling, current_scope
+from ..vllm_policy import render_chat
+from .client import HttpClient
+from .router import Router
 
 log = logging.getLogger("ets_async")
 

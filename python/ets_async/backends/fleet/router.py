@@ -1,7 +1,7 @@
 """Routing over a fleet of inference servers: one endpoint per problem (prefix affinity), least
 outstanding work for new problems, and failover of a failed endpoint's problems to a live one.
 
-A problem is identified by its ``ProblemScope`` (set by the search loop; see backends/protocols.py).
+A problem is identified by its ``ProblemScope`` (set by the search loop; see ``protocols.py``).
 Every request of a scope goes to the endpoint it was pinned to, so the server's prefix cache holds
 the problem's tree. When that endpoint fails (``EndpointError``: connection errors, timeouts, 5xx
 after the client's retries), it is marked down and health-checked in the background (``GET
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from .backends.http_client import EndpointError, HttpClient
-from .backends.protocols import ProblemScope
-from .errors import BackendError, ConfigError
+from ...errors import BackendError, ConfigError
+from ..protocols import ProblemScope
+from .client import EndpointError, HttpClient
 
 log = logging.getLogger("ets_async")
 
@@ -233,51 +233,3 @@ def discover_model(urls: Sequence[str], timeout_s: float = 5.0) -> ServedModel |
             continue
         return ServedModel(str(data["id"]), data.get("root"), data.get("max_model_len"))
     return None
-
-
-def load_fleet_backends(config, endpoints: Sequence[str]):  # -> Backends (typed loosely: import cycle)
-    """Backends on servers: the HTTP policy and PRM over a shared router, the local embedder.
-
-    The tokenizer (used to render root prompts and the judge's labels) is read locally from
-    ``config.model`` when it is a directory, else from the directory the servers report as the
-    model's ``root`` (servers started from a local path on this machine).
-    """
-    from .backends import PRM, Backends, model_free_prm, sentence_embedder, with_checks
-    from .backends.http_client import RetryPolicy
-    from .backends.http_policy import HttpPolicy, LazyTokenizer
-    from .backends.http_prm import HttpPoolingPRM, http_judge_prm, http_math_shepherd_prm
-
-    urls = parse_endpoints(endpoints)
-    served = discover_model(urls)
-    local = [p for p in (config.model, served.root if served else None) if p and os.path.isdir(p)]
-    if not local:
-        raise ConfigError(
-            "the fleet needs the served model's tokenizer on this machine: set model (--model) to a local "
-            f"directory holding it (servers report {served.root if served else 'nothing'!r})"
-        )
-    client = HttpClient(RetryPolicy(timeout_s=config.request_timeout_s, attempts=config.request_retries))
-    router = Router(urls, client)
-    name = served.name if served else None
-    max_len = (served.max_model_len if served else None) or config.max_model_len
-    policy = HttpPolicy(router, LazyTokenizer(local[0]), model=name, max_model_len=max_len)
-    prm: PRM
-    if (free := model_free_prm(config)) is not None:
-        prm = free
-    elif config.prm == "judge":
-        prm = http_judge_prm(router, policy.tokenizer, model=name)
-    else:
-        if not config.prm_endpoints or config.prm_model is None or not os.path.isdir(config.prm_model):
-            raise ConfigError(
-                f"prm={config.prm!r} on a fleet needs prm_endpoints (its servers) and prm_model "
-                "(a local directory with the PRM's tokenizer)"
-            )
-        prm_urls = parse_endpoints(config.prm_endpoints)
-        prm_served = discover_model(prm_urls)
-        prm_router = Router(prm_urls, client)
-        prm_tokenizer = LazyTokenizer(config.prm_model).get()
-        prm_name = prm_served.name if prm_served else None
-        if config.prm == "qwen_prm":
-            prm = HttpPoolingPRM(prm_router, prm_tokenizer, model=prm_name)
-        else:
-            prm = http_math_shepherd_prm(prm_router, prm_tokenizer, model=prm_name)
-    return Backends(policy, with_checks(config, prm), sentence_embedder(config))

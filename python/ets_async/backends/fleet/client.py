@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BackendError
+from ...errors import BackendError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
