@@ -1,4 +1,5 @@
-"""The run file: durable appends, torn-line recovery, resume after SIGKILL, tolerant reading, summaries."""
+"""The run file: durable appends, torn-line recovery, resume after SIGKILL (and what it may not change),
+tolerant reading, summaries."""
 
 from __future__ import annotations
 
@@ -86,6 +87,18 @@ def test_run_header_is_written_once_and_is_not_a_problem(tmp_path: Path, caplog)
     assert "differs" in caplog.text
     assert path.read_text().count("run_header") == 1
     assert [r["id"] for r in read_results(path)] == ["a"]
+
+
+def test_a_resume_may_change_the_runtime_but_not_the_search_or_the_shard(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    header = {"shard": "0/2", "config": {"method": "ets", "width": 16, "max_concurrent_problems": 8}}
+    with ResultWriter(path, run_header=header) as writer:
+        assert writer.settings_changed(header) == []  # a new file
+    with ResultWriter(path) as writer:
+        assert writer.settings_changed({**header, "config": {**header["config"], "max_concurrent_problems": 1}}) == []
+        assert writer.settings_changed({**header, "shard": "1/2"}) == ["shard: '0/2' -> '1/2'"]
+        unsharded = {"config": {**header["config"], "width": 8}}  # an unsharded header has no "shard" key
+        assert writer.settings_changed(unsharded) == ["width: 16 -> 8", "shard: '0/2' -> None"]
 
 
 def test_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
@@ -224,3 +237,4 @@ def test_group_runs_then_summarize() -> None:
         ("rebase", 16, 1, 1.0),
     ]
     assert summarize(groups[("ets", 16)], wall_time_s=4.0)["problems_per_s"] == 0.5
+

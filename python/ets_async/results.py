@@ -141,11 +141,17 @@ class ResultWriter:
                 continue
             self._done.add(record["id"])
 
-    def settings_changed(self, config: Mapping[str, Any]) -> list[str]:
-        """``settings_changed`` between the search config the file was written with and ``config``;
-        empty for a new file or one whose header carries no config."""
-        old = (self.existing_header or {}).get("config")
-        return settings_changed(old, config) if isinstance(old, Mapping) else []
+    def settings_changed(self, header: Mapping[str, Any]) -> list[str]:
+        """What a resume may not change, as ``"key: old -> new"``: the search settings
+        (``settings_changed`` of the headers' ``config``) and the dataset ``shard`` (None: all of it);
+        empty for a new file or one without a header."""
+        if self.existing_header is None:
+            return []
+        old = self.existing_header.get("config")
+        changed = settings_changed(old, header.get("config", {})) if isinstance(old, Mapping) else []
+        if self.existing_header.get("shard") != header.get("shard"):
+            changed.append(f"shard: {self.existing_header.get('shard')!r} -> {header.get('shard')!r}")
+        return changed
 
     def done_ids(self) -> set[str]:
         """Ids of the problems already in the file (read on open, plus those written since)."""
