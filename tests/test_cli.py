@@ -324,6 +324,23 @@ def test_resume_keeps_to_its_shard(runner, tmp_path):
         assert f"was written with other settings ({change})" in result.output
 
 
+def test_eval_refuses_a_problem_twice_and_mixed_settings(runner, tmp_path):
+    dataset = gsm8k_file(tmp_path / "d.jsonl", 4)
+    full, shard, seeded = tmp_path / "full.jsonl", tmp_path / "run-1.jsonl", tmp_path / "seed1.jsonl"
+    assert invoke(runner, "run", "--dataset", dataset, "--out", full, *FAST, "--quiet").exit_code == 0
+    assert invoke(runner, "run", "--dataset", dataset, "--shard", "1/2", "--out", shard, *FAST, "-q").exit_code == 0
+    result = invoke(runner, "eval", full, shard)
+    assert result.exit_code == 2
+    problem_id = run_lines(shard)[1][0]["id"]
+    assert f"problem {problem_id!r} is in {full}:" in result.output
+    assert f"and in {shard}:2 (both rebase, width 4)" in result.output
+
+    assert invoke(runner, "run", "--dataset", dataset, "--out", seeded, *FAST, "--seed", "1", "-q").exit_code == 0
+    result = invoke(runner, "eval", full, seeded)
+    assert result.exit_code == 2 and "different settings (seed: 0 -> 1)" in result.output
+    assert invoke(runner, "eval", full, full).exit_code == 0  # one file named twice is read once
+
+
 # --------------------------------------------------------------------------------------------------
 # eval and plot
 # --------------------------------------------------------------------------------------------------

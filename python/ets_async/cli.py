@@ -31,7 +31,7 @@ import typer
 from . import report
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
 from .datasets import Shard
-from .errors import ConfigError, EngineDiedError
+from .errors import ConfigError, EngineDiedError, RunFileError
 from .models import DEFAULT_POLICY
 from .progress import RunProgress
 from .search import METHODS
@@ -593,13 +593,18 @@ def _run_with_progress(
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_run_files(files: Sequence[Path]) -> list[dict[str, Any]]:
-    from .results import read_results
+def _read_run_files(files: Sequence[Path], *, one_run_per_row: bool = True) -> list[dict[str, Any]]:
+    """The records of ``files``: ``read_runs`` (a problem twice or two searches in one summary row
+    are usage errors) for tables; ``read_results`` for commands that pool records of any runs."""
+    from .results import read_results, read_runs
 
     for path in files:
         if not path.is_file():
             raise typer.BadParameter(f"{path}: no such file", param_hint="FILES")
-    records = read_results(files)
+    try:
+        records = read_runs(files) if one_run_per_row else read_results(files)
+    except RunFileError as exc:
+        raise _usage_error(str(exc)) from None
     if not records:
         raise _usage_error(f"no problem records in {', '.join(map(str, files))}")
     return records
@@ -607,7 +612,9 @@ def _read_run_files(files: Sequence[Path]) -> list[dict[str, Any]]:
 
 @app.command("eval")
 def eval_(
-    files: list[Path] = typer.Argument(..., help="Run files written by 'ets-async run'."),
+    files: list[Path] = typer.Argument(
+        ..., help="Run files written by 'ets-async run': runs of any methods and widths, and the shards of a run."
+    ),
     regrade_: bool = typer.Option(
         False,
         "--regrade",
@@ -627,6 +634,10 @@ def eval_(
     Accuracy counts errors and missing answers as wrong. KV sizes are tokens held by the search
     tree (ets_spec.md §8.1): the mean over problems of each problem's mean over selection steps,
     and the largest peak.
+
+    The files of one method and width make one row: the shards of a run ('run --shard') merge into
+    it; a warning names missing shards. A problem twice in a row, or a row whose files were searched
+    with different settings (lambda_s, seed, ...), is refused: eval such runs separately.
     """
     records = _read_run_files(files)
     if regrade_:
@@ -682,7 +693,7 @@ def calibrate(
     except ValueError:
         raise typer.BadParameter(f"{cuts!r}: expected START:STOP:STEP", param_hint="--cuts") from None
     grid = [round(float(c), 6) for c in np.arange(start, stop, step)]
-    groups = list(selection_groups(_read_run_files(files)))
+    groups = list(selection_groups(_read_run_files(files, one_run_per_row=False)))
     if not groups:
         raise _usage_error("no selection steps with step texts in these run files (record them with this version)")
     typer.echo(f"{len(groups)} selection steps, {sum(map(len, groups))} steps")
