@@ -95,7 +95,7 @@ async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str,
     path = run_file(out, label, config)
     header = {"label": label, "config": config.model_dump(mode="json")}
     with ResultWriter(path, run_header=header) as writer:
-        if changed := writer.settings_changed(header["config"]):
+        if changed := writer.settings_changed(header):
             raise SystemExit(f"{path} was written with other settings ({', '.join(changed)}); remove it or use another --out")
         todo = [p for p in problems if p["id"] not in writer.done_ids()]
         if not todo:

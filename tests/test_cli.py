@@ -20,6 +20,7 @@ from ets_async.cli import app, build_search_config
 from ets_async.report import regrade, wall_time
 from ets_async.search.ets import Ets
 from ets_async.config import recipe_names
+from ets_async.datasets import Shard
 from ets_async.progress import RunTally
 from ets_async.results import HEADER_KEY
 
@@ -239,6 +240,107 @@ def test_resume_after_sigkill_leaves_exactly_one_line_per_problem(tmp_path):
     assert len({r["run"]["session"] for r in records}) == 2
     summary = json.loads(out.with_name("out.jsonl.summary.json").read_text())
     assert summary["problems"] == n and summary["problems_per_s"] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Sharded batch runs: run --shard I/N on N coordinators, then eval the N run files
+# --------------------------------------------------------------------------------------------------
+
+TIMING = ("wall_time_s", "problems_per_s", "generated_tokens_per_s")
+
+
+def eval_json(runner: CliRunner, *files: Path) -> list[dict]:
+    result = invoke(runner, "eval", "--json", *files)
+    assert result.exit_code == 0, result.output
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in json.loads(result.output)]
+
+
+def test_shards_split_the_dataset_and_eval_merges_them(runner, tmp_path):
+    dataset = gsm8k_file(tmp_path / "d.jsonl", 16)
+    full = tmp_path / "full.jsonl"
+    assert invoke(runner, "run", "--dataset", dataset, "--out", full, *FAST, "--quiet").exit_code == 0
+    shards = []
+    for index in range(3):
+        out = tmp_path / f"run-{index}.jsonl"
+        result = invoke(runner, "run", "--dataset", dataset, "--shard", f"{index}/3", "--out", out, *FAST)
+        assert result.exit_code == 0, result.output
+        headers, records = run_lines(out)
+        assert headers[0][HEADER_KEY]["shard"] == f"{index}/3"
+        assert f"{len(records)} problems (shard {index}/3 of 16)" in result.output
+        shards.append({r["id"] for r in records})
+    assert all(shards) and sum(map(len, shards)) == 16 and set().union(*shards) == {f"q{i}" for i in range(16)}
+
+    # The same problems whatever the line order.
+    reordered = tmp_path / "reordered.jsonl"
+    reordered.write_text("".join(reversed(dataset.read_text().splitlines(keepends=True))))
+    out = tmp_path / "reordered-1.jsonl"
+    assert invoke(runner, "run", "--dataset", reordered, "--shard", "1/3", "--out", out, *FAST, "-q").exit_code == 0
+    assert {r["id"] for r in run_lines(out)[1]} == shards[1]
+
+    # Every figure but the timing is that of the single run (problems/s adds up the shards' search times),
+    # to rounding: the means add the same records in another order.
+    (merged,) = eval_json(runner, *(tmp_path / f"run-{index}.jsonl" for index in range(3)))
+    (single,) = eval_json(runner, full)
+    assert merged == pytest.approx(single)
+
+
+def test_default_output_names_the_shard_and_an_empty_shard_has_nothing_to_do(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dataset = gsm8k_file(tmp_path / "d.jsonl", 4)
+    assert invoke(runner, "run", "--dataset", dataset, "--shard", "0/3", *FAST, "--quiet").exit_code == 0
+    assert (tmp_path / "runs" / "d-rebase-4-shard0of3.jsonl").is_file()
+    empty = next(i for i in range(50) if not any(Shard(i, 50).holds(f"q{n}") for n in range(4)))
+    result = invoke(runner, "run", "--dataset", dataset, "--shard", f"{empty}/50", *FAST)
+    assert result.exit_code == 0
+    assert f"shard {empty}/50 holds none of the 4 problems of {dataset}; nothing to do" in result.output
+    assert not (tmp_path / "runs" / f"d-rebase-4-shard{empty}of50.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("shard", "message"),
+    [("3/3", "I must be in 0..2 (shards are numbered from 0"), ("1/0", "N must be at least 1"), ("x", "expected I/N")],
+)
+def test_bad_shard_is_a_usage_error(runner, tmp_path, shard, message):
+    dataset = gsm8k_file(tmp_path / "d.jsonl", 2)
+    result = invoke(runner, "run", "--dataset", dataset, "--shard", shard, "--out", tmp_path / "o.jsonl", *FAST)
+    assert result.exit_code == 2
+    assert "--shard" in result.output and message in result.output
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_resume_keeps_to_its_shard(runner, tmp_path):
+    dataset = gsm8k_file(tmp_path / "d.jsonl", 12)
+    out = tmp_path / "run-0.jsonl"
+    shard = ["--shard", "0/2", "--out", out, *FAST]
+    assert invoke(runner, "run", "--dataset", dataset, "--limit", "6", *shard).exit_code == 0  # an interrupted run
+    first = {r["id"] for r in run_lines(out)[1]}
+    result = invoke(runner, "run", "--dataset", dataset, *shard)
+    assert result.exit_code == 0, result.output
+    assert f"{len(first)} already done, resuming" in result.output
+    whole = {r["id"] for r in run_lines(out)[1]}
+    assert first < whole and whole == {f"q{i}" for i in range(12) if Shard(0, 2).holds(f"q{i}")}
+
+    for other, change in (["--shard", "1/2"], "shard: '0/2' -> '1/2'"), ([], "shard: '0/2' -> None"):
+        result = invoke(runner, "run", "--dataset", dataset, "--out", out, *FAST, *other)
+        assert result.exit_code == 2
+        assert f"was written with other settings ({change})" in result.output
+
+
+def test_eval_refuses_a_problem_twice_and_mixed_settings(runner, tmp_path):
+    dataset = gsm8k_file(tmp_path / "d.jsonl", 4)
+    full, shard, seeded = tmp_path / "full.jsonl", tmp_path / "run-1.jsonl", tmp_path / "seed1.jsonl"
+    assert invoke(runner, "run", "--dataset", dataset, "--out", full, *FAST, "--quiet").exit_code == 0
+    assert invoke(runner, "run", "--dataset", dataset, "--shard", "1/2", "--out", shard, *FAST, "-q").exit_code == 0
+    result = invoke(runner, "eval", full, shard)
+    assert result.exit_code == 2
+    problem_id = run_lines(shard)[1][0]["id"]
+    assert f"problem {problem_id!r} is in {full}:" in result.output
+    assert f"and in {shard}:2 (both rebase, width 4)" in result.output
+
+    assert invoke(runner, "run", "--dataset", dataset, "--out", seeded, *FAST, "--seed", "1", "-q").exit_code == 0
+    result = invoke(runner, "eval", full, seeded)
+    assert result.exit_code == 2 and "different settings (seed: 0 -> 1)" in result.output
+    assert invoke(runner, "eval", full, full).exit_code == 0  # one file named twice is read once
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""The run file: durable appends, torn-line recovery, resume after SIGKILL, tolerant reading, summaries."""
+"""The run file: durable appends, torn-line recovery, resume after SIGKILL (and what it may not change),
+tolerant reading, strict merging for summaries, summaries."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +16,8 @@ import pytest
 
 import ets_async.results
 from ets_async.report import group_runs, summarize
-from ets_async.results import ResultWriter, read_results
+from ets_async.errors import RunFileError
+from ets_async.results import HEADER_KEY, ResultWriter, read_results, read_runs
 
 RESULTS_PY = Path(ets_async.results.__file__).resolve()
 
@@ -86,6 +89,18 @@ def test_run_header_is_written_once_and_is_not_a_problem(tmp_path: Path, caplog)
     assert "differs" in caplog.text
     assert path.read_text().count("run_header") == 1
     assert [r["id"] for r in read_results(path)] == ["a"]
+
+
+def test_a_resume_may_change_the_runtime_but_not_the_search_or_the_shard(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    header = {"shard": "0/2", "config": {"method": "ets", "width": 16, "max_concurrent_problems": 8}}
+    with ResultWriter(path, run_header=header) as writer:
+        assert writer.settings_changed(header) == []  # a new file
+    with ResultWriter(path) as writer:
+        assert writer.settings_changed({**header, "config": {**header["config"], "max_concurrent_problems": 1}}) == []
+        assert writer.settings_changed({**header, "shard": "1/2"}) == ["shard: '0/2' -> '1/2'"]
+        unsharded = {"config": {**header["config"], "width": 8}}  # an unsharded header has no "shard" key
+        assert writer.settings_changed(unsharded) == ["width: 16 -> 8", "shard: '0/2' -> None"]
 
 
 def test_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
@@ -224,3 +239,50 @@ def test_group_runs_then_summarize() -> None:
         ("rebase", 16, 1, 1.0),
     ]
     assert summarize(groups[("ets", 16)], wall_time_s=4.0)["problems_per_s"] == 0.5
+
+
+def write_run(path: Path, records: list[dict], *, shard: str | None = None, extra: str = "") -> Path:
+    """A run file as ``ets-async run`` writes it: a header (with the shard, if any), one line per record."""
+    header = {"config": {"seed": 0}, **({"shard": shard} if shard else {})}
+    lines = [json.dumps({HEADER_KEY: header})] + [json.dumps(r) for r in records]
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def ets(problem_id: str, **config) -> dict:
+    return record(problem_id, method="ets", width=16, config={"seed": 0, "max_concurrent_problems": 8, **config})
+
+
+def test_read_runs_merges_shards_and_runs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = write_run(tmp_path / "a.jsonl", [ets("1"), ets("2")], shard="0/3")
+    second = write_run(tmp_path / "b.jsonl", [ets("3", max_concurrent_problems=1)], shard="1/3")  # runtime only
+    other = write_run(tmp_path / "c.jsonl", [record("1", method="rebase", width=16)])  # another row: "1" again is fine
+    caplog.set_level(logging.WARNING)
+    records = read_runs([first, second, other, tmp_path / "." / "a.jsonl"])
+    assert [(r["id"], r["method"]) for r in records] == [("1", "ets"), ("2", "ets"), ("3", "ets"), ("1", "rebase")]
+    assert "a.jsonl is named twice; reading it once" in caplog.text
+    assert "ets, width 16: no run file of shard 2/3; its summary covers part of the dataset" in caplog.text
+    assert "rebase" not in caplog.text  # an unsharded run is whole
+
+
+def test_read_runs_refuses_a_problem_twice_in_a_row(tmp_path: Path) -> None:
+    first = write_run(tmp_path / "a.jsonl", [ets("1"), ets("2")])
+    second = write_run(tmp_path / "b.jsonl", [ets("3"), ets("2")])
+    message = f"problem '2' is in {first}:3 and in {second}:3 (both ets, width 16)"
+    with pytest.raises(RunFileError, match=re.escape(message)):
+        read_runs([first, second])
+    # Twice in one file (two runs concatenated, say): read_results keeps the first, read_runs refuses.
+    joined = write_run(tmp_path / "joined.jsonl", [ets("1"), ets("2"), ets("1")])
+    assert len(read_results(joined)) == 2
+    with pytest.raises(RunFileError, match=re.escape(f"problem '1' is in {joined}:2 and in {joined}:4")):
+        read_runs([joined])
+
+
+def test_read_runs_refuses_two_searches_in_a_row(tmp_path: Path) -> None:
+    first = write_run(tmp_path / "a.jsonl", [ets("1")])
+    second = write_run(tmp_path / "b.jsonl", [ets("2", seed=1, lambda_s=0.0)])
+    message = f"{first}:2 and {second}:2 are both ets, width 16 but were searched with different settings"
+    with pytest.raises(RunFileError, match=re.escape(message)) as caught:
+        read_runs([first, second])
+    reason = "(lambda_s: None -> 0.0, seed: 0 -> 1); one summary would mix them: eval them separately"
+    assert reason in str(caught.value)

@@ -19,6 +19,7 @@ from .errors import (
     EtsError,
     ProblemError,
     RequestTimeoutError,
+    RunFileError,
     SolverError,
 )
 from .search import METHODS
@@ -40,6 +41,7 @@ __all__ = [
     "ProblemError",
     "ProblemResult",
     "RequestTimeoutError",
+    "RunFileError",
     "SearchConfig",
     "SolverError",
     "Step",

@@ -30,7 +30,8 @@ import typer
 
 from . import report
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
-from .errors import ConfigError, EngineDiedError
+from .datasets import Shard
+from .errors import ConfigError, EngineDiedError, RunFileError
 from .models import DEFAULT_POLICY
 from .progress import RunProgress
 from .search import METHODS
@@ -341,8 +342,9 @@ def _session_id() -> str:
     return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
 
 
-def _default_out(stem: str, config: SearchConfig) -> Path:
-    return Path("runs") / f"{stem}-{config.method}-{config.width}.jsonl"
+def _default_out(stem: str, config: SearchConfig, shard: Shard | None) -> Path:
+    suffix = f"-shard{shard.index}of{shard.count}" if shard is not None else ""
+    return Path("runs") / f"{stem}-{config.method}-{config.width}{suffix}.jsonl"
 
 
 @app.command()
@@ -388,6 +390,14 @@ def run(
     ),
     limit: Optional[int] = typer.Option(  # noqa: UP007
         None, "--limit", "-n", min=1, help="Use only the first N valid problems of the dataset."
+    ),
+    shard: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--shard",
+        metavar="I/N",
+        help="Search only shard I of N (0 <= I < N) of the dataset (after --limit): the problems whose id "
+        "hashes to I, the same on every machine whatever the line order. Run I = 0..N-1, each with its own "
+        "--out, then 'ets-async eval' the N run files together. [default: the whole dataset]",
     ),
     question_field: Optional[str] = typer.Option(  # noqa: UP007
         None, help="Field holding the problem text. [default: problem, else question]"
@@ -446,6 +456,10 @@ def run(
     """
     from .results import ResultWriter, read_results
 
+    try:
+        part = Shard.parse(shard) if shard is not None else None
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
     search_config, source = build_search_config(
         config,
         set_ or (),
@@ -469,10 +483,17 @@ def run(
     _report_issues(issues)
     if not problems:
         raise _usage_error(f"{dataset}: no usable problems ({len(issues)} skipped)")
-    out = out or _default_out(stem, search_config)
+    in_dataset = len(problems)
+    if part is not None:
+        problems = [p for p in problems if part.holds(p["id"])]
+        if not problems:
+            typer.echo(f"shard {part} holds none of the {in_dataset} problems of {dataset}; nothing to do", err=True)
+            return
+    out = out or _default_out(stem, search_config, part)
     engine_log = _engine_log() if backend == BackendName.vllm else None
     header = {
         "dataset": dataset,
+        **({"shard": str(part)} if part is not None else {}),  # no key when unsharded: older files resume as is
         "backend": backend.value,
         "model": engine_config.model if engine_config else None,
         "config": search_config.model_dump(mode="json"),
@@ -482,10 +503,10 @@ def run(
     except RuntimeError as exc:  # another run holds the file
         raise _usage_error(str(exc)) from None
     with writer:
-        if changed := writer.settings_changed(search_config.model_dump(mode="json")):
+        if changed := writer.settings_changed(header):
             raise _usage_error(
-                f"{out} was written with other search settings ({', '.join(changed)}); "
-                "use another --out, or the same settings to resume it"
+                f"{out} was written with other settings ({', '.join(changed)}); "
+                "use another --out, or the same settings and --shard to resume it"
             )
         done = writer.done_ids()
         todo = [p for p in problems if p["id"] not in done]
@@ -496,7 +517,8 @@ def run(
                 resumed = "; all already done"
             elif len(todo) < len(problems):
                 resumed = f"; {len(problems) - len(todo)} already done, resuming"
-            typer.echo(f"{len(problems)} problems from {dataset} -> {out}{resumed}", err=True)
+            share = f" (shard {part} of {in_dataset})" if part is not None else ""
+            typer.echo(f"{len(problems)} problems{share} from {dataset} -> {out}{resumed}", err=True)
             if todo and backend == BackendName.vllm:
                 typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
         if todo:
@@ -571,13 +593,18 @@ def _run_with_progress(
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_run_files(files: Sequence[Path]) -> list[dict[str, Any]]:
-    from .results import read_results
+def _read_run_files(files: Sequence[Path], *, one_run_per_row: bool = True) -> list[dict[str, Any]]:
+    """The records of ``files``: ``read_runs`` (a problem twice or two searches in one summary row
+    are usage errors) for tables; ``read_results`` for commands that pool records of any runs."""
+    from .results import read_results, read_runs
 
     for path in files:
         if not path.is_file():
             raise typer.BadParameter(f"{path}: no such file", param_hint="FILES")
-    records = read_results(files)
+    try:
+        records = read_runs(files) if one_run_per_row else read_results(files)
+    except RunFileError as exc:
+        raise _usage_error(str(exc)) from None
     if not records:
         raise _usage_error(f"no problem records in {', '.join(map(str, files))}")
     return records
@@ -585,7 +612,9 @@ def _read_run_files(files: Sequence[Path]) -> list[dict[str, Any]]:
 
 @app.command("eval")
 def eval_(
-    files: list[Path] = typer.Argument(..., help="Run files written by 'ets-async run'."),
+    files: list[Path] = typer.Argument(
+        ..., help="Run files written by 'ets-async run': runs of any methods and widths, and the shards of a run."
+    ),
     regrade_: bool = typer.Option(
         False,
         "--regrade",
@@ -605,6 +634,10 @@ def eval_(
     Accuracy counts errors and missing answers as wrong. KV sizes are tokens held by the search
     tree (ets_spec.md §8.1): the mean over problems of each problem's mean over selection steps,
     and the largest peak.
+
+    The files of one method and width make one row: the shards of a run ('run --shard') merge into
+    it; a warning names missing shards. A problem twice in a row, or a row whose files were searched
+    with different settings (lambda_s, seed, ...), is refused: eval such runs separately.
     """
     records = _read_run_files(files)
     if regrade_:
@@ -660,7 +693,7 @@ def calibrate(
     except ValueError:
         raise typer.BadParameter(f"{cuts!r}: expected START:STOP:STEP", param_hint="--cuts") from None
     grid = [round(float(c), 6) for c in np.arange(start, stop, step)]
-    groups = list(selection_groups(_read_run_files(files)))
+    groups = list(selection_groups(_read_run_files(files, one_run_per_row=False)))
     if not groups:
         raise _usage_error("no selection steps with step texts in these run files (record them with this version)")
     typer.echo(f"{len(groups)} selection steps, {sum(map(len, groups))} steps")

@@ -1,17 +1,29 @@
-"""Problem files (GSM8K / MATH JSONL) -> normalised problems {"id", "problem", "answer"}; bad rows reported."""
+"""Problem files (GSM8K / MATH JSONL) -> normalised problems {"id", "problem", "answer"}; bad rows
+reported; ``Shard``, the one rule that splits a dataset between coordinators by problem id."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ProblemError
+from .errors import ConfigError, ProblemError
 from .grading import reference_answer
 
-__all__ = ["PROBLEM_FIELDS", "check_unicode", "load_hf_dataset", "load_problems", "normalise_row", "normalise_rows"]
+__all__ = [
+    "PROBLEM_FIELDS",
+    "Shard",
+    "check_unicode",
+    "load_hf_dataset",
+    "load_problems",
+    "normalise_row",
+    "normalise_rows",
+]
 
 PROBLEM_FIELDS = ("problem", "question")
 """Fields that hold the problem text, tried in this order (MATH, then GSM8K)."""
@@ -75,6 +87,44 @@ def normalise_row(
         "problem": check_unicode(text, "the problem text"),
         "answer": None if answer is None else check_unicode(answer, "the reference answer"),
     }
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Share ``index`` of ``count`` of a dataset (``"I/N"``, 0 <= I < N): the problems whose id hashes to I.
+
+    The hash is blake2b of the normalised id (``normalise_row``), so a problem's shard depends on
+    its id alone: not on line order, on the other problems, on how many are done, on the machine or
+    on Python's per-process ``hash`` salt. The N shares are disjoint and together are the dataset.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ConfigError(f"shard {self}: the number of shards N must be at least 1")
+        if not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"shard {self}: I must be in 0..{self.count - 1} (shards are numbered from 0: 0/{self.count} "
+                f"to {self.count - 1}/{self.count})"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"`` -> Shard; ConfigError saying what is expected otherwise."""
+        match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)
+        if match is None:
+            raise ConfigError(f"shard {text!r}: expected I/N, two whole numbers with 0 <= I < N, e.g. 0/4")
+        return cls(int(match[1]), int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def holds(self, problem_id: str) -> bool:
+        """Whether problem ``problem_id`` is in this shard."""
+        digest = hashlib.blake2b(problem_id.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % self.count == self.index
 
 
 class _Unparsable(str):

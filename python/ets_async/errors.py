@@ -54,3 +54,8 @@ class SolverError(EtsError, RuntimeError):
 
     Recoverable: the selection falls back to the REBASE allocation and the fallback is counted.
     """
+
+
+class RunFileError(EtsError, ValueError):
+    """Run files cannot be summarised together (a problem counted twice, or one summary over two
+    different searches). Raised before any summary; the message names the files and lines."""

@@ -16,7 +16,7 @@ try:  # advisory lock against two runs appending to one file; POSIX only
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HEADER_KEY", "RUNTIME_FIELDS", "ResultWriter", "read_results", "settings_changed"]
+__all__ = ["HEADER_KEY", "RUNTIME_FIELDS", "ResultWriter", "read_results", "read_runs", "settings_changed"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,11 +141,17 @@ class ResultWriter:
                 continue
             self._done.add(record["id"])
 
-    def settings_changed(self, config: Mapping[str, Any]) -> list[str]:
-        """``settings_changed`` between the search config the file was written with and ``config``;
-        empty for a new file or one whose header carries no config."""
-        old = (self.existing_header or {}).get("config")
-        return settings_changed(old, config) if isinstance(old, Mapping) else []
+    def settings_changed(self, header: Mapping[str, Any]) -> list[str]:
+        """What a resume may not change, as ``"key: old -> new"``: the search settings
+        (``settings_changed`` of the headers' ``config``) and the dataset ``shard`` (None: all of it);
+        empty for a new file or one without a header."""
+        if self.existing_header is None:
+            return []
+        old = self.existing_header.get("config")
+        changed = settings_changed(old, header.get("config", {})) if isinstance(old, Mapping) else []
+        if self.existing_header.get("shard") != header.get("shard"):
+            changed.append(f"shard: {self.existing_header.get('shard')!r} -> {header.get('shard')!r}")
+        return changed
 
     def done_ids(self) -> set[str]:
         """Ids of the problems already in the file (read on open, plus those written since)."""
@@ -193,6 +199,36 @@ class ResultWriter:
         self.close()
 
 
+def _read_file(path: Path) -> tuple[dict[str, Any] | None, list[tuple[int, dict[str, Any]]]]:
+    """(the first run header, ``(line number, record)`` of every problem record) of one run file.
+
+    Tolerant: blank lines and later headers are skipped; invalid lines, lines without an id and a
+    torn last line are skipped with a warning that names the file and line number. Repeated ids are
+    kept: the caller decides.
+    """
+    header: dict[str, Any] | None = None
+    records: list[tuple[int, dict[str, Any]]] = []
+    for number, _, raw in _iter_lines(path):
+        if not raw.strip():
+            continue
+        if not raw.endswith(b"\n"):
+            logger.warning("%s:%d: torn last line (no trailing newline) skipped", path, number)
+            continue
+        record, reason = _parse_line(raw)
+        if record is None:
+            logger.warning("%s:%d: skipped: %s", path, number, reason)
+            continue
+        if HEADER_KEY in record and "id" not in record:
+            if header is None and isinstance(record[HEADER_KEY], dict):
+                header = record[HEADER_KEY]
+            continue
+        if not isinstance(record.get("id"), str):
+            logger.warning("%s:%d: skipped: no string 'id' field", path, number)
+            continue
+        records.append((number, record))
+    return header, records
+
+
 def read_results(paths: PathLike | Iterable[PathLike]) -> list[dict[str, Any]]:
     """Problem records from one or more run files, in file order.
 
@@ -205,25 +241,77 @@ def read_results(paths: PathLike | Iterable[PathLike]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for path in map(Path, paths):
         seen: dict[str, int] = {}
-        for number, _, raw in _iter_lines(path):
-            if not raw.strip():
-                continue
-            if not raw.endswith(b"\n"):
-                logger.warning("%s:%d: torn last line (no trailing newline) skipped", path, number)
-                continue
-            record, reason = _parse_line(raw)
-            if record is None:
-                logger.warning("%s:%d: skipped: %s", path, number, reason)
-                continue
-            if HEADER_KEY in record and "id" not in record:
-                continue
-            problem_id = record.get("id")
-            if not isinstance(problem_id, str):
-                logger.warning("%s:%d: skipped: no string 'id' field", path, number)
-                continue
+        for number, record in _read_file(path)[1]:
+            problem_id = record["id"]
             if problem_id in seen:
                 logger.warning("%s:%d: skipped: id %r already on line %d", path, number, problem_id, seen[problem_id])
                 continue
             seen[problem_id] = number
             records.append(record)
+    return records
+
+
+class _Row:
+    """What ``read_runs`` knows of one summary row: where its first record is, its settings, the
+    place of each problem id, and the shards of its files."""
+
+    def __init__(self, first: str, config: Mapping[str, Any]) -> None:
+        self.first = first
+        self.config = config
+        self.ids: dict[str, str] = {}
+        self.shards: set[Any] = set()
+
+
+def read_runs(paths: Iterable[PathLike]) -> list[dict[str, Any]]:
+    """Problem records of run files to summarise together (``ets-async eval``), in file order: the
+    shards of a run, or several runs; one summary row per (label, width) as in ``report.group_runs``.
+
+    Strict, so that no row silently counts a problem twice or mixes two searches: RunFileError if a
+    problem id is twice in one row (in two files, or twice in one), or if one row's records were
+    searched with different search settings (``settings_changed`` of their ``config``). A file
+    named twice is read once. A warning names the shards missing from a row whose files are shards
+    (their headers say ``"shard": "I/N"``), since that row covers part of the dataset.
+    Otherwise as tolerant as ``read_results``.
+    """
+    from .datasets import Shard  # imported here: this module also runs standalone (see the tests)
+    from .errors import RunFileError
+    from .report import record_label
+
+    files: dict[Path, Path] = {}  # resolved -> as named
+    for path in map(Path, paths):
+        if path.resolve() in files:
+            logger.warning("%s is named twice; reading it once", path)
+        files.setdefault(path.resolve(), path)
+    records: list[dict[str, Any]] = []
+    rows: dict[tuple[str, Any], _Row] = {}
+    for path in files.values():
+        header, lines = _read_file(path)
+        for number, record in lines:
+            key = (record_label(record), record.get("width"))
+            where = f"{path}:{number}"
+            row = rows.setdefault(key, _Row(where, record.get("config") or {}))
+            name = f"{key[0]}, width {key[1]}"
+            if changed := settings_changed(row.config, record.get("config") or {}):
+                raise RunFileError(
+                    f"{row.first} and {where} are both {name} but were searched with different settings "
+                    f"({', '.join(changed)}); one summary would mix them: eval them separately"
+                )
+            if (first := row.ids.setdefault(record["id"], where)) != where:
+                raise RunFileError(
+                    f"problem {record['id']!r} is in {first} and in {where} (both {name}); a summary counts each "
+                    "problem once: leave one of the files out (the shards of one run never share a problem)"
+                )
+            row.shards.add((header or {}).get("shard"))
+            records.append(record)
+    for (label, width), row in rows.items():
+        shards = [Shard.parse(text) for text in row.shards if isinstance(text, str)]
+        for count in sorted({shard.count for shard in shards}):
+            missing = sorted(set(range(count)) - {shard.index for shard in shards if shard.count == count})
+            if missing:
+                logger.warning(
+                    "%s, width %s: no run file of shard %s; its summary covers part of the dataset",
+                    label,
+                    width,
+                    ", ".join(f"{index}/{count}" for index in missing),
+                )
     return records
