@@ -16,6 +16,7 @@ import pytest
 
 from ets_async import EngineConfig, SearchConfig, load_backends, solve_many
 from ets_async.backends.fleet import HttpClient, RetryPolicy, connect
+from ets_async.backends.fleet.transport import POOL_EVERY_TOKEN
 from ets_async.backends.prm_kinds import (
     QWEN_STEP_SEPARATOR,
     SHEPHERD_LABELS,
@@ -146,7 +147,7 @@ async def test_step_tag_prm_on_its_own_engine_and_the_judge_on_the_policys(tiny,
 async def test_qwen_prm_behind_a_pooling_server(tiny, tmp_path, no_shared_engine):
     _, prm_path = tiny
     with local_servers(
-        str(prm_path), 1, max_model_len=1024, extra_args=["--runner", "pooling", "--dtype", "float32", "--pooler-config", '{"tok_pooling_type": "ALL"}'], log_dir=tmp_path
+        str(prm_path), 1, max_model_len=1024, extra_args=["--runner", "pooling", "--dtype", "float32", *POOL_EVERY_TOKEN], log_dir=tmp_path
     ) as (server,):
         fleet = connect([server.url], str(prm_path), HttpClient(RetryPolicy(timeout_s=120.0)), role="PRM")
         tokenizer = fleet.tokenizer.get()

@@ -31,9 +31,18 @@ CORPUS = [
 ]
 
 
-def _tokenizer(path: Path):
+def _tokenizer(path: Path, source: Path | None = None):
+    """A byte-level BPE trained on ``CORPUS`` (600 tokens), or the tokenizer in ``source`` (e.g. a real
+    Qwen2.5 folder, to count tokens as a real model would) with ``<extra_0>`` and the step tag added."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if source is not None:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<extra_0>"]}, replace_extra_special_tokens=False)
+        tokenizer.add_tokens([STEP_TAG])
+        tokenizer.save_pretrained(path)
+        return tokenizer
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -59,7 +68,7 @@ def _config(tokenizer, architecture: str):
         num_hidden_layers=2,
         num_attention_heads=2,  # head size 32, one the CPU attention backend supports
         num_key_value_heads=1,
-        max_position_embeddings=2048,
+        max_position_embeddings=4096,
         tie_word_embeddings=False,
         architectures=[architecture],
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -69,19 +78,19 @@ def _config(tokenizer, architecture: str):
     )
 
 
-def causal_lm(path: Path, seed: int = 0) -> Path:
+def causal_lm(path: Path, seed: int = 0, tokenizer_source: Path | None = None) -> Path:
     """A tiny Qwen2ForCausalLM with its tokenizer in ``path``."""
     import torch
     from transformers import Qwen2ForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
-    config = _config(_tokenizer(path), "Qwen2ForCausalLM")
+    config = _config(_tokenizer(path, tokenizer_source), "Qwen2ForCausalLM")
     torch.manual_seed(seed)
     Qwen2ForCausalLM(config).save_pretrained(path)
     return path
 
 
-def process_reward_model(path: Path, seed: int = 0) -> Path:
+def process_reward_model(path: Path, seed: int = 0, tokenizer_source: Path | None = None) -> Path:
     """A tiny Qwen2ForProcessRewardModel with its tokenizer in ``path``: the Qwen2 body's weights under
     ``model.``, the head under ``score.0`` (hidden -> hidden, ReLU) and ``score.2`` (hidden -> 2),
     as in Qwen2.5-Math-PRM's checkpoints."""
@@ -90,7 +99,7 @@ def process_reward_model(path: Path, seed: int = 0) -> Path:
     from transformers import Qwen2Model
 
     path.mkdir(parents=True, exist_ok=True)
-    config = _config(_tokenizer(path), "Qwen2ForProcessRewardModel")
+    config = _config(_tokenizer(path, tokenizer_source), "Qwen2ForProcessRewardModel")
     config.num_labels = 2
     torch.manual_seed(seed)
     body = Qwen2Model(config)

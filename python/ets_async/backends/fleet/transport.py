@@ -6,6 +6,7 @@ server that already caches that prefix.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from .router import Router
 
 TOKEN_ID_PREFIX = "token_id:"
 
-POOL_EVERY_TOKEN = """--pooler-config '{"tok_pooling_type": "ALL"}'"""
+POOL_EVERY_TOKEN = ("--pooler-config", '{"tok_pooling_type": "ALL"}')
 """The ``vllm serve`` flag a pooling PRM server needs: a row for every token, wherever its step tags are."""
 
 
@@ -87,6 +88,6 @@ class HttpTransport:
             raise BackendError(
                 f"the pooling server returned {len(rows)} rows for {len(token_ids)} tokens: it pools at step tags "
                 "only (vLLM's default for process reward models, with Qwen's tag id 151651). Serve the PRM with "
-                f"{POOL_EVERY_TOKEN} so that every token's row comes back"
+                f"{shlex.join(POOL_EVERY_TOKEN)} so that every token's row comes back"
             )
         return rows
