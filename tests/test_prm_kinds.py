@@ -87,3 +87,38 @@ async def test_an_async_function_is_a_prm():
     assert results[0].error is None and results[0].metrics["prm_calls"] > 0
     with pytest.raises(TypeError, match="async def score"):
         as_prm(lambda requests: [0.5])
+
+
+def test_two_engines_on_one_gpu_must_fit_before_either_starts(monkeypatch):
+    import torch
+
+    from ets_async import load_backends
+    from ets_async.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match="lower gpu_memory_utilization to at most 0.70"):
+        load_backends(EngineConfig(prm="qwen_prm", prm_model="/nowhere"))  # 0.85 + 0.25
+    with pytest.raises(ConfigError, match="needs prm_model"):
+        load_backends(EngineConfig(prm="qwen_prm"))
+    with pytest.raises(ConfigError, match="leave prm_model unset"):
+        load_backends(EngineConfig(prm="judge", prm_model="/nowhere"))
+
+
+def test_the_prm_engine_gets_the_prm_share():
+    config = EngineConfig(gpu_memory_utilization=0.6, num_kv_blocks=500, prm_gpu_memory_utilization=0.3, prm_cpu_kv_cache_gib=3, prm_devices="1")
+    prm = config.prm_engine()
+    assert (prm.gpu_memory_utilization, prm.cpu_kv_cache_gib, prm.devices, prm.num_kv_blocks) == (0.3, 3, "1", None)
+    assert prm.max_model_len == config.max_model_len
+
+
+def test_an_engine_sees_its_configured_devices_only_while_it_starts(monkeypatch):
+    import os
+
+    from ets_async.backends.vllm_engine import _engine_environment
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with _engine_environment(EngineConfig(devices="1"), on_cpu=False):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+    with _engine_environment(EngineConfig(), on_cpu=False):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"

@@ -76,7 +76,10 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
         raise ConfigError(f"prm={config.prm!r} needs prm_model (a local path or model name)")
     from .fleet import endpoints_from_env
 
-    if endpoints := config.endpoints or endpoints_from_env():
+    endpoints = config.endpoints or endpoints_from_env()
+    if kind.model == "own" and not endpoints:
+        _check_memory_shares(config)
+    if endpoints:
         policy, policy_transport, policy_tokenizer, engines = _fleet_policy(config, endpoints)
     else:
         policy, policy_transport, policy_tokenizer, engines = _engine_policy(config)
@@ -94,6 +97,21 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
         engines += prm_engines
     prm = kind.build(transport, tokenizer)
     return Backends(policy, with_checks(config, prm), sentence_embedder(config), engines=engines)
+
+
+def _check_memory_shares(config: EngineConfig) -> None:
+    """Two engines on one GPU must fit together; say so before either starts."""
+    import torch
+
+    shared = config.prm_devices is None or config.prm_devices == config.devices
+    total = config.gpu_memory_utilization + config.prm_gpu_memory_utilization
+    if torch.cuda.is_available() and shared and total > 0.95:
+        raise ConfigError(
+            f"the policy's and the PRM's engines share a GPU and ask for {total:.2f} of its memory "
+            f"(gpu_memory_utilization {config.gpu_memory_utilization:g} + prm_gpu_memory_utilization "
+            f"{config.prm_gpu_memory_utilization:g}): lower gpu_memory_utilization to at most "
+            f"{0.95 - config.prm_gpu_memory_utilization:.2f}, or put the PRM on another GPU (prm_devices)"
+        )
 
 
 # What opening a policy gives: the policy, a PRM transport on its model, its tokenizer (on demand),
