@@ -8,9 +8,11 @@ One run, same problems, same search settings, side by side:
 1. overhead: the problems through the in-process vLLM engine, then through one local ``vllm serve``
    (same model, same engine settings, one CPU core each), printed as a wall-time ratio (HTTP /
    in-process) and a generated-tokens/s ratio;
-2. affinity: the problems on two local servers with the fleet router (every request of a problem
-   on one server) and with round-robin per request, printed as the share of prompt tokens the
-   servers reported as served from their prefix cache.
+2. routing: the problems on two local servers with the client-side router (every request of a
+   problem on one server), with client-side round-robin per request, and through vLLM's own router
+   (``vllm-router``, one process in front of both servers; ``--routers``: consistent_hash, keyed on
+   the problem's session key, cache_aware and round_robin by default), printed as the share of
+   prompt tokens the servers reported as served from their prefix cache, and tokens/s.
 
 Every run prefixes the system prompt with its own tag, so no run starts with another run's prefixes
 in a cache. Servers are started here on loopback ports and always stopped at the end.
@@ -30,7 +32,7 @@ from ets_async.backends.fleet import HttpClient, HttpPolicy, HttpTransport, Lazy
 from ets_async.backends.prm_kinds import judge_prm
 from ets_async.config import DEFAULT_SYSTEM_PROMPT, EngineConfig
 from ets_async.datasets import load_problems
-from ets_async.local_servers import local_servers
+from ets_async.local_servers import ROUTER_POLICIES, local_router, local_servers
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
 
@@ -87,7 +89,9 @@ def fleet(router_cls, urls: list[str], model: str, max_model_len: int):
     return policy, judge_prm(HttpTransport(router, tokenizer), policy.tokenizer)
 
 
-async def http_runs(problems, config: SearchConfig, urls: list[str], model: str, max_model_len: int) -> dict[str, dict]:
+async def http_runs(
+    problems, config: SearchConfig, urls: list[str], model: str, max_model_len: int, routers: list[str], log_dir: str
+) -> dict[str, dict]:
     rows = {}
     policy, prm = fleet(Router, urls[:1], model, max_model_len)
     rows["http_1_server"] = await measure("http-1", problems, config, policy, prm)
@@ -100,6 +104,11 @@ async def http_runs(problems, config: SearchConfig, urls: list[str], model: str,
     policy, prm = fleet(RoundRobinRouter, urls, model, max_model_len)
     rows["round_robin"] = await measure("roundrobin-2", problems, config, policy, prm)
     await policy.aclose()
+    for router_policy in routers:  # vllm-router in front of the same two servers, one endpoint for us
+        with local_router(urls, router_policy, log_dir=log_dir) as router:
+            policy, prm = fleet(Router, [router.url], model, max_model_len)
+            rows[f"vllm-router {router_policy}"] = await measure(f"router-{router_policy}", problems, config, policy, prm)
+            await policy.aclose()
     return rows
 
 
@@ -124,6 +133,10 @@ def main() -> None:
     parser.add_argument("--max-depth", type=int, default=4)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--no-affinity", action="store_true", help="only the overhead comparison (one server)")
+    parser.add_argument(
+        "--routers", nargs="*", default=["consistent_hash", "cache_aware", "round_robin"], choices=ROUTER_POLICIES,
+        help="vllm-router policies to run in front of the two servers (none: skip vllm-router)",
+    )
     args = parser.parse_args()
 
     from ets_async import models
@@ -140,7 +153,7 @@ def main() -> None:
     log_dir = tempfile.mkdtemp(prefix="bench_http_")
     with local_servers(model, servers, max_model_len=args.max_model_len, max_num_seqs=64, log_dir=log_dir) as running:
         urls = [server.url for server in running]
-        rows = asyncio.run(http_runs(problems, config, urls, model, args.max_model_len))
+        rows = asyncio.run(http_runs(problems, config, urls, model, args.max_model_len, args.routers, log_dir))
     rows["in_process"] = asyncio.run(in_process_run(problems, config, args.max_model_len))
 
     http, local = rows["http_1_server"], rows["in_process"]
@@ -149,9 +162,13 @@ def main() -> None:
     print(f"  tokens/s ratio   http / in-process = {http['tok_per_s'] / local['tok_per_s']:.3f}")
     if args.no_affinity:
         return
-    print("Prefix affinity (two servers): share of prompt tokens served from the servers' prefix caches")
-    print(f"  with affinity {rows['affinity']['cached_share']:.3f}   round-robin {rows['round_robin']['cached_share']:.3f}"
-          f"   ratio {rows['affinity']['cached_share'] / max(rows['round_robin']['cached_share'], 1e-9):.2f}x")  # fmt: skip
+    print("Routing over two servers, same problems: prefix-cache share of prompt tokens, and speed")
+    print(f"  {'routing':<30} {'cached share':>12} {'tokens/s':>9} {'wall s':>7}  vs client affinity (tokens/s)")
+    base = rows["affinity"]["tok_per_s"]
+    for name in ["affinity", "round_robin", *(f"vllm-router {p}" for p in args.routers)]:
+        row = rows[name]
+        label = {"affinity": "client-side affinity", "round_robin": "client-side round robin"}.get(name, name)
+        print(f"  {label:<30} {row['cached_share']:>12.3f} {row['tok_per_s']:>9.1f} {row['wall_s']:>7.1f}  {row['tok_per_s'] / base:.2f}x")
 
 
 if __name__ == "__main__":

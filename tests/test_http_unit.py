@@ -27,6 +27,7 @@ from ets_async.backends.fleet import (
     parse_endpoints,
 )
 from ets_async.backends.fleet.policy import completion_payload, parse_completion
+from ets_async.backends.fleet.router import SESSION_HEADERS
 from ets_async.backends.fleet.transport import top_logprobs_by_id
 from ets_async.backends.prm_kinds import LabelPRM, judge_prm, qwen_prm
 from ets_async.backends.protocols import ProblemScope, Sampling, ScoreRequest, current_scope
@@ -81,6 +82,7 @@ class FakeServer:
     server: TestServer | None = None
     model_root: str | None = None
     step_rows_only: bool = False  # pool at step tags only, as vLLM's STEP default does
+    session_headers: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -113,6 +115,7 @@ class FakeServer:
     async def completions(self, request: web.Request) -> web.Response:
         payload = await request.json()
         self.payloads.append(payload)
+        self.session_headers.append({k: v for k, v in request.headers.items() if k in SESSION_HEADERS})
         if self.fail_next > 0:
             self.fail_next -= 1
             return web.Response(status=503, text="overloaded")
@@ -370,6 +373,21 @@ async def test_no_live_endpoint_fails_the_request_after_the_wait(servers):
     with pytest.raises(BackendError, match="endpoint"):
         await expand_as(policy, ProblemScope("x"), [1])
     assert time.monotonic() - started < 10.0
+    await policy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_every_request_of_a_problem_carries_its_session_key_for_a_router_in_front(servers):
+    router = make_router(servers[:1])
+    tokenizer = ByteTokenizer()
+    policy = HttpPolicy(router, StaticTokenizer(tokenizer))
+    prm = judge_prm(HttpTransport(router, StaticTokenizer(tokenizer)), tokenizer, question="?")
+    await expand_as(policy, ProblemScope("gsm8k-17"), [1, 2])
+    await prm.score([ScoreRequest((1, 2, 3), "q", ("x",), ProblemScope("gsm8k-17"))])
+    await expand_as(policy, None, [1, 2])  # outside a search: no session
+    (server,) = servers[:1]
+    assert [p.get("user") for p in server.payloads] == ["gsm8k-17", "gsm8k-17", None]
+    assert server.session_headers == [dict.fromkeys(SESSION_HEADERS, "gsm8k-17")] * 2 + [{}]
     await policy.aclose()
 
 

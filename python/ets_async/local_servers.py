@@ -36,7 +36,17 @@ from typing import Any
 
 from . import watchdog
 
-__all__ = ["LocalServer", "free_port", "local_servers", "start_servers", "stop_servers", "wait_healthy"]
+__all__ = [
+    "ROUTER_POLICIES",
+    "LocalServer",
+    "free_port",
+    "local_router",
+    "local_servers",
+    "start_router",
+    "start_servers",
+    "stop_servers",
+    "wait_healthy",
+]
 
 HOST = "127.0.0.1"
 LOG_TAIL_CHARS = 5000
@@ -123,18 +133,63 @@ def start_servers(
             if pin_cpus:  # one core each, not all on core 0
                 server_env["VLLM_CPU_OMP_THREADS_BIND"] = str(i % (os.cpu_count() or 1))
             server_env.update(env or {})
-            log = logs / f"server{i}_{port}.log"
-            with open(log, "wb") as out:
-                process = subprocess.Popen(
-                    command, stdout=out, stderr=subprocess.STDOUT, env=server_env, start_new_session=True
-                )
-            watchdog.watch(process.pid)
-            servers.append(LocalServer(f"http://{HOST}:{port}", port, process, log))
+            servers.append(_spawn(command, port, server_env, logs / f"server{i}_{port}.log"))
         wait_healthy(servers, timeout_s)
     except BaseException:
         stop_servers(servers)
         raise
     return servers
+
+
+def _spawn(command: Sequence[str], port: int, env: Mapping[str, str], log: Path) -> LocalServer:
+    """Start ``command`` in its own process group, its output in ``log``, watched by the watchdog."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    watchdog.watch(process.pid)
+    return LocalServer(f"http://{HOST}:{port}", port, process, log)
+
+
+ROUTER_POLICIES = ("consistent_hash", "cache_aware", "round_robin", "power_of_two", "random", "sticky_least_loaded")
+
+
+def start_router(
+    worker_urls: Sequence[str],
+    policy: str = "consistent_hash",
+    *,
+    extra_args: Sequence[str] = (),
+    log_dir: str | os.PathLike[str] | None = None,
+    timeout_s: float = 120.0,
+) -> LocalServer:
+    """Start vLLM's router (``vllm-router``, the PyPI package) in front of ``worker_urls`` on a free
+    loopback port and wait until it answers ``GET /health``. It checks its workers' health every
+    2 s and drops one after 2 failed checks, so a killed server leaves the rotation within seconds."""
+    if policy not in ROUTER_POLICIES:
+        raise ValueError(f"router policy {policy!r}: one of {', '.join(ROUTER_POLICIES)}")
+    logs = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="ets_local_router_"))
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        sys.executable, "-m", "vllm_router.launch_router", "--host", HOST, "--port", str(port),
+        "--policy", policy, "--worker-urls", *worker_urls,
+        "--health-check-interval-secs", "2", "--health-failure-threshold", "2", *extra_args,
+    ]  # fmt: skip
+    router = _spawn(command, port, dict(os.environ), logs / f"router_{policy}_{port}.log")
+    try:
+        wait_healthy([router], timeout_s)
+    except BaseException:
+        stop_servers([router])
+        raise
+    return router
+
+
+@contextmanager
+def local_router(worker_urls: Sequence[str], policy: str = "consistent_hash", **options: Any) -> Iterator[LocalServer]:
+    """``start_router(worker_urls, policy, **options)``, stopped when the block exits."""
+    router = start_router(worker_urls, policy, **options)
+    try:
+        yield router
+    finally:
+        stop_servers([router])
 
 
 def wait_healthy(servers: Sequence[LocalServer], timeout_s: float) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +97,14 @@ class HttpClient:
             _KEEPERS.add(self._keeper)
         return self._session
 
-    async def post_json(self, url: str, payload: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
+    async def post_json(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        *,
+        timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         """POST ``payload`` as JSON and return the decoded JSON answer, retrying endpoint failures."""
         import aiohttp
 
@@ -107,7 +114,7 @@ class HttpClient:
             total=timeout_s or retry.timeout_s, sock_connect=retry.connect_timeout_s
         )
         body = json.dumps(payload)
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(headers or {})}
         reason = "no attempt made"
         for attempt in range(retry.attempts):
             if attempt:

@@ -120,10 +120,7 @@ class HttpPolicy:
     async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
         payload = completion_payload(prompt_token_ids, n, sampling, self.model)
 
-        async def send(url: str) -> dict[str, Any]:
-            return await self.client.post_json(f"{url}/v1/completions", payload)
-
-        data = await self.router.call(current_scope.get(), send)
+        data = await self.router.post(current_scope.get(), "/v1/completions", payload)
         return parse_completion(data, len(prompt_token_ids), self._encode_fallback)
 
     def _encode_fallback(self, text: str) -> list[int]:

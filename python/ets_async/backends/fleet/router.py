@@ -18,7 +18,7 @@ import os
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ...errors import BackendError, ConfigError
@@ -30,6 +30,16 @@ log = logging.getLogger("ets_async")
 T = TypeVar("T")
 
 ENDPOINTS_ENV = "ETS_ASYNC_ENDPOINTS"
+
+SESSION_HEADERS = ("X-Session-ID", "X-SMG-Routing-Key")
+"""Where standard routers read a session key: vllm-router's consistent_hash and sticky policies take
+``X-Session-ID`` first (then ``session_params.session_id``, then the body's ``user``, which every
+request also carries); the SGLang model gateway's sticky sessions take ``X-SMG-Routing-Key``."""
+
+
+def session_headers(key: str | None) -> dict[str, str]:
+    """The headers that carry a problem's session key (none for requests outside a search)."""
+    return {} if key is None else dict.fromkeys(SESSION_HEADERS, key)
 
 
 def parse_endpoints(urls: Sequence[str] | str) -> list[str]:
@@ -127,6 +137,19 @@ class Router:
             self.moves += 1
         chosen.problems += 1
         return chosen
+
+    async def post(self, scope: ProblemScope | None, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST ``payload`` to ``path`` on the scope's endpoint (``call``), carrying the problem's
+        session key (``session_key``) so that a router in front of the servers keeps it on one too."""
+        key = None if scope is None else scope.id
+        if key is not None:
+            payload = {**payload, "user": key}
+        headers = session_headers(key)
+
+        async def send(url: str) -> dict[str, Any]:
+            return await self.client.post_json(f"{url}{path}", payload, headers=headers)
+
+        return await self.call(scope, send)
 
     async def call(self, scope: ProblemScope | None, send: Callable[[str], Awaitable[T]]) -> T:
         """``send(url)`` on the scope's endpoint; on ``EndpointError`` mark it down and try another.

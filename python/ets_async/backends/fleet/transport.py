@@ -57,11 +57,7 @@ class HttpTransport:
     async def _post(self, path: str, payload: dict[str, Any], scope: ProblemScope | None) -> dict[str, Any]:
         if self.model is not None:
             payload["model"] = self.model
-
-        async def send(url: str) -> dict[str, Any]:
-            return await self.router.client.post_json(f"{url}{path}", payload)
-
-        return await self.router.call(scope or current_scope.get(), send)
+        return await self.router.post(scope or current_scope.get(), path, payload)
 
     async def label_logprobs(
         self, token_ids: Sequence[int], label_ids: Sequence[int], *, scope: ProblemScope | None = None
