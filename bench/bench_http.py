@@ -112,11 +112,13 @@ async def http_runs(
     return rows
 
 
-async def in_process_run(problems, config: SearchConfig, max_model_len: int) -> dict[str, float]:
+async def in_process_run(problems, config: SearchConfig, model: str, max_model_len: int) -> dict[str, float]:
     from ets_async import load_backends
 
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "0"  # the same single core the first server had
-    backends = load_backends(EngineConfig(max_model_len=max_model_len, max_num_seqs=64, cpu_kv_cache_gib=1.0))
+    # The servers' model and PRM (the judge), the servers' KV cache (1 GiB).
+    engine = EngineConfig(model=model, prm="judge", max_model_len=max_model_len, max_num_seqs=64, cpu_kv_cache_gib=1)
+    backends = load_backends(engine)
     try:
         return await measure("in-process", problems, config, backends.policy, backends.prm)
     finally:
@@ -154,7 +156,7 @@ def main() -> None:
     with local_servers(model, servers, max_model_len=args.max_model_len, max_num_seqs=64, log_dir=log_dir) as running:
         urls = [server.url for server in running]
         rows = asyncio.run(http_runs(problems, config, urls, model, args.max_model_len, args.routers, log_dir))
-    rows["in_process"] = asyncio.run(in_process_run(problems, config, args.max_model_len))
+    rows["in_process"] = asyncio.run(in_process_run(problems, config, model, args.max_model_len))
 
     http, local = rows["http_1_server"], rows["in_process"]
     print("\nHTTP overhead (one local server vs the in-process engine, same problems and settings):")

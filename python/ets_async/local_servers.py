@@ -1,5 +1,5 @@
-"""Start and stop local vLLM OpenAI-compatible servers on loopback, for tests, benchmarks and trying
-the fleet on one machine.
+"""Start and stop local vLLM OpenAI-compatible servers, and vLLM's router in front of them, on
+loopback, for tests, benchmarks and trying the fleet on one machine.
 
 ```python
 from ets_async.local_servers import local_servers
