@@ -119,7 +119,6 @@ class HttpPolicy:
 
     async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
         payload = completion_payload(prompt_token_ids, n, sampling, self.model)
-
         data = await self.router.post(current_scope.get(), "/v1/completions", payload)
         return parse_completion(data, len(prompt_token_ids), self._encode_fallback)
 
