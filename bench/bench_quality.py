@@ -17,7 +17,8 @@ re-selected from the earlier run's candidates instead of searching again.
 
 The report (``OUT/summary.json``, ``OUT/quality.png`` and the printed table): accuracy with its 95%
 Wilson interval, the paired difference against ``--baseline`` on the same problems with a 95%
-bootstrap interval, mean and peak tree KV (tokens and blocks, ets_spec §8.1), the engine's KV
+bootstrap interval, mean and peak tree KV (tokens and blocks, ets_spec §8.1) with how many times
+smaller than the baseline's they are (mean KV, and the mean of the per-problem peaks), the engine's KV
 usage, generated tokens per problem, wall time and throughput.
 """
 
@@ -29,6 +30,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ets_async import EngineConfig, SearchConfig, iter_solve, load_backends, report
@@ -191,11 +193,23 @@ def print_report(rows: list[dict[str, Any]], baseline: str | None) -> None:
             return "-"
         return f"{100 * diff['difference']:+.1f} [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}] (+{diff['wins']}/-{diff['losses']})"
 
+    reference = next((row for row in rows if row["label"] == baseline), None)
+
+    def smaller(key: str) -> Callable[[dict[str, Any]], str]:
+        """How many times smaller than the baseline's (``x1.50``: a third less)."""
+        def ratio(row: dict[str, Any]) -> str:
+            if reference is None or row is reference or not row[key] or reference[key] is None:
+                return "-"
+            return f"x{reference[key] / row[key]:.2f}"
+        return ratio
+
     columns: list[report.Column] = [
         *report.SUMMARY_COLUMNS[:5],
         (f"vs {baseline} (pts, 95% CI)", paired),
         ("KV mean", lambda r: report.fmt(r["kv_tokens_mean"])),
+        (f"{baseline} KV / KV", smaller("kv_tokens_mean")),
         ("KV peak", lambda r: report.fmt(r["kv_tokens_peak"])),
+        ("per-problem peak ratio", smaller("kv_tokens_peak_mean")),
         ("blocks mean/peak", lambda r: f"{report.fmt(r['kv_blocks_mean'])}/{report.fmt(r['kv_blocks_peak_mean'])}"),
         ("engine KV", lambda r: report.fmt(r["engine_kv_usage_mean"], "pct")),
         ("gen tokens", lambda r: report.fmt(r["generated_tokens_mean"])),
