@@ -29,8 +29,8 @@ import asyncio
 import json
 import statistics
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ets_async import EngineConfig, SearchConfig, iter_solve, load_backends, report
