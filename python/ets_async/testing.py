@@ -108,15 +108,20 @@ class FakePRM:
 
 
 class FakeEmbedder:
-    """Equal texts get equal vectors; a few texts share a direction so clusters form."""
+    """Equal texts get equal vectors; a few texts share a direction so clusters form. With ``record``
+    it keeps every text it embedded (``texts``)."""
 
-    def __init__(self, dim: int = 8) -> None:
+    def __init__(self, dim: int = 8, *, record: bool = True) -> None:
         self.dim = dim
+        self.record = record
         self.calls = 0
+        self.texts: list[str] = []
         self._vectors: dict[str, np.ndarray] = {}  # a generator per text costs more than the search
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls += 1
+        if self.record:
+            self.texts.extend(texts)
         return np.asarray([self._vector(text.split("=")[0]) for text in texts], dtype=np.float32)
 
     def _vector(self, key: str) -> np.ndarray:
@@ -129,5 +134,5 @@ def fake_backends(*, delay_s: float = 0.0, answer_depth: int = 3) -> Backends:
     """A scripted policy, PRM and embedder bundled like ``load_backends`` returns them; they keep no
     record of their requests, so their memory stays flat over any number of problems."""
     return Backends(
-        FakePolicy(answer_depth=answer_depth, delay_s=delay_s, record=False), FakePRM(record=False), FakeEmbedder()
+        FakePolicy(answer_depth=answer_depth, delay_s=delay_s, record=False), FakePRM(record=False), FakeEmbedder(record=False)
     )

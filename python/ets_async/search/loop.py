@@ -196,11 +196,14 @@ class ProblemSearch:
             for s in steps
         ]
         embed = self.ctx.embed if self.method.needs_embeddings else None
+        to_embed = [i for i, s in enumerate(steps) if self._may_be_candidate(node, s)] if embed else []
         score_futures = self.ctx.score(requests)
-        embed_futures = embed([s.text for s in steps]) if embed else []
+        embed_futures = embed([steps[i].text for i in to_embed]) if embed and to_embed else []
         try:  # plain futures resolved by the batchers: no task per step
             scores = [await f for f in score_futures]
-            embeddings: list[np.ndarray | None] = [await f for f in embed_futures]
+            embeddings: list[np.ndarray | None] = [None] * len(steps)
+            for i, pending in zip(to_embed, embed_futures):
+                embeddings[i] = await pending
         except BaseException:  # an error or a cancellation: nobody waits for the rest
             for f in score_futures:
                 f.cancel()
@@ -209,12 +212,18 @@ class ProblemSearch:
             raise
         metrics.prm_calls += len(requests)
         metrics.prm_tokens += sum(len(r.token_ids) for r in requests)
-        metrics.embedded_steps += len(embeddings)
-        return _Grown(
-            parent=node,
-            steps=steps,
-            scores=scores,
-            embeddings=embeddings if embed else [None] * len(steps),
+        metrics.embedded_steps += len(to_embed)
+        return _Grown(parent=node, steps=steps, scores=scores, embeddings=embeddings)
+
+    def _may_be_candidate(self, parent: int, step: Step) -> bool:
+        """Whether a new child of ``parent`` can reach a selection, so that its embedding is needed: a
+        step that ends its trajectory, reaches the token cap (``tree.retire``) or sits at the last
+        depth never does. Embeddings cost the engine's own cores on CPU (bench/bench_contention.py)."""
+        cfg, tree = self.config, self.tree
+        return (
+            not step.finished
+            and tree.cum_tokens(parent) + len(step.token_ids) < cfg.max_tokens
+            and tree.depth(parent) + 1 < cfg.max_depth
         )
 
     def _mark_answers(self, step: Step) -> Step:
