@@ -218,7 +218,7 @@ class ProblemSearch:
     def _may_be_candidate(self, parent: int, step: Step) -> bool:
         """Whether a new child of ``parent`` can reach a selection, so that its embedding is needed: a
         step that ends its trajectory, reaches the token cap (``tree.retire``) or sits at the last
-        depth never does. Embeddings cost the engine's own cores on CPU (bench/bench_contention.py)."""
+        depth never does. Embeddings cost the engine's own cores on CPU (bench/bench_cpu_engine.py)."""
         cfg, tree = self.config, self.tree
         return (
             not step.finished

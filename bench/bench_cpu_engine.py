@@ -1,14 +1,20 @@
-"""What embedding steps beside an in-process CPU engine costs the engine, by embedder thread count.
+"""What an in-process CPU engine's decode throughput depends on: how many sequences decode at once,
+and an embedder running beside it.
 
-    python bench/bench_contention.py --engine-set model=smollm2-135m-instruct --threads 1 2
+    python bench/bench_cpu_engine.py --engine-set model=smollm2-135m-instruct --batch-sizes 16 64 256 --threads 1 2
 
-ETS embeds every new step while the engine generates the next ones; on CPU both run on the same
-cores. The engine decodes a fixed batch (``--requests`` sequences of ``--tokens`` tokens, EOS
-ignored, prefix cache reset) alone, then with the embedder encoding GSM8K solution lines in a loop
-at each ``--threads`` setting (torch's intra-op threads of this process), in alternating rounds.
-Prints the engine's tokens/s and the embedder's steps/s per setting, the engine's slowdown against
-running alone, and what one embedded step costs in engine tokens: set against the tokens per step a
-search generates, that is the share of engine time ETS's coverage term takes.
+Batch sizes: the engine decodes ``N`` sequences of ``--tokens`` tokens (EOS ignored, prefix cache
+reset) for each ``N`` in ``--batch-sizes`` and prints tokens/s. Where tokens/s stops growing with N,
+decode is compute-bound: a KV saving that lets more sequences run at once cannot raise throughput,
+only spare the recomputation of preempted ones.
+
+Contention: ETS embeds every new step while the engine generates the next ones; on CPU both run on
+the same cores. The engine decodes a fixed batch (``--requests`` sequences) alone, then with the
+embedder encoding GSM8K solution lines in a loop at each ``--threads`` setting (torch's intra-op
+threads of this process), in alternating rounds. Prints the engine's tokens/s, the embedder's
+steps/s, the engine's slowdown against running alone, and what one embedded step costs in engine
+tokens: set against the tokens per step a search generates, that is the share of engine time ETS's
+coverage term takes.
 """
 
 from __future__ import annotations
@@ -83,11 +89,18 @@ async def measure(engine, embedder, texts, args, threads: int | None) -> dict[st
     return {"threads": threads, "engine_tokens_per_s": args.requests * args.tokens / seconds, "embedded_per_s": done[0] / seconds}
 
 
-async def run(args, backends) -> list[dict[str, float]]:
-    engine, embedder = backends.engines[0], backends.embedder
+async def batch_sizes(engine, args) -> None:
+    rates = {}
+    for size in args.batch_sizes:
+        rates[size] = size * args.tokens / await decode_batch(engine, size, args.tokens)
+        print(f"{size} sequences at once: {rates[size]:.1f} tokens/s", flush=True)
+    first = rates[args.batch_sizes[0]]
+    print(f"tokens/s relative to {args.batch_sizes[0]} at once: " + ", ".join(f"{n}: x{r / first:.2f}" for n, r in rates.items()))
+
+
+async def contention(engine, embedder, args) -> None:
     texts = solution_lines(args.data, 512)
     embedder.encode(texts[:8])  # load the model outside the timed runs
-    await decode_batch(engine, 8, 8)  # and warm the engine
     settings: list[int | None] = [None, *args.threads]
     rows = []
     for round_ in range(args.rounds):
@@ -97,22 +110,31 @@ async def run(args, backends) -> list[dict[str, float]]:
             print(f"round {round_} embedder threads {row['threads']}: engine {row['engine_tokens_per_s']:.1f} tokens/s, "
                   f"embedder {row['embedded_per_s']:.1f} steps/s", flush=True)
     alone = statistics.fmean(r["engine_tokens_per_s"] for r in rows if r["threads"] == 0)
-    print(f"\nengine alone: {alone:.1f} tokens/s (mean of {args.rounds} rounds)")
+    print(f"engine alone: {alone:.1f} tokens/s (mean of {args.rounds} rounds)")
     for threads in args.threads:
         mine = [r for r in rows if r["threads"] == threads]
         speed = statistics.fmean(r["engine_tokens_per_s"] for r in mine)
         steps = statistics.fmean(r["embedded_per_s"] for r in mine)
         print(f"embedder on {threads} thread(s): engine x{speed / alone:.2f} of alone ({speed:.1f} tokens/s), "
               f"embedder {steps:.1f} steps/s: each embedded step cost the engine {(alone - speed) / steps:.2f} tokens")
-    return rows
+
+
+async def run(args, backends) -> None:
+    engine = backends.engines[0]
+    await decode_batch(engine, 8, 8)  # warm the engine outside the timed runs
+    if args.batch_sizes:
+        await batch_sizes(engine, args)
+    if args.threads:
+        await contention(engine, backends.embedder, args)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--requests", type=int, default=64, help="sequences decoded at once")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 64, 256], help="sequences decoded at once, alone")
+    parser.add_argument("--requests", type=int, default=64, help="sequences decoded at once beside the embedder")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per sequence")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="embedder thread counts to compare")
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="embedder thread counts to compare")
     parser.add_argument("--embed-batch", type=int, default=128, help="steps per encode call (ETS sends up to 128 at once)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE", help="EngineConfig field")
