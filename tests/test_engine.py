@@ -181,17 +181,30 @@ def test_the_readme_demo_on_the_embedded_default_gets_the_arithmetic_right():
 
 
 class StuckPolicy(VllmPolicy):
-    """The real policy with a time limit per request, except that one problem's requests ask for
-    as many tokens as the model's context allows and never stop early: far longer than the limit."""
+    """The real policy, except that one problem's requests ask for as many tokens as the model's
+    context allows, never stop early, and have a time limit far shorter than that takes. The other
+    problems' requests have no limit: on a slow CPU their short steps can outlast any limit short
+    enough for the stuck one."""
 
     def __init__(self, backends, stuck: str, limit_s: float) -> None:
-        super().__init__(backends.policy.engine, backends.policy.tokenizer, request_timeout_s=limit_s)
-        self.stuck = stuck
+        super().__init__(backends.policy.engine, backends.policy.tokenizer)
+        self.stuck, self.limit_s = stuck, limit_s
+
+    def is_stuck(self) -> bool:
+        scope = current_scope.get()  # the problem whose task is making this request
+        return scope is not None and scope.id == self.stuck
+
+    @property
+    def request_timeout_s(self) -> float | None:  # read by VllmPolicy.expand on every request
+        return self.limit_s if self.is_stuck() else None
+
+    @request_timeout_s.setter
+    def request_timeout_s(self, value: float | None) -> None:
+        pass  # VllmPolicy.__init__ sets it; the limit here depends on the problem
 
     def sampling_params(self, prompt_token_ids, n, sampling):
         params = super().sampling_params(prompt_token_ids, n, sampling)
-        scope = current_scope.get()
-        if scope is not None and scope.id == self.stuck:
+        if self.is_stuck():
             params.max_tokens = params.min_tokens = self.max_model_len - len(prompt_token_ids)
             params.ignore_eos, params.stop = True, []
         return params
