@@ -3,12 +3,14 @@ and an embedder running beside it.
 
     python bench/bench_cpu_engine.py --engine-set model=smollm2-135m-instruct --batch-sizes 16 64 256 --threads 1 2
 
-Batch sizes: the engine decodes ``N`` sequences of ``--tokens`` tokens (EOS ignored, prefix cache
-reset) for each ``N`` in ``--batch-sizes`` and prints tokens/s. Where tokens/s stops growing with N,
+Batch sizes: the engine prefills ``N`` distinct 64-token prompts and decodes ``--tokens`` tokens for
+each (EOS ignored, prefix cache reset), for each ``N`` in ``--batch-sizes``, and prints generated
+tokens/s; a search step is alike (its parent's newest step is prefilled, the rest is cached, then
+tens of tokens are decoded). Where tokens/s stops growing with N,
 decode is compute-bound: a KV saving that lets more sequences run at once cannot raise throughput,
 only spare the recomputation of preempted ones.
 
-Contention: ETS embeds every new step while the engine generates the next ones; on CPU both run on
+Contention: ETS embeds the new steps that can be selected while the engine generates the next ones; on CPU both run on
 the same cores. The engine decodes a fixed batch (``--requests`` sequences) alone, then with the
 embedder encoding GSM8K solution lines in a loop at each ``--threads`` setting (torch's intra-op
 threads of this process), in alternating rounds. Prints the engine's tokens/s, the embedder's
