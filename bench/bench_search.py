@@ -14,6 +14,8 @@ All runs share one engine; its prefix cache is reset before each run so no run i
 cache. Prints per-method means and the side-by-side ratios. Compare mode also prints how much of the
 reference's KV any selection rule could save at all: the newest layer (the candidates' own steps) is
 held whatever is kept, so generated-only KV / newest-layer tokens bounds every method's KV ratio.
+``score_wait_share`` and ``embed_wait_share``: the part of the problems' search time in which a
+round's generation was done and the search still waited for PRM scores, then for embeddings.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ async def run_once(backends, problems, config, label=None):
     ok = [r for r in results if r.error is None]
     graded = [r for r in ok if r.correct is not None]
     prompt_tokens = sum(r.metrics["prompt_tokens"] for r in ok)
+    search_time = sum(r.metrics["wall_time_s"] for r in ok)
     return {
         "method": label or config.method,
         "width": config.width,
@@ -96,6 +99,9 @@ async def run_once(backends, problems, config, label=None):
         "selection_ms_per_step": 1000 * sum(r.metrics["selection_time_s"] for r in ok)
         / max(1, sum(r.metrics["selections"] for r in ok)),
         "prefix_hit_rate": sum(r.metrics["prefix_cached_tokens"] for r in ok) / max(1, prompt_tokens),
+        # shares of the problems' search time spent waiting, after a round's generation, for scores / embeddings
+        "score_wait_share": sum(r.metrics["score_wait_s"] for r in ok) / max(1e-9, search_time),
+        "embed_wait_share": sum(r.metrics["embed_wait_s"] for r in ok) / max(1e-9, search_time),
         "engine_preemptions": counters["preemptions"],
         "engine_prefix_hit_rate": counters["prefix_hits"] / max(1.0, counters["prefix_queries"]),
         "wall_s": wall,
@@ -128,7 +134,8 @@ async def compare(args, backends, problems):
         rows.append(await run_once(backends, problems, base.replace(**overrides), label))
     keys = ["method", "accuracy", "kv_tokens_mean", "kv_generated_mean", "kv_newest_layer_mean", "kv_tokens_peak",
             "kv_blocks_mean", "kv_blocks_peak", "engine_kv_usage_mean", "engine_kv_usage_peak", "expanded_nodes",
-            "cluster_ratio", "generated_tokens", "selection_ms_per_step", "prefix_hit_rate", "wall_s", "problems_per_s"]
+            "cluster_ratio", "generated_tokens", "selection_ms_per_step", "score_wait_share", "embed_wait_share",
+            "prefix_hit_rate", "wall_s", "problems_per_s"]
     print_rows(rows, keys)
     reference = rows[0]
     print(
@@ -175,7 +182,8 @@ async def pressure(args, backends, problems):
             print(f"round {round_} {label}: {row['problems_per_s']:.4g} problems/s, {row['tokens_per_s']:.4g} tokens/s, "
                   f"{row['engine_preemptions']:.0f} preemptions, prefix hits {row['engine_prefix_hit_rate']:.1%}", flush=True)
     keys = ["method", "round", "accuracy", "kv_tokens_mean", "kv_blocks_mean", "kv_blocks_peak", "engine_kv_usage_mean",
-            "engine_preemptions", "engine_prefix_hit_rate", "generated_tokens", "wall_s", "problems_per_s", "tokens_per_s"]
+            "engine_preemptions", "engine_prefix_hit_rate", "generated_tokens", "score_wait_share", "embed_wait_share",
+            "wall_s", "problems_per_s", "tokens_per_s"]
     print_rows(rows, keys)
     reference = variants[0][0]
     for label, _ in variants[1:]:

@@ -22,6 +22,8 @@ class SearchMetrics:
     embedded_steps: int = 0
     selections: int = 0
     selection_time_s: float = 0.0
+    score_wait_s: float = 0.0  # per round: from the last expansion's return to the last PRM score
+    embed_wait_s: float = 0.0  # per round: from the last PRM score to the last embedding
     solver_fallbacks: int = 0
     endpoint_moves: int = 0  # times the problem moved to another server after one failed (backends/fleet)
     depth: int = 0

@@ -44,12 +44,16 @@ class SearchContext:
 
 @dataclass(frozen=True)
 class _Grown:
-    """One node's new children with their PRM scores (None: dropped) and embeddings."""
+    """One node's new children with their PRM scores (None: dropped) and embeddings, and when
+    (``time.perf_counter``) the policy returned them, their scores arrived, their embeddings arrived."""
 
     parent: int
     steps: list[Step]
     scores: list[float | None]
     embeddings: list[np.ndarray | None]
+    generated_at: float
+    scored_at: float
+    embedded_at: float
 
 
 def available_cores() -> int:
@@ -152,8 +156,10 @@ class ProblemSearch:
         so node ids (and the seeds derived from them) never depend on completion order."""
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._grow(v, k)) for v, k in zip(nodes, counts) if k > 0]
+        grown_all = [t.result() for t in tasks]
+        self._record_waits(grown_all)
         children: list[int] = []
-        for grown in (t.result() for t in tasks):
+        for grown in grown_all:
             kept = [i for i, s in enumerate(grown.scores) if s is not None]
             self.metrics.prm_dropped += len(grown.steps) - len(kept)
             ids = self.tree.add_children(
@@ -181,6 +187,7 @@ class ProblemSearch:
             logprobs=self.ctx.step_logprobs,
         )
         expansion = await self.ctx.policy.expand(prompt, n, sampling)
+        generated_at = time.perf_counter()
         metrics.policy_calls += 1
         metrics.prompt_tokens += expansion.prompt_tokens
         metrics.prefix_cached_tokens += expansion.cached_tokens
@@ -201,9 +208,11 @@ class ProblemSearch:
         embed_futures = embed([steps[i].text for i in to_embed]) if embed and to_embed else []
         try:  # plain futures resolved by the batchers: no task per step
             scores = [await f for f in score_futures]
+            scored_at = time.perf_counter()
             embeddings: list[np.ndarray | None] = [None] * len(steps)
             for i, pending in zip(to_embed, embed_futures):
                 embeddings[i] = await pending
+            embedded_at = time.perf_counter() if embed_futures else scored_at
         except BaseException:  # an error or a cancellation: nobody waits for the rest
             for f in score_futures:
                 f.cancel()
@@ -213,7 +222,18 @@ class ProblemSearch:
         metrics.prm_calls += len(requests)
         metrics.prm_tokens += sum(len(r.token_ids) for r in requests)
         metrics.embedded_steps += len(to_embed)
-        return _Grown(parent=node, steps=steps, scores=scores, embeddings=embeddings)
+        return _Grown(node, steps, scores, embeddings, generated_at, scored_at, embedded_at)
+
+    def _record_waits(self, grown: list[_Grown]) -> None:
+        """What a round waited for once its last expansion came back from the policy: first the
+        PRM's last scores, then the embeddings still missing after them. Only this tail delays the
+        next round; scoring and embedding that overlap generation cost the search no time."""
+        if not grown:
+            return
+        generated = max(g.generated_at for g in grown)
+        scored = max(g.scored_at for g in grown)
+        self.metrics.score_wait_s += scored - generated
+        self.metrics.embed_wait_s += max(g.embedded_at for g in grown) - scored
 
     def _may_be_candidate(self, parent: int, step: Step) -> bool:
         """Whether a new child of ``parent`` can reach a selection, so that its embedding is needed: a
