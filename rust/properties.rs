@@ -248,8 +248,21 @@ proptest! {
                     }
                 }
                 Op::Retire(nodes) => {
+                    // what would_retire said of each node as a step of its parent (None: the root or unknown)
+                    let predicted: Vec<Option<bool>> = nodes
+                        .iter()
+                        .map(|&v| match (tree.parent(v), tree.step_len(v), tree.is_finished(v)) {
+                            (Ok(Some(p)), Ok(len), Ok(finished)) => tree.would_retire(p, len, finished).ok(),
+                            _ => None,
+                        })
+                        .collect();
                     if let Ok((frontier, retired)) = tree.retire(&nodes) {
                         prop_assert_eq!(frontier.len() + retired.len(), nodes.len());
+                        for (&v, &said) in nodes.iter().zip(&predicted) {
+                            if let Some(said) = said {
+                                prop_assert_eq!(said, retired.contains(&v), "would_retire disagrees with retire on {}", v);
+                            }
+                        }
                     }
                 }
                 Op::Kv(live, block_size) => {

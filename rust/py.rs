@@ -385,6 +385,10 @@ impl PySearchTree {
         Ok(self.0.retire(&node_ids(&nodes, "nodes")?)?)
     }
 
+    fn would_retire(&self, parent: i64, step_tokens: usize, finished: bool) -> PyResult<bool> {
+        Ok(self.0.would_retire(node_id(parent, "parent")?, step_tokens, finished)?)
+    }
+
     fn finished_nodes(&self) -> Vec<usize> {
         self.0.finished_nodes()
     }

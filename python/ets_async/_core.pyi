@@ -488,6 +488,15 @@ class SearchTree:
                 ``retire``.
         """
 
+    def would_retire(self, parent: int, step_tokens: int, finished: bool) -> bool:
+        """Whether a child of ``parent`` with ``step_tokens`` generated tokens and the ``finished``
+        flag would be retired by ``retire`` (finished, or ``cum_tokens`` reaching ``max_tokens``),
+        asked before the child is added.
+
+        Raises:
+            CoreError: an unknown parent.
+        """
+
     def finished_nodes(self) -> list[int]:
         """Nodes with the finished flag (candidate answers), in id order."""
 

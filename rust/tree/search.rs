@@ -312,7 +312,7 @@ impl SearchTree {
         let (mut frontier, mut retired) = (Vec::new(), Vec::new());
         for &v in nodes {
             self.retired_once[v] = true;
-            if self.finished[v] || self.cum_tokens[v] >= self.max_tokens {
+            if self.ends_trajectory(self.cum_tokens[v], self.finished[v]) {
                 self.budget -= 1;
                 retired.push(v);
             } else {
@@ -320,6 +320,23 @@ impl SearchTree {
             }
         }
         Ok((frontier, retired))
+    }
+
+    /// Whether a child of `parent` with `step_tokens` generated tokens and the `finished` flag
+    /// would be retired by [`SearchTree::retire`], asked before the child exists (the search loop
+    /// does not embed steps that can never be candidates).
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownNode`] for a bad parent.
+    pub fn would_retire(&self, parent: NodeId, step_tokens: usize, finished: bool) -> Result<bool> {
+        let p = self.check("parent", parent)?;
+        let cum_tokens = self.cum_tokens[p].saturating_add(step_tokens as TokenCount);
+        Ok(self.ends_trajectory(cum_tokens, finished))
+    }
+
+    /// The one retirement rule: a trajectory ends when it is finished or reaches `max_tokens`.
+    fn ends_trajectory(&self, cum_tokens: TokenCount, finished: bool) -> bool {
+        finished || cum_tokens >= self.max_tokens
     }
 
     /// Nodes with the finished flag (candidate answers), in id order.
@@ -438,6 +455,14 @@ mod tests {
     #[test]
     fn retire_consumes_budget_for_finished_and_truncated() {
         let mut t = tree();
+        // would_retire predicts the rule before the children exist.
+        assert!(!t.would_retire(1, 2, false).unwrap()); // 2 + 2 < 5
+        assert!(t.would_retire(1, 3, false).unwrap()); // 2 + 3 = max_tokens
+        assert!(t.would_retire(0, 1, true).unwrap());
+        assert!(matches!(
+            t.would_retire(9, 1, false),
+            Err(CoreError::UnknownNode { node: 9, .. })
+        ));
         // 2 is finished; 3 has cum_tokens 5 >= max_tokens 5; 1 stays.
         assert_eq!(t.retire(&[3, 1, 2]).unwrap(), (vec![1], vec![3, 2]));
         assert_eq!(t.remaining_budget(), 2);

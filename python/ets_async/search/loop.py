@@ -237,13 +237,11 @@ class ProblemSearch:
 
     def _may_be_candidate(self, parent: int, step: Step) -> bool:
         """Whether a new child of ``parent`` can reach a selection, so that its embedding is needed: a
-        step that ends its trajectory, reaches the token cap (``tree.retire``) or sits at the last
-        depth never does. Embeddings cost the engine's own cores on CPU (bench/bench_cpu_engine.py)."""
-        cfg, tree = self.config, self.tree
-        return (
-            not step.finished
-            and tree.cum_tokens(parent) + len(step.token_ids) < cfg.max_tokens
-            and tree.depth(parent) + 1 < cfg.max_depth
+        step that ``tree.retire`` will retire or that sits at the last depth never does. Embeddings
+        cost the engine's own cores on CPU (bench/bench_cpu_engine.py)."""
+        tree = self.tree
+        return tree.depth(parent) + 1 < self.config.max_depth and not tree.would_retire(
+            parent, len(step.token_ids), step.finished
         )
 
     def _mark_answers(self, step: Step) -> Step:
