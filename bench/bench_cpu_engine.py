@@ -34,18 +34,8 @@ import torch
 from ets_async import EngineConfig, load_backends
 from ets_async.backends.vllm_engine import next_request_id
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
+from gsm8k import DEFAULT_DATA, solution_lines  # a sibling module: the script's folder is on sys.path
 
-
-def solution_lines(path: Path, limit: int) -> list[str]:
-    """Reasoning lines of GSM8K reference solutions: step-sized texts like the ones ETS embeds."""
-    lines = []
-    with path.open() as f:
-        for row in map(json.loads, f):
-            lines += [line for line in row["answer"].splitlines() if not line.startswith("####")]
-            if len(lines) >= limit:
-                break
-    return lines[:limit]
 
 
 async def decode_batch(engine, requests: int, tokens: int) -> float:
@@ -101,7 +91,8 @@ async def batch_sizes(engine, args) -> None:
 
 
 async def contention(engine, embedder, args) -> None:
-    texts = solution_lines(args.data, 512)
+    rows = [json.loads(line) for line in args.data.read_text().splitlines()[:200]]
+    texts = solution_lines(rows)[:512]
     embedder.encode(texts[:8])  # load the model outside the timed runs
     settings: list[int | None] = [None, *args.threads]
     rows = []

@@ -34,7 +34,8 @@ from ets_async.config import DEFAULT_SYSTEM_PROMPT, EngineConfig
 from ets_async.datasets import load_problems
 from ets_async.local_servers import ROUTER_POLICIES, local_router, local_servers
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
+from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
+
 
 
 class RoundRobinRouter(Router):

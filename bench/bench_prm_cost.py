@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from ets_async.backends.vllm_engine import EngineTransport  # noqa: E402
 from ets_async.local_servers import local_servers  # noqa: E402
 from tests import tiny_models  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_test_1000.jsonl"
+from gsm8k import DEFAULT_DATA, solution_lines  # noqa: E402 - a sibling module: the script's folder is on sys.path
 
 
 def tree_levels(problems: Sequence[str], depth: int, children: int, lines: Sequence[str]) -> list[list[tuple[str, tuple[str, ...]]]]:
@@ -77,13 +76,12 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=8)
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--children", type=int, default=4)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
 
     rows = [json.loads(line) for line in args.data.read_text().splitlines()[:200]]
     problems = [row["question"] for row in rows[: args.problems]]
-    # Reference solution lines without the calculator annotations ("<<16-3-4=9>>") and the "#### 18" line.
-    lines = [re.sub(r"<<[^>]*>>", "", line).strip() for row in rows for line in row["answer"].splitlines()[:-1]]
+    lines = solution_lines(rows)
     levels = tree_levels(problems, args.depth, args.children, lines)
     qwen_tokenizer = Path(models.prepare_model("qwen2.5-coder-0.5b-instruct"))
     root = Path(tempfile.mkdtemp(prefix="bench_prm_cost_"))

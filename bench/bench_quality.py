@@ -39,7 +39,8 @@ from ets_async.datasets import load_problems
 from ets_async.plots import plot_summaries
 from ets_async.results import ResultWriter, read_results
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
+from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
+
 VARIANTS = {
     "greedy": "best_of_n:width=1,temperature=0",
     "majority": "best_of_n:answer_selection=majority",

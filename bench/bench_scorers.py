@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +37,8 @@ from ets_async.grading import grade
 from ets_async.results import ResultWriter, read_results
 from ets_async.voting import STEP_AGGREGATIONS, aggregate_scores, select_answer
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
+from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
+
 BASE_SCORERS = ("judge", "confidence_mean", "confidence_window", "arithmetic")
 ARITH_PENALTY = 0.1
 

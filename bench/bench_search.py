@@ -32,9 +32,9 @@ from ets_async import SearchConfig, load_backends, solve_many
 from ets_async.config import EngineConfig
 from ets_async.datasets import load_problems
 
-from bench_quality import sample_engine  # a sibling script: its folder is on sys.path
+from bench_quality import sample_engine  # sibling modules: the script's folder is on sys.path
+from gsm8k import DEFAULT_DATA
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_test_1000.jsonl"
 
 
 def mean(records, key):

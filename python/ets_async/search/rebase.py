@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import core
 from typing import TYPE_CHECKING
 
+from .. import core
 from .method import Allocation, Frontier, StatelessMethod
 
 if TYPE_CHECKING:
