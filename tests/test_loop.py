@@ -84,32 +84,12 @@ def test_ets_embeds_only_steps_that_can_reach_a_selection(max_depth, max_tokens)
     assert result.metrics["embedded_steps"] == len(selectable)
 
 
-class SlowPRM(FakePRM):
-    def __init__(self, delay_s: float) -> None:
-        super().__init__()
-        self.delay_s = delay_s
-
-    async def score(self, requests):
-        await asyncio.sleep(self.delay_s)
-        return await super().score(requests)
-
-
-class SlowEmbedder(FakeEmbedder):
-    def __init__(self, delay_s: float) -> None:
-        super().__init__()
-        self.delay_s = delay_s
-
-    async def embed(self, texts):
-        await asyncio.sleep(self.delay_s)
-        return await super().embed(texts)
-
-
 @pytest.mark.parametrize("slow", ["prm", "embedder"])
 def test_rounds_record_what_they_waited_for_after_generation(slow):
     """A slow PRM shows in ``score_wait_s`` (every round scores), a slow embedder in ``embed_wait_s``
     (ETS only); REBASE embeds nothing and never waits for it."""
-    delay = 0.05
-    backends = {"prm": SlowPRM(delay)} if slow == "prm" else {"embedder": SlowEmbedder(delay)}
+    delay = 0.2  # far above what the other, instant backend's rounds wait (a 2 ms batching window)
+    backends = {"prm": FakePRM(delay_s=delay)} if slow == "prm" else {"embedder": FakeEmbedder(delay_s=delay)}
     config = SearchConfig(width=8, max_depth=5, max_step_tokens=16)
     (ets,), _ = run([PROBLEMS[0]], config.replace(method="ets"), **backends)
     (rebase,), _ = run([PROBLEMS[0]], config.replace(method="rebase"), **backends)

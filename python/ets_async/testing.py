@@ -90,18 +90,20 @@ class FakePolicy:
 class FakePRM:
     """Deterministic pseudo-scores of the newest step; with ``record``, keeps every batch's size.
 
-    ``drop``: steps containing this string get no score (None), which drops them.
+    ``drop``: steps containing this string get no score (None), which drops them; ``delay_s``: every
+    call takes that long (a slow PRM).
     """
 
-    def __init__(self, *, drop: str | None = None, record: bool = True) -> None:
+    def __init__(self, *, drop: str | None = None, delay_s: float = 0.0, record: bool = True) -> None:
         self.batches: list[int] = []
         self.drop = drop
+        self.delay_s = delay_s
         self.record = record
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
         if self.record:
             self.batches.append(len(requests))
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.delay_s)
         return [
             None if self.drop is not None and self.drop in r.steps[-1] else _unit("/".join(r.steps)) for r in requests
         ]
@@ -109,10 +111,11 @@ class FakePRM:
 
 class FakeEmbedder:
     """Equal texts get equal vectors; a few texts share a direction so clusters form. With ``record``
-    it keeps every text it embedded (``texts``)."""
+    it keeps every text it embedded (``texts``); with ``delay_s`` every call takes that long."""
 
-    def __init__(self, dim: int = 8, *, record: bool = True) -> None:
+    def __init__(self, dim: int = 8, *, delay_s: float = 0.0, record: bool = True) -> None:
         self.dim = dim
+        self.delay_s = delay_s
         self.record = record
         self.calls = 0
         self.texts: list[str] = []
@@ -122,6 +125,8 @@ class FakeEmbedder:
         self.calls += 1
         if self.record:
             self.texts.extend(texts)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         return np.asarray([self._vector(text.split("=")[0]) for text in texts], dtype=np.float32)
 
     def _vector(self, key: str) -> np.ndarray:
