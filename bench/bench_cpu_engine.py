@@ -37,7 +37,6 @@ from ets_async.backends.vllm_engine import next_request_id
 from gsm8k import DEFAULT_DATA, solution_lines  # a sibling module: the script's folder is on sys.path
 
 
-
 async def decode_batch(engine, requests: int, tokens: int) -> float:
     """Seconds the engine takes to decode ``requests`` sequences of exactly ``tokens`` tokens."""
     from vllm import SamplingParams
@@ -91,8 +90,7 @@ async def batch_sizes(engine, args) -> None:
 
 
 async def contention(engine, embedder, args) -> None:
-    rows = [json.loads(line) for line in args.data.read_text().splitlines()[:200]]
-    texts = solution_lines(rows)[:512]
+    texts = solution_lines(json.loads(line) for line in args.data.read_text().splitlines()[:200])[:512]
     embedder.encode(texts[:8])  # load the model outside the timed runs
     settings: list[int | None] = [None, *args.threads]
     rows = []

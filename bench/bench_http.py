@@ -37,7 +37,6 @@ from ets_async.local_servers import ROUTER_POLICIES, local_router, local_servers
 from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
 
 
-
 class RoundRobinRouter(Router):
     """No affinity: request i goes to endpoint i mod N (the baseline of the affinity comparison)."""
 

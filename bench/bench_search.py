@@ -36,7 +36,6 @@ from bench_quality import sample_engine  # sibling modules: the script's folder 
 from gsm8k import DEFAULT_DATA
 
 
-
 def mean(records, key):
     return statistics.fmean(r.metrics[key] for r in records) if records else 0.0
 
