@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import threading
 import time
@@ -34,7 +33,7 @@ import torch
 from ets_async import EngineConfig, load_backends
 from ets_async.backends.vllm_engine import next_request_id
 
-from gsm8k import DEFAULT_DATA, solution_lines  # a sibling module: the script's folder is on sys.path
+from gsm8k import DEFAULT_DATA, read_rows, solution_lines  # a sibling module: the script's folder is on sys.path
 
 
 async def decode_batch(engine, requests: int, tokens: int) -> float:
@@ -90,7 +89,7 @@ async def batch_sizes(engine, args) -> None:
 
 
 async def contention(engine, embedder, args) -> None:
-    texts = solution_lines(json.loads(line) for line in args.data.read_text().splitlines()[:200])[:512]
+    texts = solution_lines(read_rows(args.data, 200))[:512]
     embedder.encode(texts[:8])  # load the model outside the timed runs
     settings: list[int | None] = [None, *args.threads]
     rows = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from ets_async.backends.vllm_engine import EngineTransport  # noqa: E402
 from ets_async.local_servers import local_servers  # noqa: E402
 from tests import tiny_models  # noqa: E402
 
-from gsm8k import DEFAULT_DATA, solution_lines  # noqa: E402 - a sibling module: the script's folder is on sys.path
+from gsm8k import DEFAULT_DATA, read_rows, solution_lines  # noqa: E402 - a sibling module: the script's folder is on sys.path
 
 
 def tree_levels(problems: Sequence[str], depth: int, children: int, lines: Sequence[str]) -> list[list[tuple[str, tuple[str, ...]]]]:
@@ -79,7 +78,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
 
-    rows = [json.loads(line) for line in args.data.read_text().splitlines()[:200]]
+    rows = read_rows(args.data, 200)
     problems = [row["question"] for row in rows[: args.problems]]
     lines = solution_lines(rows)
     levels = tree_levels(problems, args.depth, args.children, lines)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_test_1000.jsonl"
+
+
+def read_rows(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of a GSM8K JSON-lines file as they are (question, answer with its solution)."""
+    return [json.loads(line) for line in path.read_text().splitlines()[:limit]]
 
 
 def solution_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
