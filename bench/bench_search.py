@@ -7,7 +7,7 @@
 
 ``pressure`` caps the engine's KV cache (``--kv-blocks``, 32 tokens each) below what REBASE's trees
 need at that concurrency, so the engine preempts and recomputes, and runs the methods in alternating
-rounds (A B A B ...) on the same problems: problems/s and tokens/s per method, the engine's
+rounds (A B, then B A, ...) on the same problems: problems/s and tokens/s per method, the engine's
 preemptions and prefix-cache hit rate per run, and the throughput ratios averaged over rounds.
 
 All runs share one engine; its prefix cache is reset before each run so no run inherits another's
