@@ -13,9 +13,11 @@ from ets_async.backends.prm_kinds import (
     LabelPRM,
     PoolingPRM,
     as_prm,
+    at_separator,
     label_probability,
     newest_step_reward,
     shepherd_text,
+    verifier_prm,
 )
 from ets_async.backends.protocols import ProblemScope, ScoreRequest
 from ets_async.config import EngineConfig
@@ -67,11 +69,16 @@ async def test_kinds_send_their_prompt_and_the_problem_scope_through_the_transpo
     transport = RecordingTransport()
     scope = ProblemScope("p")
     label = LabelPRM(transport, lambda r: [*r.token_ids, 0], positive=7, negative=8)
-    pooling = PoolingPRM(transport, lambda r: [*r.token_ids, SEP], separator_id=SEP)
+    pooling = PoolingPRM(transport, lambda r: [*r.token_ids, SEP, 3], at_separator(SEP))
+    verifier = verifier_prm(transport, None)
     request = ScoreRequest((1, 2), "q", ("s",), scope)
     assert await label.score([request]) == pytest.approx([1 / (1 + pow(2.718281828459045, -1.0))])
     assert await pooling.score([request]) == pytest.approx([0.6])
-    assert transport.calls == [("label", [1, 2, 0], scope), ("pool", [1, 2, SEP], scope)]
+    assert await verifier.score([ScoreRequest((1, SEP), "q", ("s",), scope)]) == pytest.approx([0.6])  # the last token's
+    assert await verifier.score([request]) == pytest.approx([0.5])
+    assert transport.calls == [
+        ("label", [1, 2, 0], scope), ("pool", [1, 2, SEP, 3], scope), ("pool", [1, SEP], scope), ("pool", [1, 2], scope)
+    ]  # fmt: skip
 
 
 @pytest.mark.asyncio

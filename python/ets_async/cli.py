@@ -5,6 +5,7 @@
     ets-async plot runs/*.jsonl -o fig.png
     ets-async demo
     ets-async serve --port 8000
+    ets-async train-verifier runs/rollouts.jsonl --out head.safetensors
 
 All file and network I/O for runs lives here; the library below it is pure or engine-only.
 """
@@ -816,6 +817,66 @@ def serve(
         asyncio.run(run_service(start, service_config, host, port))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+@app.command("train-verifier")
+def train_verifier_(
+    rollouts: list[Path] = typer.Argument(
+        ..., help="Run files of the policy's own searches on TRAINING problems with reference answers "
+        "('ets-async run --dataset train.jsonl ...'); never the problems you evaluate on."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Head file to write (safetensors, a few KB to MB)."),
+    model: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="The policy that generated the rollouts (its hidden states are the features). " + _MODEL_HELP
+    ),
+    layers: Optional[list[int]] = typer.Option(  # noqa: UP007
+        None, "--layer", help="Decoder layer to read (repeatable). [default: the middle and the last]"
+    ),
+    kinds: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None, "--kind", help="Head kind to try: linear or mlp (repeatable). [default: both]"
+    ),
+    held_back: float = typer.Option(0.2, min=0.05, max=0.5, help="Share of the problems held back to choose the variant."),
+    features_dir: Optional[Path] = typer.Option(  # noqa: UP007
+        None, help="Cache of the extracted hidden states (resumable). [default: OUT's folder/features-<policy>]"
+    ),
+    steps: int = typer.Option(400, min=1, help="Optimiser steps per variant."),
+    time_limit: Optional[float] = typer.Option(  # noqa: UP007
+        None, min=1.0, help="Stop extracting new features after this many seconds and train on what is there."
+    ),
+) -> None:
+    """Train a verifier on the policy's own rollouts and write its head file.
+
+    Labels: a finished trajectory is right or wrong by the grader; a partial one is worth the share of
+    right trajectories below it. Features: the policy's hidden states at the end of each step. Every
+    (layer, kind) variant is trained with a pointwise and a within-problem ranking loss, and the one
+    with the best within-problem AUROC on held-back problems is written. Serve it with
+    --engine-set prm=verifier --engine-set prm_model=OUT.
+    """
+    from .models import resolve_model
+    from .verifier.head import TrainSettings
+    from .verifier.train import train_verifier
+
+    bad = [k for k in kinds or () if k not in ("linear", "mlp")]
+    if bad:
+        raise typer.BadParameter(f"unknown head kind {bad[0]!r}; kinds: linear, mlp", param_hint="--kind")
+    policy_dir = resolve_model(model)
+    cache = features_dir or out.parent / f"features-{Path(policy_dir).name}"
+    try:
+        train_verifier(
+            rollouts,
+            policy_dir,
+            out,
+            features_dir=cache,
+            layers=layers or None,
+            kinds=tuple(kinds or ("linear", "mlp")),  # type: ignore[arg-type]
+            held_back=held_back,
+            settings=TrainSettings(steps=steps),
+            time_limit_s=time_limit,
+            echo=typer.echo,
+        )
+    except (ValueError, RunFileError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.callback()

