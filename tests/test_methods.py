@@ -111,3 +111,21 @@ def test_counts_are_nonnegative_and_aligned(method):
                     embeddings=np.eye(6, dtype=np.float32))
     counts = allocate(method, f, width=6)
     assert len(counts) == 6 and min(counts) >= 0 and sum(counts) >= 1
+
+
+def test_particle_filter_resamples_in_proportion_to_the_score_odds():
+    from ets_async.search.particle_filter import resampling_weights
+
+    # odds 0.8 / 0.2 = 4 and 0.5 / 0.5 = 1: shares 0.8 and 0.2 at T = 1; T = 0.5 squares the odds (16 : 1)
+    assert resampling_weights([0.8, 0.5], 1.0) == pytest.approx([0.8, 0.2])
+    assert resampling_weights([0.8, 0.5], 0.5) == pytest.approx([16 / 17, 1 / 17])
+    assert resampling_weights([1.0, 0.0], 1.0).sum() == pytest.approx(1.0)  # scores at the ends are clipped
+    f = frontier_of([0.8, 0.5], [0, 1], width=2000)
+    counts = allocate("particle_filter", f, width=2000)
+    assert sum(counts) == 2000 and 1500 < counts[0] < 1700  # binomial(2000, 0.8): mean 1600, sd 18
+    assert allocate("particle_filter", f, width=2000) == counts  # seeded: repeatable
+    assert allocate("particle_filter", f, width=2000, seed=1) != counts
+    # a doubted trajectory still gets children now and then (REBASE at T = 0.2 would give it none)
+    small = frontier_of([0.9, 0.3], [0, 1], width=8)
+    draws = [allocate("particle_filter", small, width=8, seed=s)[1] for s in range(20)]
+    assert any(draws) and allocate("rebase", small, width=8) == [8, 0]

@@ -7,6 +7,7 @@ from .best_of_n import BestOfN
 from .dvts import Dvts
 from .ets import Ets
 from .method import MethodFactory
+from .particle_filter import ParticleFilter
 from .rebase import Rebase
 
 METHODS: dict[str, MethodFactory] = {
@@ -15,6 +16,7 @@ METHODS: dict[str, MethodFactory] = {
     "beam": BeamSearch,
     "dvts": Dvts,
     "best_of_n": BestOfN,
+    "particle_filter": ParticleFilter,
 }
 
 __all__ = ["METHODS"]
