@@ -1,6 +1,7 @@
 """How well each CPU scorer separates right from wrong trajectories (AUROC), on real samples.
 
     python bench/bench_scorers.py --start 100 --problems 40 --width 8 --out runs/scorers.jsonl
+    python bench/bench_scorers.py --start 0 --problems 100 --verifier HEAD --out runs/scorers-verifier.jsonl
 
 Samples ``width`` independent trajectories per problem with the search loop (best-of-N, so every
 step is scored as the search would score it), scores every step with every scorer at once, then
@@ -13,7 +14,12 @@ problem's candidates needs). Scorers:
 * confidence_mean / confidence_window: the policy's own geometric-mean token probability over the
   step, or over its least confident 16-token window (read from the logprobs returned with the step);
 * arithmetic: 1 if the step's stated arithmetic checks out exactly, 0.5 if it states none, 0.1 if wrong;
+* verifier (with ``--verifier``, a head file or a registered verifier): the value head learned from the
+  policy's rollouts, served on its own vLLM pooling engine as the search serves it (prm=verifier);
 * X+arith: scorer X cut to a tenth on a step with wrong arithmetic.
+
+The within-problem AUROC of every scorer is also reported by step depth: over the steps at that depth
+of finished trajectories (each labelled by its trajectory's correctness).
 
 One JSON line per problem goes to ``--out`` (the run resumes from it); the report is recomputed
 from the file, so ``--report-only`` re-prints it without an engine.
@@ -32,9 +38,12 @@ from ets_async import EngineConfig, SearchConfig, load_backends, models
 from ets_async.arithmetic import check_arithmetic
 from ets_async.backends import ScoreRequest
 from ets_async.backends.confidence_prm import step_confidence
+from ets_async.backends.prm_kinds import judge_prm
+from ets_async.backends.vllm_engine import EngineTransport
 from ets_async.datasets import load_problems
 from ets_async.grading import grade
 from ets_async.results import ResultWriter, read_results
+from ets_async.verifier.head import auroc
 from ets_async.voting import STEP_AGGREGATIONS, aggregate_scores, select_answer
 
 from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
@@ -48,13 +57,15 @@ class RecordingPRM:
 
     needs_step_logprobs = True
 
-    def __init__(self, judge: Any) -> None:
+    def __init__(self, judge: Any, verifier: Any | None) -> None:
         self.judge = judge
+        self.verifier = verifier
         self.table: dict[tuple[str, str], dict[str, float]] = {}
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
         judged = await self.judge.score(requests)
-        for request, judge in zip(requests, judged):
+        verified = await self.verifier.score(requests) if self.verifier is not None else [None] * len(requests)
+        for request, judge, value in zip(requests, judged, verified):
             logprobs = request.step_logprobs or ()
             check = check_arithmetic(request.steps[-1])
             self.table[(request.scope.id if request.scope else "", "".join(request.steps))] = {
@@ -63,6 +74,7 @@ class RecordingPRM:
                 "confidence_window": step_confidence(logprobs, "lowest_window"),
                 "arithmetic": ARITH_PENALTY if check.wrong else (1.0 if check.claims else 0.5),
                 "arith_wrong": float(check.wrong > 0),
+                **({"verifier": value} if value is not None else {}),
             }
         return judged
 
@@ -75,22 +87,22 @@ def step_features(table: dict[tuple[str, str], dict[str, float]], problem_id: st
 
 def scorer_values(steps: list[dict[str, float]]) -> dict[str, list[float]]:
     values = {name: [s[name] for s in steps] for name in BASE_SCORERS}
+    if steps and all("verifier" in s for s in steps):
+        values["verifier"] = [s["verifier"] for s in steps]
     for name in ("judge", "confidence_mean", "confidence_window"):
         values[f"{name}+arith"] = [s[name] * (ARITH_PENALTY if s["arith_wrong"] else 1.0) for s in steps]
     return values
 
 
-def auroc(positives: list[float], negatives: list[float]) -> float | None:
-    """P(a random right trajectory scores above a random wrong one), ties counting half."""
-    if not positives or not negatives:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
-    return wins / (len(positives) * len(negatives))
-
-
 async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> None:
-    backends = load_backends(EngineConfig(model=args.model, prm="judge"))
-    recorder = RecordingPRM(backends.prm)
+    if args.verifier:  # the verifier on its own engine; the judge asks the policy's
+        backends = load_backends(EngineConfig(model=args.model, prm="verifier", prm_model=args.verifier))
+        policy_engine = backends.engines[0]
+        judge = judge_prm(EngineTransport(policy_engine), policy_engine.get_tokenizer())
+        recorder = RecordingPRM(judge, backends.prm)
+    else:
+        backends = load_backends(EngineConfig(model=args.model, prm="judge"))
+        recorder = RecordingPRM(backends.prm, None)
     config = SearchConfig(
         method="best_of_n",
         width=args.width,
@@ -139,7 +151,7 @@ def report(records: list[dict[str, Any]]) -> None:
     print(f"{len(records)} problems, {len(trajectories)} finished trajectories ({right} right); "
           f"{len(mixed)} problems have both right and wrong ones; {oracle} have at least one right")
     print(f"majority vote (no scorer): {selection_accuracy(records, None, 'last', 'majority'):.3f}")
-    names = list(scorer_values([]))
+    names = [n for n in trajectories[0]["scores"] if all(n in t["scores"] for t in trajectories)] if trajectories else []
     print(f"\n{'scorer':<26}" + "".join(f"{agg:>16}" for agg in STEP_AGGREGATIONS))
     print(f"{'':<26}" + "".join(f"{'pooled / within':>16}" for _ in STEP_AGGREGATIONS))
     for name in names:
@@ -166,6 +178,28 @@ def report(records: list[dict[str, Any]]) -> None:
             for how in STEP_AGGREGATIONS
         ]
         print(f"{name:<26}" + "".join(f"{c:>16}" for c in cells))
+    print_depth_table(mixed, names)
+
+
+def within_at_depth(mixed: list[dict[str, Any]], name: str, depth: int) -> tuple[float | None, int]:
+    """Mean within-problem AUROC of the scorer's value of the step at ``depth`` (1 = first), each step
+    labelled by its trajectory's correctness; and the problems that had both at that depth."""
+    values = []
+    for r in mixed:
+        at = [(t["scores"][name][depth - 1], bool(t["correct"])) for t in r["trajectories"] if len(t["scores"][name]) >= depth]
+        a = auroc([v for v, ok in at if ok], [v for v, ok in at if not ok])
+        if a is not None:
+            values.append(a)
+    return (statistics.fmean(values) if values else None), len(values)
+
+
+def print_depth_table(mixed: list[dict[str, Any]], names: list[str], depths: int = 6) -> None:
+    print("
+within-problem AUROC of the step at each depth (problems with both at that depth in brackets)")
+    print(f"{'scorer':<26}" + "".join(f"{'depth ' + str(d):>14}" for d in range(1, depths + 1)))
+    for name in names:
+        cells = [(lambda a, n: f"{_fmt(a)} ({n})")(*within_at_depth(mixed, name, d)) for d in range(1, depths + 1)]
+        print(f"{name:<26}" + "".join(f"{c:>14}" for c in cells))
 
 
 def _fmt(value: float | None) -> str:
@@ -183,6 +217,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--model", default=models.DEFAULT_POLICY)
+    parser.add_argument("--verifier", default=None, help="also score with this verifier (a head file or a registered verifier)")
     parser.add_argument("--out", type=Path, default=Path("runs/scorers.jsonl"))
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
