@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,32 @@ async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(layer,
         assert len(set(round(g, 4) for g in got)) > 1  # the head is not constant on these states
     finally:
         backends.shutdown()
+
+
+def test_a_head_file_is_built_over_the_policy_once_per_head(tiny_policy, tmp_path, monkeypatch):
+    from ets_async import models
+    from ets_async.verifier.checkpoint import ARCHITECTURE, MARKER, SCORE_FILE
+
+    monkeypatch.setenv("ETS_ASYNC_CACHE", str(tmp_path / "cache"))
+    size = json.loads((tiny_policy / "config.json").read_text())["hidden_size"]
+    head_path = tmp_path / "head.safetensors"
+    save_head(TrainedHead("linear", 2, {"a": np.ones(size, np.float32), "c": np.zeros(1, np.float32)}), head_path, {})
+    folder = Path(models.resolve_verifier(str(head_path), str(tiny_policy)))
+    assert folder.parent == tmp_path / "cache" / "verifiers"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == [ARCHITECTURE] and config["num_labels"] == 2 and config["num_hidden_layers"] == 2
+    stamp = (folder / SCORE_FILE).stat().st_mtime_ns
+    assert models.resolve_verifier(str(head_path), str(tiny_policy)) == str(folder)  # reused, not rebuilt
+    assert (folder / SCORE_FILE).stat().st_mtime_ns == stamp
+    save_head(TrainedHead("linear", 1, {"a": np.ones(size, np.float32), "c": np.ones(1, np.float32)}), head_path, {})
+    other = Path(models.resolve_verifier(str(head_path), str(tiny_policy)))  # another head: another folder
+    assert other != folder and json.loads((other / "config.json").read_text())["num_hidden_layers"] == 1
+    assert json.loads((other / MARKER).read_text())["layer"] == 1
+    assert models.resolve_verifier("/some/served/folder", None) == "/some/served/folder"
+
+
+def test_without_a_registered_verifier_the_error_says_how_to_get_one():
+    from ets_async import models
+
+    with pytest.raises(models.ModelUnavailableError, match="train-verifier"):
+        models.resolve_verifier(None, "/a/policy/of/my/own")
