@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ets_async.verifier.checkpoint import load_head, save_head, score_tensors
 from ets_async.verifier.features import TreeFeatures
 from ets_async.verifier.head import TrainedHead, TrainSettings, auroc, train_head, within_problem_auroc
 from ets_async.verifier.labels import label_tree, node_values
+from ets_async.verifier.train import cross_validate
 
 from . import tiny_models
 
@@ -78,7 +80,11 @@ def _synthetic_trees(n: int, seed: int, size: int = 32) -> list[TreeFeatures]:
 def test_a_head_learns_to_rank_right_above_wrong_within_a_problem():
     train, held = _synthetic_trees(60, 0), _synthetic_trees(30, 1)
     for kind in ("linear", "mlp"):
-        head = train_head(train, held, TrainSettings(kind=kind, layer=4, steps=200, mlp_width=16, learning_rate=1e-2))
+        settings = TrainSettings(kind=kind, layer=4, steps=200, mlp_width=16, learning_rate=1e-2)
+        report = cross_validate(train, settings)  # chooses the number of steps, as train-verifier does
+        assert report.problems == 60 and report.leaf_auroc is not None and report.leaf_auroc > 0.8
+        assert 0 < report.steps <= 200 and report.steps % settings.eval_every == 0
+        head = train_head(train, replace(settings, steps=report.steps))
         score, problems = within_problem_auroc(held, [head.logits(t.layers[4]) for t in held])
         assert problems == 30
         assert score is not None and score > 0.8, (kind, score)  # chance is 0.5, the best possible about 0.92

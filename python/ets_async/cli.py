@@ -835,11 +835,11 @@ def train_verifier_(
     kinds: Optional[list[str]] = typer.Option(  # noqa: UP007
         None, "--kind", help="Head kind to try: linear or mlp (repeatable). [default: both]"
     ),
-    held_back: float = typer.Option(0.2, min=0.05, max=0.5, help="Share of the problems held back to choose the variant."),
+    folds: int = typer.Option(5, min=2, help="Cross-validation folds over problems (choose the variant and the steps)."),
     features_dir: Optional[Path] = typer.Option(  # noqa: UP007
         None, help="Cache of the extracted hidden states (resumable). [default: OUT's folder/features-<policy>]"
     ),
-    steps: int = typer.Option(400, min=1, help="Optimiser steps per variant."),
+    steps: int = typer.Option(400, min=1, help="Most optimiser steps per variant (cross-validation picks how many)."),
     time_limit: Optional[float] = typer.Option(  # noqa: UP007
         None, min=1.0, help="Stop extracting new features after this many seconds and train on what is there."
     ),
@@ -848,9 +848,9 @@ def train_verifier_(
 
     Labels: a finished trajectory is right or wrong by the grader; a partial one is worth the share of
     right trajectories below it. Features: the policy's hidden states at the end of each step. Every
-    (layer, kind) variant is trained with a pointwise and a within-problem ranking loss, and the one
-    with the best within-problem AUROC on held-back problems is written. Serve it with
-    --engine-set prm=verifier --engine-set prm_model=OUT.
+    (layer, kind) variant is trained with a pointwise and a within-problem ranking loss and judged by
+    cross-validation over problems; the one with the best within-problem AUROC is trained on every
+    problem and written. Serve it with --engine-set prm=verifier --engine-set prm_model=OUT.
     """
     from .models import resolve_model
     from .verifier.head import TrainSettings
@@ -869,8 +869,7 @@ def train_verifier_(
             features_dir=cache,
             layers=layers or None,
             kinds=tuple(kinds or ("linear", "mlp")),  # type: ignore[arg-type]
-            held_back=held_back,
-            settings=TrainSettings(steps=steps),
+            settings=TrainSettings(steps=steps, folds=folds, eval_every=max(1, min(20, steps // 10))),
             time_limit_s=time_limit,
             echo=typer.echo,
         )

@@ -10,10 +10,9 @@ candidates needs: pooled accuracy mostly measures how hard problems are.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -30,11 +29,12 @@ class TrainSettings:
     kind: HeadKind = "linear"
     layer: int = 28
     mlp_width: int = 256
-    steps: int = 400
+    steps: int = 400  # the most; cross-validation picks how many
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     rank_weight: float = 1.0  # the pairwise loss's weight beside the pointwise one
     eval_every: int = 20
+    folds: int = 5
     seed: int = 0
 
 
@@ -46,7 +46,6 @@ class TrainedHead:
     kind: HeadKind
     layer: int
     weights: dict[str, np.ndarray]
-    history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-back within-problem AUROC)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         w = self.weights
@@ -81,12 +80,11 @@ def within_problem_auroc(
     return (statistics.fmean(values) if values else None), len(values)
 
 
-def split_problems(ids: Sequence[str], held_back: float, seed: int = 0) -> set[str]:
-    """A stable share of problem ids to hold back (hash of the id, not the file order)."""
+def fold_of(problem_id: str, folds: int, seed: int = 0) -> int:
+    """A problem's cross-validation fold: a hash of its id (stable whatever the file order)."""
     import hashlib
 
-    cut = int(held_back * 10_000)
-    return {i for i in ids if int(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=4).hexdigest(), 16) % 10_000 < cut}
+    return int(hashlib.blake2b(f"{seed}:{problem_id}".encode(), digest_size=4).hexdigest(), 16) % folds
 
 
 def _batch(trees: Sequence[TreeFeatures], layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,9 +108,11 @@ def _pairs(values: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return b, w, (values[b] - values[w]).astype(np.float32)
 
 
-def train_head(train: Sequence[TreeFeatures], held_back: Sequence[TreeFeatures], settings: TrainSettings) -> TrainedHead:
-    """Train one head; keep the weights of the evaluation step with the best held-back within-problem
-    AUROC (the last step when there is nothing to judge by)."""
+def train_head(
+    train: Sequence[TreeFeatures], settings: TrainSettings, on_eval: Callable[[int, TrainedHead], None] | None = None
+) -> TrainedHead:
+    """Train one head for ``settings.steps`` full-batch steps; ``on_eval(step, head)`` sees the head
+    every ``settings.eval_every`` steps (cross-validation picks the number of steps with it)."""
     import torch
     from torch import nn
 
@@ -128,10 +128,7 @@ def train_head(train: Sequence[TreeFeatures], held_back: Sequence[TreeFeatures],
     else:
         model = nn.Sequential(nn.Linear(size, settings.mlp_width), nn.ReLU(), nn.Linear(settings.mlp_width, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    best: tuple[float, int, dict[str, np.ndarray]] | None = None
-    history: list[tuple[int, float]] = []
     for step in range(1, settings.steps + 1):
-        model.train()
         z = model(x).squeeze(-1)
         loss = nn.functional.binary_cross_entropy_with_logits(z, y)
         if settings.rank_weight and len(pair_w):
@@ -140,16 +137,9 @@ def train_head(train: Sequence[TreeFeatures], held_back: Sequence[TreeFeatures],
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % settings.eval_every == 0 or step == settings.steps:
-            head = _folded(model, settings, mean, std)
-            score, _ = within_problem_auroc(held_back, [head.logits(t.layers[settings.layer]) for t in held_back])
-            if score is not None:
-                history.append((step, score))
-            judged = score if score is not None else -math.inf
-            if best is None or judged >= best[0]:  # ties (and nothing to judge by) keep the later step
-                best = (judged, step, head.weights)
-    assert best is not None
-    return TrainedHead(settings.kind, settings.layer, best[2], history)
+        if on_eval is not None and step % settings.eval_every == 0:
+            on_eval(step, _folded(model, settings, mean, std))
+    return _folded(model, settings, mean, std)
 
 
 def _folded(model, settings: TrainSettings, mean: np.ndarray, std: np.ndarray) -> TrainedHead:

@@ -1,6 +1,7 @@
 """Train a verifier from rollouts: run files of the policy's own searches on training problems ->
-value labels -> hidden-state features -> every head variant -> the one that ranks held-back training
-problems best, saved as a head file (``checkpoint.save_head``). ``ets-async train-verifier`` runs it.
+value labels -> hidden-state features -> every head variant, judged by cross-validation over problems
+(each problem's nodes predicted by a head that never saw that problem) -> the best variant trained on
+every problem, saved as a head file (``checkpoint.save_head``). ``ets-async train-verifier`` runs it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from ..results import HEADER_KEY, read_results
 from .checkpoint import save_head
 from .features import HiddenStateReader, TreeFeatures, extract_features, prompt_renderer
-from .head import HeadKind, TrainedHead, TrainSettings, auroc, split_problems, train_head, within_problem_auroc
+from .head import HeadKind, TrainedHead, TrainSettings, auroc, fold_of, train_head, within_problem_auroc
 from .labels import LabeledTree, label_trees
 
 log = logging.getLogger("ets_async")
@@ -26,15 +27,15 @@ log = logging.getLogger("ets_async")
 
 @dataclass(frozen=True)
 class VariantReport:
-    """How one head variant did on the held-back problems."""
+    """How one head variant did on problems it was not trained on (cross-validation)."""
 
     kind: HeadKind
     layer: int
+    steps: int  # the number of training steps with the best mean within-problem AUROC
     leaf_auroc: float | None  # mean within-problem AUROC of finished trajectories
-    problems: int  # held-back problems with both right and wrong trajectories
-    node_auroc_by_depth: dict[int, float | None]  # inner and leaf nodes with a pure label, by depth
+    problems: int  # problems with both right and wrong trajectories
     pooled_leaf_auroc: float | None
-    best_step: int
+    node_auroc_by_depth: dict[int, float | None]  # nodes whose leaves below are all right or all wrong
 
 
 def read_rollouts(paths: Sequence[str | Path]) -> tuple[list[LabeledTree], dict[str, Any]]:
@@ -62,29 +63,32 @@ def depth_aurocs(trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray], ma
     return out
 
 
-def evaluate(head: TrainedHead, trees: Sequence[TreeFeatures], best_step: int = 0) -> VariantReport:
-    scores = [head.logits(t.layers[head.layer]) for t in trees]
+def report_scores(kind: HeadKind, layer: int, steps: int, trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray]) -> VariantReport:
     leaf, problems = within_problem_auroc(trees, scores)
-    right = [s for t, sc in zip(trees, scores) for s, v, leafy in zip(sc, t.value, t.is_leaf) if leafy and v >= 0.5]
-    wrong = [s for t, sc in zip(trees, scores) for s, v, leafy in zip(sc, t.value, t.is_leaf) if leafy and v < 0.5]
-    return VariantReport(head.kind, head.layer, leaf, problems, depth_aurocs(trees, scores), auroc(right, wrong), best_step)
+    right = [s for t, sc in zip(trees, scores) for s, v, is_leaf in zip(sc, t.value, t.is_leaf) if is_leaf and v >= 0.5]
+    wrong = [s for t, sc in zip(trees, scores) for s, v, is_leaf in zip(sc, t.value, t.is_leaf) if is_leaf and v < 0.5]
+    return VariantReport(kind, layer, steps, leaf, problems, auroc(right, wrong), depth_aurocs(trees, scores))
 
 
-def train_variants(
-    train: Sequence[TreeFeatures],
-    held_back: Sequence[TreeFeatures],
-    layers: Sequence[int],
-    kinds: Sequence[HeadKind],
-    base: TrainSettings,
-) -> list[tuple[TrainedHead, VariantReport]]:
-    """Every (layer, kind) head, trained on ``train`` and judged on ``held_back``."""
-    out = []
-    for layer in layers:
-        for kind in kinds:
-            head = train_head(train, held_back, replace(base, layer=layer, kind=kind))
-            best = max(head.history, key=lambda h: h[1])[0] if head.history else base.steps
-            out.append((head, evaluate(head, held_back, best)))
-    return out
+def cross_validate(features: Sequence[TreeFeatures], settings: TrainSettings) -> VariantReport:
+    """Train on all folds but one, score the held-out fold, for every fold; the number of steps is the
+    one with the best mean within-problem AUROC over the folds, and the report is of the out-of-fold
+    scores at that step."""
+    folds = [[f for f in features if fold_of(f.problem_id, settings.folds, settings.seed) == k] for k in range(settings.folds)]
+    # out-of-fold scores by evaluation step: step -> problem id -> scores
+    scores: dict[int, dict[str, np.ndarray]] = {}
+    for k, held in enumerate(folds):
+        if not held:
+            continue
+        train = [f for j, fold in enumerate(folds) if j != k for f in fold]
+
+        def record(step: int, head: TrainedHead, held: list[TreeFeatures] = held) -> None:
+            scores.setdefault(step, {}).update({t.problem_id: head.logits(t.layers[settings.layer]) for t in held})
+
+        train_head(train, settings, record)
+    by_step = {step: within_problem_auroc(features, [oof[f.problem_id] for f in features])[0] for step, oof in scores.items()}
+    best = max(by_step, key=lambda step: (by_step[step] if by_step[step] is not None else -1.0, -step))
+    return report_scores(settings.kind, settings.layer, best, features, [scores[best][f.problem_id] for f in features])
 
 
 def train_verifier(
@@ -95,7 +99,6 @@ def train_verifier(
     features_dir: Path,
     layers: Sequence[int] | None = None,
     kinds: Sequence[HeadKind] = ("linear", "mlp"),
-    held_back: float = 0.2,
     settings: TrainSettings = TrainSettings(),
     time_limit_s: float | None = None,
     echo: Callable[[str], None] = print,
@@ -110,27 +113,26 @@ def train_verifier(
     echo(f"{len(trees)} labelled problems ({sum(t.mixed for t in trees)} with right and wrong trajectories), "
          f"{sum(len(t.nodes) for t in trees)} labelled nodes; layers {list(reader.layers)} of {reader.num_layers}")
     features = extract_features(trees, reader, prompt_renderer(reader.tokenizer, config), features_dir, limit_s=time_limit_s)
-    held = split_problems([f.problem_id for f in features], held_back, settings.seed)
-    train = [f for f in features if f.problem_id not in held]
-    judge = [f for f in features if f.problem_id in held]
-    echo(f"features of {len(features)} problems; training on {len(train)}, judging on {len(judge)} held-back problems")
-    results = train_variants(train, judge, reader.layers, kinds, settings)
-    for _, rep in results:
+    echo(f"features of {len(features)} problems; {settings.folds}-fold cross-validation over problems")
+    reports = [cross_validate(features, replace(settings, layer=layer, kind=kind)) for layer in reader.layers for kind in kinds]
+    for rep in reports:
         echo(format_report(rep))
-    head, chosen = max(results, key=lambda hr: -1.0 if hr[1].leaf_auroc is None else hr[1].leaf_auroc)
+    chosen = max(reports, key=lambda r: -1.0 if r.leaf_auroc is None else r.leaf_auroc)
+    final = replace(settings, layer=chosen.layer, kind=chosen.kind, steps=chosen.steps)
+    head = train_head(features, final)
     metadata = {
         "policy": Path(policy_dir).name,
         "rollouts": [Path(p).name for p in rollouts],
-        "problems": {"train": len(train), "held_back": len(judge)},
-        "held_back_leaf_auroc": chosen.leaf_auroc,
-        "settings": asdict(replace(settings, kind=head.kind, layer=head.layer)),
-        "torch_platform": platform.machine(),
+        "problems": len(features),
+        "cross_validated_leaf_auroc": chosen.leaf_auroc,
+        "settings": asdict(final),
+        "machine": platform.machine(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = save_head(head, out, metadata)
-    echo(f"chose {head.kind} on layer {head.layer}: held-back within-problem AUROC {_fmt(chosen.leaf_auroc)}; "
-         f"wrote {out} (sha256 {digest})")
-    return head, [r for _, r in results], digest
+    echo(f"chose {head.kind} on layer {head.layer}, {final.steps} steps (cross-validated within-problem AUROC "
+         f"{_fmt(chosen.leaf_auroc)}), trained on all {len(features)} problems; wrote {out} (sha256 {digest})")
+    return head, reports, digest
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -140,8 +142,8 @@ def default_layers(num_layers: int) -> list[int]:
 
 def format_report(rep: VariantReport) -> str:
     depths = " ".join(f"d{d}={_fmt(a)}" for d, a in rep.node_auroc_by_depth.items() if a is not None)
-    return (f"  {rep.kind:<6} layer {rep.layer:>2}: within-problem AUROC {_fmt(rep.leaf_auroc)} over {rep.problems} problems "
-            f"(pooled {_fmt(rep.pooled_leaf_auroc)}, best step {rep.best_step}); nodes by depth: {depths}")
+    return (f"  {rep.kind:<6} layer {rep.layer:>2}, {rep.steps:>4} steps: within-problem AUROC {_fmt(rep.leaf_auroc)} "
+            f"over {rep.problems} problems (pooled {_fmt(rep.pooled_leaf_auroc)}); nodes by depth: {depths}")
 
 
 def _fmt(value: float | None) -> str:
