@@ -3,10 +3,13 @@
     python bench/bench_quality.py --problems 30 --width 8 --out runs/quality
     python bench/bench_quality.py --variants rebase ets ets:lambda_s=0 --width 16 --baseline rebase
     python bench/bench_quality.py --out runs/quality --report-only
+    python bench/bench_quality.py --verifier HEAD --variants majority weighted_verifier rebase_verifier pf_verifier
 
 Each variant is a predefined name (greedy, majority, weighted_majority, best_of_n, beam, dvts,
-rebase, ets) or ``[label=]method[:key=value,...]`` with any SearchConfig fields; ``--width`` applies
-unless a variant sets its own. Every variant runs on the same problems with the same seed, one after
+rebase, ets, and with the verifier: weighted_verifier, rebase_verifier, ets_verifier, pf_verifier,
+pf) or ``[label=]method[:key=value,...]`` with any SearchConfig fields, plus ``prm=confidence`` (the
+default) or ``prm=verifier`` (the head given by ``--verifier``, on its own pooling engine, started
+once beside the policy's); ``--width`` applies unless a variant sets its own. Every variant runs on the same problems with the same seed, one after
 another on one engine (its prefix cache reset before each), and appends one line per problem to
 ``OUT/<label>-<width>.jsonl``: an interrupted run resumes where it stopped, and a variant whose
 settings changed is refused. While a variant runs, the engine's own KV-cache usage
@@ -30,11 +33,13 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ets_async import EngineConfig, SearchConfig, iter_solve, load_backends, report
 from ets_async.api import resolve_config
+from ets_async.backends.confidence_prm import ConfidencePRM
 from ets_async.datasets import load_problems
 from ets_async.plots import plot_summaries
 from ets_async.results import ResultWriter, read_results
@@ -50,19 +55,35 @@ VARIANTS = {
     "dvts": "dvts",
     "rebase": "rebase",
     "ets": "ets",
+    "pf": "particle_filter",
+    "weighted_verifier": "best_of_n:answer_selection=weighted_majority,prm=verifier",
+    "rebase_verifier": "rebase:prm=verifier",
+    "ets_verifier": "ets:prm=verifier",
+    "pf_verifier": "particle_filter:prm=verifier",
 }
+PRMS = ("confidence", "verifier")
 ISSUE_SET = ["greedy", "majority", "weighted_majority", "best_of_n", "beam", "dvts", "rebase", "ets"]
 
 
-def parse_variant(spec: str, base: dict[str, Any]) -> tuple[str, SearchConfig]:
-    """``label=method:key=value,...`` (label defaults to the spec) -> (label, config)."""
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    config: SearchConfig
+    prm: str = "confidence"
+
+
+def parse_variant(spec: str, base: dict[str, Any]) -> Variant:
+    """``label=method:key=value,...`` (label defaults to the spec; ``prm=`` picks the scorer) -> a variant."""
     label, sep, body = spec.partition("=")
     if not sep or ":" in label:
         label, body = spec, spec
     body = VARIANTS.get(body, body)
     method, _, rest = body.partition(":")
-    settings = [s for s in rest.split(",") if s]
-    return label, SearchConfig.load(None, settings, base={**base, "method": method})
+    settings = [s for s in rest.split(",") if s and not s.startswith("prm=")]
+    prm = next((s.partition("=")[2] for s in rest.split(",") if s.startswith("prm=")), "confidence")
+    if prm not in PRMS:
+        raise SystemExit(f"{spec}: prm must be one of {', '.join(PRMS)}")
+    return Variant(label, SearchConfig.load(None, settings, base={**base, "method": method}), prm)
 
 
 def process_tree_rss_gib() -> float:
@@ -90,13 +111,14 @@ async def sample_engine(kv_usage: list[float], rss_gib: list[float], period_s: f
         await asyncio.sleep(period_s)
 
 
-def run_file(out: Path, label: str, config: SearchConfig) -> Path:
-    return out / f"{label}-{config.width}.jsonl"
+def run_file(out: Path, variant: Variant) -> Path:
+    return out / f"{variant.label}-{variant.config.width}.jsonl"
 
 
-async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str, config: SearchConfig, out: Path) -> None:
-    path = run_file(out, label, config)
-    header = {"label": label, "config": config.model_dump(mode="json")}
+async def run_variant(backends: Any, prm: Any, problems: list[dict[str, Any]], variant: Variant, out: Path) -> None:
+    label, config = variant.label, variant.config
+    path = run_file(out, variant)
+    header = {"label": label, "config": config.model_dump(mode="json"), "prm": variant.prm}
     with ResultWriter(path, run_header=header) as writer:
         if changed := writer.settings_changed(header):
             raise SystemExit(f"{path} was written with other settings ({', '.join(changed)}); remove it or use another --out")
@@ -112,7 +134,7 @@ async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str,
         sampler = asyncio.create_task(sample_engine(usage, rss))
         started = time.perf_counter()
         try:
-            results = iter_solve(todo, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+            results = iter_solve(todo, config, policy=backends.policy, prm=prm, embedder=backends.embedder)
             async for result in results:
                 elapsed = time.perf_counter() - started
                 writer.write(report.run_record(result, config, session=session, elapsed_s=elapsed, label=label))
@@ -125,20 +147,21 @@ async def run_variant(backends: Any, problems: list[dict[str, Any]], label: str,
 _SELECTION_FIELDS = ("answer_selection", "score_aggregation")
 
 
-def same_search(a: SearchConfig, b: SearchConfig) -> bool:
-    """Whether two configs grow identical trees (they differ at most in how the answer is picked:
-    seeds depend only on the seed, the problem and the node, so the samples are the same)."""
+def same_search(a: Variant, b: Variant) -> bool:
+    """Whether two variants grow identical trees with identical scores (they differ at most in how the
+    answer is picked: seeds depend only on the seed, the problem and the node, so the samples are the same)."""
     def search_fields(config: SearchConfig) -> dict[str, Any]:
         return {k: v for k, v in config.model_dump().items() if k not in _SELECTION_FIELDS}
 
-    return search_fields(a) == search_fields(b)
+    return a.prm == b.prm and search_fields(a.config) == search_fields(b.config)
 
 
-def derive_variant(source: Path, problems: list[dict[str, Any]], label: str, config: SearchConfig, out: Path) -> None:
+def derive_variant(source: Path, problems: list[dict[str, Any]], variant: Variant, out: Path) -> None:
     """A variant that only picks answers differently: re-select and re-grade the source run's stored
     candidates instead of searching again (its timing is the source's search)."""
-    path = run_file(out, label, config)
-    header = {"label": label, "config": config.model_dump(mode="json"), "derived_from": source.name}
+    label, config = variant.label, variant.config
+    path = run_file(out, variant)
+    header = {"label": label, "config": config.model_dump(mode="json"), "prm": variant.prm, "derived_from": source.name}
     wanted = {p["id"] for p in problems}
     with ResultWriter(path, run_header=header) as writer:
         records = [r for r in read_results(source) if r["id"] in wanted and r["id"] not in writer.done_ids()]
@@ -169,9 +192,9 @@ def engine_usage(path: Path) -> tuple[float | None, float | None, float | None]:
     return (*usage, max(peaks) if peaks else None)
 
 
-def summarise(out: Path, runs: list[tuple[str, SearchConfig]] | None, baseline: str | None) -> list[dict[str, Any]]:
+def summarise(out: Path, runs: list[Variant] | None, baseline: str | None) -> list[dict[str, Any]]:
     """One summary row per run file in ``out`` (or per given run), with the paired difference."""
-    paths = [run_file(out, label, config) for label, config in runs] if runs else sorted(out.glob("*-*.jsonl"))
+    paths = [run_file(out, variant) for variant in runs] if runs else sorted(out.glob("*-*.jsonl"))
     paths = [p for p in paths if p.is_file() and not p.name.endswith(".engine.jsonl")]
     records = {p: read_results(p) for p in paths}
     rows = []
@@ -221,18 +244,23 @@ def print_report(rows: list[dict[str, Any]], baseline: str | None) -> None:
     print(report.table(rows, columns))
 
 
-async def collect(args: argparse.Namespace, runs: list[tuple[str, SearchConfig]], problems: list[dict[str, Any]]) -> None:
-    engine_config = EngineConfig.load(None, args.engine_set)
+async def collect(args: argparse.Namespace, runs: list[Variant], problems: list[dict[str, Any]]) -> None:
+    wants_verifier = any(v.prm == "verifier" for v in runs)
+    if wants_verifier and not args.verifier:
+        raise SystemExit("a variant scores with the verifier: give --verifier HEAD (a head file or a registered verifier)")
+    extra = ["prm=verifier", f"prm_model={args.verifier}"] if wants_verifier else []
+    engine_config = EngineConfig.load(None, [*args.engine_set, *extra])
     started = time.perf_counter()
     backends = load_backends(engine_config)
-    print(f"engine started in {time.perf_counter() - started:.0f} s, {process_tree_rss_gib():.1f} GiB resident", flush=True)
+    print(f"engines started in {time.perf_counter() - started:.0f} s, {process_tree_rss_gib():.1f} GiB resident", flush=True)
+    prms = {"confidence": ConfidencePRM(), "verifier": backends.prm} if wants_verifier else {"confidence": backends.prm}
     try:
-        for i, (label, config) in enumerate(runs):
-            source = next((run_file(args.out, *earlier) for earlier in runs[:i] if same_search(earlier[1], config)), None)
+        for i, variant in enumerate(runs):
+            source = next((run_file(args.out, earlier) for earlier in runs[:i] if same_search(earlier, variant)), None)
             if source is not None:
-                derive_variant(source, problems, label, config, args.out)
+                derive_variant(source, problems, variant, args.out)
             else:
-                await run_variant(backends, problems, label, config, args.out)
+                await run_variant(backends, prms[variant.prm], problems, variant, args.out)
     finally:
         backends.shutdown()
 
@@ -246,6 +274,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=ISSUE_SET)
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="SearchConfig for every variant")
     parser.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE", help="EngineConfig field")
+    parser.add_argument("--verifier", default=None, help="the verifier of prm=verifier variants: a head file or a registered verifier")
     parser.add_argument("--baseline", default="majority", help="the run label paired differences are taken against")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"))
     parser.add_argument("--report-only", action="store_true", help="summarise the run files in --out")

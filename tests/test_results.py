@@ -101,6 +101,9 @@ def test_a_resume_may_change_the_runtime_but_not_the_search_or_the_shard(tmp_pat
         assert writer.settings_changed({**header, "shard": "1/2"}) == ["shard: '0/2' -> '1/2'"]
         unsharded = {"config": {**header["config"], "width": 8}}  # an unsharded header has no "shard" key
         assert writer.settings_changed(unsharded) == ["width: 16 -> 8", "shard: '0/2' -> None"]
+        # a setting added to the package since the file was written (a new method's) does not block the resume
+        newer = {**header, "config": {**header["config"], "pf_temperature": 1.0}}
+        assert writer.settings_changed(newer) == []
 
 
 def test_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:

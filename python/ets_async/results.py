@@ -31,9 +31,22 @@ RUNTIME_FIELDS = frozenset({"max_concurrent_problems", "request_rate_limit", "pr
 
 def settings_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``"key: old -> new"`` for every search setting that differs between two configs as written in
-    run files (runtime fields aside; a field one version of the package did not write counts as None)."""
-    keys = sorted(k for k in set(old) | set(new) if k not in RUNTIME_FIELDS and old.get(k) != new.get(k))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+    run files (runtime fields aside). A field that one side does not have was written by a version of
+    the package without it, which behaved as its default does: it counts as the default (None for a
+    field this version does not know), so adding a setting does not stop older runs from resuming."""
+    defaults = _search_defaults()
+    keys = sorted(k for k in set(old) | set(new) if k not in RUNTIME_FIELDS)
+    values = {k: (old.get(k, defaults.get(k)), new.get(k, defaults.get(k))) for k in keys}
+    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in values.items() if a != b]
+
+
+def _search_defaults() -> dict[str, Any]:
+    """SearchConfig's defaults as a run file writes them (imported here: this module also runs standalone)."""
+    try:
+        from .config import SearchConfig
+    except ImportError:
+        return {}
+    return {name: json.loads(json.dumps(field.default)) for name, field in SearchConfig.model_fields.items()}
 
 
 def _json_default(value: Any) -> Any:
