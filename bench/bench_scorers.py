@@ -194,12 +194,11 @@ def within_at_depth(mixed: list[dict[str, Any]], name: str, depth: int) -> tuple
 
 
 def print_depth_table(mixed: list[dict[str, Any]], names: list[str], depths: int = 6) -> None:
-    print("
-within-problem AUROC of the step at each depth (problems with both at that depth in brackets)")
+    print("\nwithin-problem AUROC of the step at each depth (problems with both at that depth in brackets)")
     print(f"{'scorer':<26}" + "".join(f"{'depth ' + str(d):>14}" for d in range(1, depths + 1)))
     for name in names:
-        cells = [(lambda a, n: f"{_fmt(a)} ({n})")(*within_at_depth(mixed, name, d)) for d in range(1, depths + 1)]
-        print(f"{name:<26}" + "".join(f"{c:>14}" for c in cells))
+        cells = [within_at_depth(mixed, name, d) for d in range(1, depths + 1)]
+        print(f"{name:<26}" + "".join(f"{_fmt(a) + f' ({n})':>14}" for a, n in cells))
 
 
 def _fmt(value: float | None) -> str:
