@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -64,17 +64,28 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | Non
     return float(((pos > neg) + 0.5 * (pos == neg)).mean())
 
 
+class Graded(Protocol):
+    """A problem's nodes with their value labels (``TreeFeatures``, ``LabeledTree``)."""
+
+    @property
+    def value(self) -> Any: ...
+
+    @property
+    def is_leaf(self) -> Any: ...
+
+
 def within_problem_auroc(
-    trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray], select: Callable[[TreeFeatures], np.ndarray] | None = None
+    trees: Sequence[Graded], scores: Sequence[np.ndarray], select: Callable[[Any], np.ndarray] | None = None
 ) -> tuple[float | None, int]:
     """The mean over problems of the AUROC of ``scores`` separating right from wrong nodes of the same
     problem (by default the finished trajectories: leaves, value 1 against 0), and how many problems
     had both. ``select`` picks other nodes (a boolean mask per tree), whose value is rounded to right/wrong."""
     values = []
     for tree, score in zip(trees, scores):
-        mask = tree.is_leaf if select is None else select(tree)
-        right = tree.value[mask] >= 0.5
-        a = auroc(score[mask][right], score[mask][~right])
+        mask = np.asarray(tree.is_leaf, dtype=bool) if select is None else select(tree)
+        right = np.asarray(tree.value)[mask] >= 0.5
+        score = np.asarray(score)[mask]
+        a = auroc(score[right], score[~right])
         if a is not None:
             values.append(a)
     return (statistics.fmean(values) if values else None), len(values)

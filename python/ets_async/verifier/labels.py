@@ -18,7 +18,8 @@ class LabeledTree:
     """One problem's tree with a value label for every node that has a graded leaf below it.
 
     ``nodes`` are node ids (root excluded), each with its ``depth`` (1 = first step), ``value`` (share of
-    right leaves below, 1.0 or 0.0 at a leaf), ``leaves`` (graded leaves below) and ``is_leaf``.
+    right leaves below, 1.0 or 0.0 at a leaf), ``leaves`` (graded leaves below), ``is_leaf`` and
+    ``search_score`` (what the run's own PRM gave the step: the baseline a verifier must beat).
     ``steps`` are the step texts of every node of the tree, ``parents`` its parent ids."""
 
     problem_id: str
@@ -30,6 +31,7 @@ class LabeledTree:
     value: tuple[float, ...]
     leaves: tuple[int, ...]
     is_leaf: tuple[bool, ...]
+    search_score: tuple[float, ...]
 
     def path(self, node: int) -> list[int]:
         """Node ids from the first step to ``node``."""
@@ -75,6 +77,7 @@ def label_tree(record: Mapping[str, Any], grader: Grader = grade) -> LabeledTree
     for node in range(1, len(parents)):  # parents come before their children
         depth[node] = depth[parents[node]] + 1
     nodes = sorted(n for n in values if n > 0)
+    scores = tree.get("scores") or [float("nan")] * len(parents)
     return LabeledTree(
         problem_id=str(record["id"]),
         problem=str(record.get("problem", "")),
@@ -85,6 +88,7 @@ def label_tree(record: Mapping[str, Any], grader: Grader = grade) -> LabeledTree
         value=tuple(values[n][0] for n in nodes),
         leaves=tuple(values[n][1] for n in nodes),
         is_leaf=tuple(n in leaf_right for n in nodes),
+        search_score=tuple(float(scores[n]) for n in nodes),
     )
 
 

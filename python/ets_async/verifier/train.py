@@ -113,7 +113,11 @@ def train_verifier(
     echo(f"{len(trees)} labelled problems ({sum(t.mixed for t in trees)} with right and wrong trajectories), "
          f"{sum(len(t.nodes) for t in trees)} labelled nodes; layers {list(reader.layers)} of {reader.num_layers}")
     features = extract_features(trees, reader, prompt_renderer(reader.tokenizer, config), features_dir, limit_s=time_limit_s)
-    echo(f"features of {len(features)} problems; {settings.folds}-fold cross-validation over problems")
+    by_id = {t.problem_id: t for t in trees}
+    scored = [by_id[f.problem_id] for f in features if not np.isnan(by_id[f.problem_id].search_score).any()]
+    baseline, mixed = within_problem_auroc(scored, [np.asarray(t.search_score) for t in scored])
+    echo(f"features of {len(features)} problems; the rollouts' own PRM scores: within-problem AUROC {_fmt(baseline)} "
+         f"over {mixed} problems; {settings.folds}-fold cross-validation over problems")
     reports = [cross_validate(features, replace(settings, layer=layer, kind=kind)) for layer in reader.layers for kind in kinds]
     for rep in reports:
         echo(format_report(rep))
