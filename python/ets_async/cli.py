@@ -35,7 +35,7 @@ from .datasets import Shard
 from .errors import ConfigError, EngineDiedError, RunFileError
 from .models import DEFAULT_POLICY
 from .progress import RunProgress
-from .search import METHODS
+from .registry import METHOD_NAMES, method_settings
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
 
 __all__ = ["app", "build_search_config", "main"]
@@ -52,7 +52,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-MethodName = enum.Enum("MethodName", {name: name for name in METHODS}, type=str)  # type: ignore[misc]
+MethodName = enum.Enum("MethodName", {name: name for name in METHOD_NAMES}, type=str)  # type: ignore[misc]
 Selection = enum.Enum("Selection", {name: name for name in ANSWER_SELECTIONS}, type=str)  # type: ignore[misc]
 Aggregation = enum.Enum("Aggregation", {name: name for name in STEP_AGGREGATIONS}, type=str)  # type: ignore[misc]
 
@@ -122,7 +122,7 @@ def _engine_config(model: str | None, sets: Sequence[str], base: Mapping[str, An
 
 def _describe_config(config: SearchConfig) -> str:
     """The settings that shape a search, the method's own included ('default': left to the models)."""
-    settings = METHODS[config.method].settings
+    settings = method_settings(config.method)
     parts = [
         f"method={config.method}",
         f"width={config.width}",

@@ -8,13 +8,23 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .registry import (
+    METHOD_NAMES,
+    PRM_CHOICES,
+    PRM_NAMES,
+    BeamSettings,
+    DvtsSettings,
+    EtsSettings,
+    ParticleFilterSettings,
+    check_choice,
+)
 from .voting import AnswerSelection, StepAggregation
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16", "half", "float"]
@@ -146,9 +156,9 @@ def _describe(name: str, exc: ValidationError) -> str:
 
 
 class _SharedSearchConfig(_Validated):
-    """What one search does. Defaults are the paper's (ets_spec §9) unless noted."""
+    """The fields every method shares."""
 
-    method: str = Field("ets", description="search method: a name in ets_async.METHODS")
+    method: str = Field("ets", description=f"search method: {', '.join(METHOD_NAMES)}")
     width: int = Field(16, ge=1, le=4096, description="search budget W: trajectories per problem")
     temperature: float | None = Field(
         None,
@@ -175,10 +185,7 @@ class _SharedSearchConfig(_Validated):
 
     @model_validator(mode="after")
     def _check(self) -> _SharedSearchConfig:
-        from .search import METHODS
-
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; methods: {', '.join(METHODS)}")
+        check_choice("method", self.method, METHOD_NAMES)
         if "{problem}" not in self.prompt_template:
             raise ValueError("prompt_template must contain '{problem}'")
         if self.max_step_tokens > self.max_tokens:
@@ -191,18 +198,9 @@ class _SharedSearchConfig(_Validated):
         return PAPER_TEMPERATURE if self.temperature is None else self.temperature
 
 
-def _with_method_settings() -> type[_SharedSearchConfig]:
-    """SearchConfig: the shared fields plus every method's own (``MethodSettings`` in its file)."""
-    from .search import METHODS
-
-    settings = tuple(dict.fromkeys(m.settings for m in METHODS.values() if m.settings is not None))
-    return type("SearchConfig", (_SharedSearchConfig, *settings), {"__module__": __name__, "__doc__": _SharedSearchConfig.__doc__})
-
-
-if TYPE_CHECKING:  # mypy sees the shared fields; a method reads its own through its settings class
-    SearchConfig = _SharedSearchConfig
-else:
-    SearchConfig = _with_method_settings()
+class SearchConfig(_SharedSearchConfig, EtsSettings, BeamSettings, DvtsSettings, ParticleFilterSettings):
+    """What one search does: the shared fields and every method's own (``registry.METHOD_CHOICES``).
+    Defaults are the paper's (ets_spec §9) unless noted."""
 
 
 class EngineConfig(_Validated):
@@ -211,14 +209,7 @@ class EngineConfig(_Validated):
     model: str | None = Field(
         None, description="policy model: a path, a hub name or a registry name (ets_async.models); None = the embedded default"
     )
-    prm: Literal["judge", "confidence", "arithmetic", "qwen_prm", "math_shepherd", "verifier"] = Field(
-        "confidence",
-        description="judge: the policy model asked whether the step is correct (one engine call per step); "
-        "confidence: the policy's own token probabilities (no extra call); arithmetic: exact checks of the "
-        "step's stated arithmetic (no model); qwen_prm / math_shepherd: a trained PRM (prm_model); verifier: "
-        "a value head learned from the policy's own rollouts, on its own pooling engine (prm_model: a head "
-        "file or a registered verifier; None = the one registered for the policy)",
-    )
+    prm: str = Field("confidence", description="; ".join(f"{c.name}: {c.summary}" for c in PRM_CHOICES))
     arithmetic_check: bool = Field(False, description="cut a step's score to a tenth when its stated arithmetic is wrong")
     prm_model: str | None = Field(
         None, description="PRM model; None = the policy model (judge PRM), the policy's registered verifier (verifier)"
@@ -269,6 +260,11 @@ class EngineConfig(_Validated):
         "final output; past it the request is aborted and its problem fails with RequestTimeoutError",
     )
     request_retries: int = Field(3, ge=1, description="attempts on one server before it is marked down")
+
+    @field_validator("prm")
+    @classmethod
+    def _known_prm(cls, value: str) -> str:
+        return check_choice("prm", value, PRM_NAMES)
 
     def prm_engine(self) -> EngineConfig:
         """The settings of the PRM's own engine: these, with the PRM's memory share and devices."""

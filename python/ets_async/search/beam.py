@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import Field
-
 from .. import core
-from .method import Allocation, Frontier, MethodSettings, StatelessMethod
+from ..registry import BeamSettings, MethodSettings
+from .method import Allocation, Frontier, StatelessMethod
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
-
-
-class BeamSettings(MethodSettings):
-    beam_keep: int | None = Field(None, ge=1, description="beams kept per step; None = ceil(sqrt(B)) of the budget left")
 
 
 class BeamSearch(StatelessMethod):

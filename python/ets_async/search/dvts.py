@@ -6,18 +6,13 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import Field
-
 from .. import core
 from ..core import SearchTree
-from .method import Allocation, Frontier, MethodSettings
+from ..registry import DvtsSettings, MethodSettings
+from .method import Allocation, Frontier
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
-
-
-class DvtsSettings(MethodSettings):
-    dvts_subtrees: int | None = Field(None, ge=1, description="DVTS subtrees; None = ceil(sqrt(W))")
 
 
 class Dvts:

@@ -3,12 +3,11 @@ semantic coverage, then REBASE re-allocates the budget over the kept set (ets_sp
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
-
-from pydantic import Field
+from typing import TYPE_CHECKING, ClassVar
 
 from .. import core
-from .method import Allocation, Frontier, MethodSettings, StatelessMethod
+from ..registry import EtsSettings, MethodSettings
+from .method import Allocation, Frontier, StatelessMethod
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
@@ -22,21 +21,6 @@ def paper_lambda_s(width: int) -> float:
     """The released λ_s for the paper's width nearest to ``width``."""
     nearest = min(_PAPER_LAMBDA_S, key=lambda w: (abs(w - width), w))
     return _PAPER_LAMBDA_S[nearest]
-
-
-class EtsSettings(MethodSettings):
-    lambda_b: float = Field(1.0, ge=0.0, description="ETS weight of the KV (node) cost")
-    lambda_s: float | None = Field(
-        None, ge=0.0, description="ETS weight of semantic coverage; None = the paper's value for this width"
-    )
-    cluster_threshold: float | None = Field(
-        None,
-        ge=0.0,
-        le=2.0,
-        description="ETS cosine distance cut for step clusters; None = the embedder's calibrated cut "
-        "(ets-async calibrate), or the paper's 0.05 for an embedder without one",
-    )
-    kv_cost: Literal["nodes", "tokens"] = Field("nodes", description="ETS cost per kept node, or per kept token")
 
 
 class Ets(StatelessMethod):

@@ -4,33 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
-from pydantic import BaseModel
 
 from ..core import SearchTree
+from ..registry import MethodSettings
 
 if TYPE_CHECKING:
-    from typing import Self
-
     from ..config import SearchConfig
-
-
-class MethodSettings(BaseModel):
-    """A method's own SearchConfig fields, declared in the method's file. SearchConfig inherits every
-    method's settings, so they are set flat like the shared ones (``SearchConfig(lambda_s=0)``,
-    ``--set lambda_s=0``, recipes) and validated with them."""
-
-    @classmethod
-    def of(cls, config: Any) -> Self:
-        """These settings as ``config`` has them (already validated there)."""
-        return cls.model_validate({name: getattr(config, name) for name in cls.model_fields})
-
-    def describe(self) -> str:
-        """``key=value`` pairs for logs; ``default`` where a setting is left to the method."""
-        return " ".join(f"{k}={'default' if v is None else format(v, 'g') if isinstance(v, float) else v}"
-                        for k, v in self)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from pydantic import Field
-
 from ..core import SearchTree
-from .method import Allocation, Frontier, MethodSettings
+from ..registry import MethodSettings, ParticleFilterSettings
+from .method import Allocation, Frontier
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
 
 _CLIP = 1e-6
-
-
-class ParticleFilterSettings(MethodSettings):
-    pf_temperature: float = Field(1.0, gt=0.0, description="particle filtering: weights are softmax(logit(score) / T)")
 
 
 def resampling_weights(scores: list[float], temperature: float) -> np.ndarray:
