@@ -28,7 +28,7 @@ class TrainSettings:
 
     kind: HeadKind = "linear"
     layer: int = 28
-    mlp_width: int = 256
+    mlp_width: int = 128
     steps: int = 400  # the most; cross-validation picks how many
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
