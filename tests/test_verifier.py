@@ -163,7 +163,7 @@ async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(layer,
     head_path = tmp_path / "head.safetensors"
     done = subprocess.run(
         [sys.executable, "-m", "ets_async", "train-verifier", str(rollouts), "--out", str(head_path), "--model", str(tiny_policy),
-         "--layer", str(layer), "--kind", "linear", "--steps", "30"],
+         "--layer", str(layer), "--kind", "linear", "--steps", "30", "--features-dir", str(tmp_path / "features")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import gc
+import hashlib
 import importlib.resources
 import json
 import logging
@@ -837,7 +838,7 @@ def train_verifier_(
     ),
     folds: int = typer.Option(5, min=2, help="Cross-validation folds over problems (choose the variant and the steps)."),
     features_dir: Optional[Path] = typer.Option(  # noqa: UP007
-        None, help="Cache of the extracted hidden states (resumable). [default: OUT's folder/features-<policy>]"
+        None, help="Cache of the extracted hidden states (resumable). [default: <cache>/verifier-features/<policy>-<hash of its path>]"
     ),
     steps: int = typer.Option(400, min=1, help="Most optimiser steps per variant (cross-validation picks how many)."),
     time_limit: Optional[float] = typer.Option(  # noqa: UP007
@@ -852,7 +853,7 @@ def train_verifier_(
     cross-validation over problems; the one with the best within-problem AUROC is trained on every
     problem and written. Serve it with --engine-set prm=verifier --engine-set prm_model=OUT.
     """
-    from .models import resolve_model
+    from .models import cache_root, resolve_model
     from .verifier.head import TrainSettings
     from .verifier.train import train_verifier
 
@@ -860,7 +861,8 @@ def train_verifier_(
     if bad:
         raise typer.BadParameter(f"unknown head kind {bad[0]!r}; kinds: linear, mlp", param_hint="--kind")
     policy_dir = resolve_model(model)
-    cache = features_dir or out.parent / f"features-{Path(policy_dir).name}"
+    policy_key = hashlib.sha256(str(Path(policy_dir).resolve()).encode()).hexdigest()[:12]
+    cache = features_dir or cache_root() / "verifier-features" / f"{Path(policy_dir).name}-{policy_key}"
     try:
         train_verifier(
             rollouts,
