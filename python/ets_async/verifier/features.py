@@ -77,7 +77,6 @@ class HiddenStateReader:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModel.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
         self.num_layers = int(self.model.config.num_hidden_layers)
-        self.hidden_size = int(self.model.config.hidden_size)
         bad = [k for k in layers if not 1 <= k <= self.num_layers]
         if bad:
             raise ValueError(f"layers must be in 1..{self.num_layers}, got {bad}")
