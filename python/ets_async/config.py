@@ -37,6 +37,9 @@ DEFAULT_SYSTEM_PROMPT = (
 PAPER_TEMPERATURE = 1.0
 """The paper's policy sampling temperature (ets_spec §9); the recipes keep it."""
 
+RUNTIME: dict[str, Any] = {"runtime": True}
+"""Marks a SearchConfig field that changes how fast a run goes but not what it computes."""
+
 _YAML_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
 """What yaml.safe_load raises on bad input: besides YAMLError, ValueError for impossible dates
 ("2001-02-30") and bad tagged values ("!!float x"), RecursionError for very deep nesting."""
@@ -178,9 +181,12 @@ class _SharedSearchConfig(_Validated):
     answer_selection: AnswerSelection = "weighted_majority"
     score_aggregation: StepAggregation = "last"
     seed: int = Field(0, ge=0)
-    max_concurrent_problems: int = Field(8, ge=1)
-    request_rate_limit: float | None = Field(None, gt=0.0, description="engine requests per second; None = unlimited")
-    problem_timeout_s: float | None = Field(None, gt=0.0)
+    # runtime fields: how fast a run goes, not what it computes (a resumed run may change them)
+    max_concurrent_problems: int = Field(8, ge=1, json_schema_extra=RUNTIME)
+    request_rate_limit: float | None = Field(
+        None, gt=0.0, description="engine requests per second; None = unlimited", json_schema_extra=RUNTIME
+    )
+    problem_timeout_s: float | None = Field(None, gt=0.0, json_schema_extra=RUNTIME)
     kv_block_size: int = Field(32, ge=1, description="block size of the block-granular KV metric")
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ try:  # advisory lock against two runs appending to one file; POSIX only
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HEADER_KEY", "RUNTIME_FIELDS", "ResultWriter", "read_results", "read_runs", "settings_changed"]
+__all__ = ["HEADER_KEY", "ResultWriter", "read_results", "read_runs", "settings_changed"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,28 +25,29 @@ HEADER_KEY = "run_header"
 
 PathLike = str | os.PathLike[str]
 
-RUNTIME_FIELDS = frozenset({"max_concurrent_problems", "request_rate_limit", "problem_timeout_s"})
-"""SearchConfig fields that change how fast a run goes but not what it computes: a resumed run may change them."""
-
-
 def settings_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``"key: old -> new"`` for every search setting that differs between two configs as written in
-    run files (runtime fields aside). A field that one side does not have was written by a version of
+    run files. Runtime fields (how fast a run goes, not what it computes: ``SearchConfig``'s fields
+    marked ``runtime``) may differ. A field that one side does not have was written by a version of
     the package without it, which behaved as its default does: it counts as the default (None for a
     field this version does not know), so adding a setting does not stop older runs from resuming."""
-    defaults = _search_defaults()
-    keys = sorted(k for k in set(old) | set(new) if k not in RUNTIME_FIELDS)
+    defaults, runtime = _search_fields()
+    keys = sorted(k for k in set(old) | set(new) if k not in runtime)
     values = {k: (old.get(k, defaults.get(k)), new.get(k, defaults.get(k))) for k in keys}
     return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in values.items() if a != b]
 
 
-def _search_defaults() -> dict[str, Any]:
-    """SearchConfig's defaults as a run file writes them (imported here: this module also runs standalone)."""
+def _search_fields() -> tuple[dict[str, Any], set[str]]:
+    """SearchConfig's defaults as a run file writes them, and its runtime fields (imported here: this
+    module also runs standalone, with every field compared and no defaults)."""
     try:
         from .config import SearchConfig
     except ImportError:
-        return {}
-    return {name: json.loads(json.dumps(field.default)) for name, field in SearchConfig.model_fields.items()}
+        return {}, set()
+    fields = SearchConfig.model_fields
+    defaults = {name: json.loads(json.dumps(field.default)) for name, field in fields.items()}
+    runtime = {name for name, field in fields.items() if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("runtime")}
+    return defaults, runtime
 
 
 def _json_default(value: Any) -> Any:
