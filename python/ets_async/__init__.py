@@ -21,6 +21,7 @@ from .errors import (
     RequestTimeoutError,
     RunFileError,
     SolverError,
+    UnguardedScriptError,
 )
 from .search import METHODS
 from .types import Candidate, Problem, ProblemResult, Step
@@ -45,6 +46,7 @@ __all__ = [
     "SearchConfig",
     "SolverError",
     "Step",
+    "UnguardedScriptError",
     "iter_solve",
     "load_backends",
     "shutdown_default_backends",

@@ -34,7 +34,7 @@ from . import report
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
 from .datasets import Shard
 from .errors import ConfigError, EngineDiedError, RunFileError
-from .models import DEFAULT_POLICY
+from .models import DEFAULT_POLICY, POLICY_ENV, default_policy
 from .progress import RunProgress
 from .registry import METHOD_NAMES, method_settings
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
@@ -79,7 +79,7 @@ _MAX_REPORTED_ISSUES = 50
 _BACKEND_HELP = "vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
 _MODEL_HELP = (
     "Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
-    f"[default: {DEFAULT_POLICY}]"
+    f"[default: ${POLICY_ENV}, else {DEFAULT_POLICY}]"
 )
 
 
@@ -753,7 +753,7 @@ def demo(
     items = _demo_problems(problems)
     if backend == BackendName.vllm:
         assert engine_config is not None
-        model_name = engine_config.model or f"{DEFAULT_POLICY} (embedded default)"
+        model_name = engine_config.model or f"{default_policy()} (default)"
         typer.echo(f"demo: {len(items)} problems, policy {model_name}, PRM {engine_config.prm}")
     else:
         typer.echo(f"demo: {len(items)} problems, scripted backends (answers are noise)")

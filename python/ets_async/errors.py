@@ -11,6 +11,12 @@ class ConfigError(EtsError, ValueError):
     """A configuration value is invalid. Raised before any work starts; nothing runs."""
 
 
+class UnguardedScriptError(EtsError, RuntimeError):
+    """A script starts an engine in code that also runs on import. vLLM runs its engine in a process of
+    its own that imports the main script again (spawn), where that code would start another engine.
+    Nothing runs: put the code under ``if __name__ == "__main__":``."""
+
+
 class ProblemError(EtsError, ValueError):
     """One problem is malformed (missing text, wrong type, prompt too long).
 

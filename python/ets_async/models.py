@@ -53,6 +53,7 @@ __all__ = [
     "WheelChunk",
     "cache_root",
     "default_embedder_model",
+    "default_policy",
     "default_policy_model",
     "model_dir",
     "prepare_model",
@@ -309,23 +310,34 @@ def model_dir(name: str) -> Path:
     return cache_root() / "models" / _registered(name).title
 
 
-def resolve_model(spec: str | None, default: str = DEFAULT_POLICY) -> str:
-    """The folder to load for a model setting: None is ``default``, a registry name is its prepared
-    folder (downloaded and converted on first use), anything else (a path, a hub name) is kept."""
-    name = default if spec is None else spec
+POLICY_ENV = "ETS_ASYNC_MODEL"
+"""Names the policy used where none is configured (a registry name or a path): the tests run the
+README's examples on the small engine-test model with it."""
+
+
+def default_policy() -> str:
+    """The policy used where none is configured: ``$ETS_ASYNC_MODEL``, else the embedded default."""
+    return os.environ.get(POLICY_ENV) or DEFAULT_POLICY
+
+
+def resolve_model(spec: str | None, default: str | None = None) -> str:
+    """The folder to load for a model setting: None is ``default`` (None: ``default_policy()``), a
+    registry name is its prepared folder (downloaded and converted on first use), anything else (a
+    path, a hub name) is kept."""
+    name = spec if spec is not None else default if default is not None else default_policy()
     return prepare_model(name) if name in MODELS else name
 
 
 def default_policy_model() -> str:
-    """The converted folder of the embedded default policy (prepared on first use)."""
-    return prepare_model(DEFAULT_POLICY)
+    """The converted folder of the default policy (prepared on first use)."""
+    return resolve_model(None)
 
 
 def measured_temperature(spec: str | None) -> float | None:
     """The sampling temperature measured for a registered policy (a registry name, its folder, or
     None for the default), or None if it has none."""
     for model in MODELS.values():
-        if isinstance(model, GgufModel) and (spec or DEFAULT_POLICY) in (model.name, str(model_dir(model.name))):
+        if isinstance(model, GgufModel) and (spec or default_policy()) in (model.name, str(model_dir(model.name))):
             return model.temperature
     return None
 
@@ -552,7 +564,7 @@ def resolve_verifier(spec: str | None, policy: str | None) -> str:
     policy; a registry name is its prepared folder; a head file (``ets-async train-verifier``'s output)
     is built over the policy into ``<cache>/verifiers`` once per head; anything else is used as is."""
     if spec is None:
-        wanted = policy or DEFAULT_POLICY
+        wanted = policy or default_policy()
         found = [m for m in MODELS.values() if isinstance(m, VerifierModel) and wanted in (m.policy, str(model_dir(m.policy)))]
         if not found:
             raise ModelUnavailableError(

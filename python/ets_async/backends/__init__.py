@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import EngineConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, UnguardedScriptError
 from .prm_kinds import PRM_KINDS, PRMLike, as_prm
 from .protocols import PRM, Embedder, Expansion, Policy, Sampling, ScoreRequest, ScoringTransport
 
@@ -68,6 +68,7 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
     own) and the all-MiniLM-L6-v2 embedder (loaded on first use). With ``endpoints`` (or
     ``$ETS_ASYNC_ENDPOINTS``) the policy runs on those servers instead; a PRM with a model of its own
     (``PRM_KINDS``) runs on a second engine (``prm_model``, ``prm_*`` settings) or on ``prm_endpoints``."""
+    _refuse_while_bootstrapping()
     config = config or EngineConfig()
     kind = PRM_KINDS[config.prm]
     if kind.model == "policy" and config.prm_model is not None:
@@ -97,6 +98,21 @@ def load_backends(config: EngineConfig | None = None) -> Backends:
         engines += prm_engines
     prm = kind.build(transport, tokenizer)
     return Backends(policy, with_checks(config, prm), sentence_embedder(config), engines=engines)
+
+
+def _refuse_while_bootstrapping() -> None:
+    """Say what to do when a script without a ``__main__`` guard is imported again by the process vLLM
+    spawns for its engine (multiprocessing marks a process that is still starting as ``_inheriting``),
+    instead of multiprocessing's error about bootstrapping."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise UnguardedScriptError(
+            "ets_async was asked to start an engine while a new process was importing your script: vLLM runs "
+            "its engine in a process of its own, which imports the main script again. Put the code that "
+            "searches (solve_many, load_backends, ...) under 'if __name__ == \"__main__\":' at the bottom of "
+            "the script (as in the README's examples). A notebook or the REPL needs no guard."
+        )
 
 
 def _check_memory_shares(config: EngineConfig) -> None:
