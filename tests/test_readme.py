@@ -51,11 +51,11 @@ def test_every_python_block_runs_as_a_script(name, tmp_path, no_shared_engine):
     code = dict(python_blocks())[name]
     if FLEET_URLS[0] not in code:
         done = run_script(code, tmp_path)
-    else:  # a real server in place of the fleet
+    else:  # real servers in place of the fleet's
         model = models.resolve_model(models.TEST_POLICY)
-        with local_servers(model, count=1, max_model_len=2048) as servers:
-            for url in FLEET_URLS:
-                code = code.replace(url, servers[0].url)
+        with local_servers(model, count=len(FLEET_URLS), max_model_len=2048, log_dir=tmp_path / "servers") as servers:
+            for url, server in zip(FLEET_URLS, servers):
+                code = code.replace(url, server.url)
             done = run_script(code.replace(FLEET_MODEL, model), tmp_path)
     assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     assert done.stdout.strip(), f"{name} printed nothing"
