@@ -6,6 +6,7 @@ prm="verifier" -> engine scores equal to the head applied to transformers' hidde
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import json
 import math
 import subprocess
@@ -221,3 +222,53 @@ def test_without_a_registered_verifier_the_error_says_how_to_get_one():
 
     with pytest.raises(models.ModelUnavailableError, match="train-verifier"):
         models.resolve_verifier(None, "/a/policy/of/my/own")
+
+
+def _registered_verifiers():
+    from ets_async import models
+
+    return [m for m in models.MODELS.values() if isinstance(m, models.VerifierModel)]
+
+
+def _shipped_head(model) -> Path:
+    return Path(str(importlib.resources.files("ets_async") / "data" / "verifiers" / model.head_file))
+
+
+def test_a_registered_verifier_ships_the_head_its_registry_entry_pins():
+    from ets_async import models
+    from ets_async.verifier.checkpoint import sha256_of
+
+    assert _registered_verifiers(), "no verifier is registered"
+    for model in _registered_verifiers():
+        path = _shipped_head(model)
+        assert sha256_of(path) == model.head_sha256, model.name
+        head, meta = load_head(path)
+        assert model.policy in models.MODELS and meta["policy"] == models.MODELS[model.policy].title
+        size = (head.weights["a"] if head.kind == "linear" else head.weights["U"]).shape[-1]
+        assert size == 1536 and 1 <= head.layer <= 28  # Qwen2.5-1.5B's hidden size and depth
+
+
+@pytest.mark.engine
+def test_a_registered_verifier_is_built_over_its_policy(tmp_path, monkeypatch):
+    """Over the real prepared policy (scripts/setup.sh prepares it): the serving folder has the PRM
+    architecture, the policy's weights, and the head in its layout."""
+    from safetensors.numpy import load_file
+
+    from ets_async import models
+    from ets_async.verifier.checkpoint import ARCHITECTURE, SCORE_FILE
+
+    policy_dir = Path(models.prepare_model(_registered_verifiers()[0].policy))
+    monkeypatch.setenv("ETS_ASYNC_CACHE", str(tmp_path))  # a fresh cache for the verifier ...
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / policy_dir.name).symlink_to(policy_dir)  # ... over the prepared policy
+    model = _registered_verifiers()[0]
+    folder = Path(models.resolve_verifier(None, None))
+    assert folder == models.model_dir(model.name)
+    config = json.loads((folder / "config.json").read_text())
+    head, _ = load_head(_shipped_head(model))
+    assert config["architectures"] == [ARCHITECTURE] and config["num_hidden_layers"] == head.layer
+    served = load_file(str(folder / SCORE_FILE))
+    expected = score_tensors(head, 1536)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(served[key], value)
+    assert "sha256" in (folder / "NOTICE").read_text()

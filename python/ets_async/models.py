@@ -275,6 +275,19 @@ MODELS: dict[str, OfflineModel] = {
             "and never imported; its model.safetensors, tokenizer.json and config.json have the sha256 that "
             "projects pinning the official revision publish, and every file's hash is pinned here",
         ),
+        VerifierModel(
+            name="qwen2.5-coder-1.5b-instruct-verifier",
+            title="Qwen2.5-Coder-1.5B-Instruct-GSM8K-verifier",
+            policy="qwen2.5-coder-1.5b-instruct",
+            head_file="qwen2.5-coder-1.5b-instruct-gsm8k.safetensors",
+            head_sha256="817842a845af9cc545ccd85236f20fd8ac16a2588f966fed55d37903a78673e0",
+            upstream="trained by ets_async ('ets-async train-verifier', default settings but --steps 300) on the "
+            "policy's own REBASE W=8 rollouts of 245 GSM8K train problems (data/rollouts/)",
+            license="Apache-2.0",
+            provenance="a 0.8 MB head trained here: an MLP (width 128) on the policy's last hidden layer, from "
+            "the pinned, hash-verified policy above and the GSM8K train split (MIT); served over the policy's "
+            "own weights; the head's sha256 is pinned here",
+        ),
     )
 }
 
