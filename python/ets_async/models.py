@@ -560,8 +560,8 @@ def _write_provenance(model: OfflineModel, out_dir: Path) -> None:
 def _verified_head(path: Path, sha256: str) -> Path:
     if not path.is_file():
         raise ModelUnavailableError(f"{path}: no such verifier head file")
-    if _sha256(path) != sha256:
-        raise ModelIntegrityError(f"{path}: sha256 {_sha256(path)} differs from the pinned {sha256}; refusing to serve it")
+    if (actual := _sha256(path)) != sha256:
+        raise ModelIntegrityError(f"{path}: sha256 {actual} differs from the pinned {sha256}; refusing to serve it")
     return path
 
 
@@ -611,6 +611,8 @@ def _make_readable(directory: Path) -> None:
     os.umask(umask)
     directory.chmod(0o777 & ~umask)
     for f in directory.rglob("*"):
+        if f.is_symlink():  # a verifier links the policy's weights: leave them as they are
+            continue
         f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
 
 
