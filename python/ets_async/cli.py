@@ -875,7 +875,7 @@ def train_verifier_(
             time_limit_s=time_limit,
             echo=typer.echo,
         )
-    except (ValueError, RunFileError) as exc:
+    except (ValueError, RunFileError, OSError) as exc:  # bad rollouts, a missing file, a bad layer
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

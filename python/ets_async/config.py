@@ -213,7 +213,9 @@ class EngineConfig(_Validated):
     """Where the search runs: the policy engine, the PRM and the embedder."""
 
     model: str | None = Field(
-        None, description="policy model: a path, a hub name or a registry name (ets_async.models); None = the embedded default"
+        None,
+        description="policy model: a path, a hub name or a registry name (ets_async.models); None = $ETS_ASYNC_MODEL, "
+        "else the embedded default",
     )
     prm: str = Field("confidence", description="; ".join(f"{c.name}: {c.summary}" for c in PRM_CHOICES))
     arithmetic_check: bool = Field(False, description="cut a step's score to a tenth when its stated arithmetic is wrong")
