@@ -291,6 +291,34 @@ def test_default_backends_start_again_after_their_engine_died(monkeypatch):
     api.shutdown_default_backends()
 
 
+@pytest.mark.parametrize(("method", "embeds"), [("best_of_n", False), ("rebase", False), ("ets", True)])
+def test_own_policy_and_prm_start_no_default_engine(monkeypatch, method, embeds):
+    """A caller's policy and PRM with no embedder: nothing is loaded for a method that does not embed,
+    and only the default embedder (never the default engine) for one that does."""
+    from ets_async import api
+
+    def no_engine(config=None):
+        raise AssertionError("the default backends were started")
+
+    loaded: list[FakeEmbedder] = []
+
+    def embedder(config):
+        loaded.append(FakeEmbedder())
+        return loaded[-1]
+
+    monkeypatch.setattr(api, "load_backends", no_engine)
+    monkeypatch.setattr(api, "sentence_embedder", embedder)
+    monkeypatch.setattr(api, "_default_backends", None)
+    monkeypatch.setattr(api, "_default_embedder", None)
+    config = SearchConfig(method=method, width=4)
+    for _ in range(2):
+        (result,) = asyncio.run(solve_many(["What is 1 + 1?"], config, policy=FakePolicy(), prm=FakePRM()))
+        assert result.error is None
+    assert len(loaded) == (1 if embeds else 0)  # loaded once, then shared
+    api.shutdown_default_backends()
+    assert api._default_embedder is None
+
+
 def test_bad_config_is_rejected_with_the_field_named():
     with pytest.raises(ConfigError, match="width"):
         SearchConfig(width=0)

@@ -14,17 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from .backends import PRM, Backends, Embedder, Policy, PRMLike, ScoreRequest, as_prm, load_backends
+from .backends import PRM, Backends, Embedder, Policy, PRMLike, ScoreRequest, as_prm, load_backends, sentence_embedder
 from .batching import MicroBatcher
 from .config import EngineConfig, SearchConfig
 from .errors import ConfigError, EngineDiedError, EtsError
 from .grading import grade
+from .search import METHODS
 from .search.loop import ProblemSearch, SearchContext
 from .types import Problem, ProblemResult
 
 log = logging.getLogger("ets_async")
 
 _default_backends: Backends | None = None
+_default_embedder: Embedder | None = None
 
 
 def default_backends(engine_config: EngineConfig | None = None) -> Backends:
@@ -33,17 +35,30 @@ def default_backends(engine_config: EngineConfig | None = None) -> Backends:
     global _default_backends
     if _default_backends is not None and (failure := _default_backends.failure()) is not None:
         log.warning("%s; starting new backends", failure)
-        shutdown_default_backends()
+        _default_backends.shutdown()
+        _default_backends = None
     if _default_backends is None:
         _default_backends = load_backends(engine_config)
     return _default_backends
 
 
+def default_embedder() -> Embedder:
+    """The default sentence embedder, loaded once per process (for callers that bring their own
+    policy and PRM to a method that embeds steps)."""
+    global _default_embedder
+    if _default_embedder is None:
+        _default_embedder = sentence_embedder(EngineConfig())
+    return _default_embedder
+
+
 def shutdown_default_backends() -> None:
-    global _default_backends
+    global _default_backends, _default_embedder
     if _default_backends is not None:
         _default_backends.shutdown()
         _default_backends = None
+    if (close := getattr(_default_embedder, "close", None)) is not None:
+        close()
+    _default_embedder = None
 
 
 async def iter_solve(
@@ -101,11 +116,13 @@ async def _iter_indexed(
     if not isinstance(config, SearchConfig):
         raise ConfigError(f"config must be a SearchConfig, got {type(config).__name__}")
     scorer = None if prm is None else as_prm(prm)
-    if policy is None or scorer is None or embedder is None:
+    if policy is None or scorer is None:
         defaults = default_backends()
         policy = policy or defaults.policy
         scorer = scorer or defaults.prm
         embedder = embedder or defaults.embedder
+    elif embedder is None and METHODS[config.method](config).needs_embeddings:
+        embedder = default_embedder()  # the default embedder alone: no default engine beside the caller's
     config = resolve_config(config, policy, embedder)
     max_model_len = getattr(policy, "max_model_len", None)
     step_logprobs = bool(getattr(scorer, "needs_step_logprobs", False))
