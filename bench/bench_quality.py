@@ -20,7 +20,7 @@ re-selected from the earlier run's candidates instead of searching again.
 
 The report (``OUT/summary.json``, ``OUT/quality.png`` and the printed table): accuracy with its 95%
 Wilson interval, the paired difference against ``--baseline`` on the same problems with a 95%
-bootstrap interval, mean and peak tree KV (tokens and blocks, ets_spec §8.1) with how many times
+bootstrap interval, mean and peak tree KV (tokens and blocks, SPEC §8.1) with how many times
 smaller than the baseline's they are (mean KV, and the mean of the per-problem peaks), the engine's KV
 usage, generated tokens per problem, wall time and throughput.
 """

@@ -29,7 +29,7 @@ import pulp
 from ets_async import _core, core
 from ets_async.search.loop import available_cores
 
-LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}  # ets_spec §9 defaults per width
+LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}  # SPEC §9 defaults per width
 LAMBDA_B = 1.0
 TEMPERATURE = 0.2
 

@@ -3,7 +3,7 @@
 //! Every rule is a pure function of plain slices and returns one count per candidate, in input
 //! order. The shared machinery lives here: the score orderings (whose tie order matters for
 //! reproducing the original code bit for bit) and REBASE's sequential-ceil softmax rounding
-//! (ets_spec §4), which both [`rebase_allocation`] and [`reallocate_kept`] use.
+//! (SPEC §4), which both [`rebase_allocation`] and [`reallocate_kept`] use.
 //!
 //! | rule | file | spec |
 //! |---|---|---|
@@ -31,10 +31,10 @@ use std::cmp::Ordering;
 pub enum TieOrder {
     /// Equal scores: the later input index comes first. This is Python's
     /// `sorted(key=score)` followed by `.reverse()`, used by REBASE's `select_softmax` and by
-    /// ETS's final re-allocation (ets_spec §4 step 1, §5.6).
+    /// ETS's final re-allocation (SPEC §4 step 1, §5.6).
     LaterFirst,
     /// Equal scores keep input order (Python's stable `sorted(key=score, reverse=True)`), used by
-    /// ETS's outcome scores O_i (ets_spec §5.2), beam search and DVTS.
+    /// ETS's outcome scores O_i (SPEC §5.2), beam search and DVTS.
     EarlierFirst,
 }
 
@@ -57,7 +57,7 @@ pub(crate) fn order_by_score(
     order
 }
 
-/// REBASE's sequential-ceil softmax rounding (ets_spec §4 steps 2-4) over the candidates in
+/// REBASE's sequential-ceil softmax rounding (SPEC §4 steps 2-4) over the candidates in
 /// `order` (already sorted, highest score first); candidates not in `order` get 0.
 ///
 /// Arithmetic, chosen to follow the original float32 torch code:
@@ -66,7 +66,7 @@ pub(crate) fn order_by_score(
 ///   mathematically but keeps `exp` from overflowing f32 when `r / T` exceeds about 88;
 /// * `e_i = exp(w_i)`, the running sum `S` (summed in `order`), the share `b * e_i / S` and its
 ///   `ceil` are computed in f32, and `S -= e_i` after each candidate, as in the original;
-/// * each share is clamped to `[0, b]` (ets_spec §4 notes the float32 cancellation that can make
+/// * each share is clamped to `[0, b]` (SPEC §4 notes the float32 cancellation that can make
 ///   `b * e_i / S` exceed `b`);
 /// * if `S` is no longer a finite number > 0, the next candidate takes the whole remaining budget,
 ///   and the last candidate in `order` always takes what is left, so the counts sum exactly to

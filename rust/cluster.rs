@@ -1,4 +1,4 @@
-//! Step embeddings -> flat cluster labels (ets_spec §5.4).
+//! Step embeddings -> flat cluster labels (SPEC §5.4).
 //!
 //! Average-linkage agglomerative clustering with cosine distance, cut at a distance threshold
 //! with SciPy's `fcluster(Z, t, criterion="distance")` semantics: two points share a cluster

@@ -1,4 +1,4 @@
-//! KV-cache size of a set of live trajectories (ets_spec §8.1).
+//! KV-cache size of a set of live trajectories (SPEC §8.1).
 //!
 //! A live node `v` stands for the token sequence on its root path (the concatenation of the
 //! steps root..v). With perfect prefix sharing, the KV cache holds every token position of the
@@ -164,7 +164,7 @@ pub fn kv_sizes(
     Ok(measure(&prefixes, &live, block_size, &mut scratch))
 }
 
-/// The ETS KV metric (ets_spec §8.1): the sum of `step_tokens[v]` over the union of the root
+/// The ETS KV metric (SPEC §8.1): the sum of `step_tokens[v]` over the union of the root
 /// paths of the `live` nodes, each node once.
 ///
 /// `parents[v]` is `v`'s parent index, `-1` for the (single) root; node order is free.

@@ -9,11 +9,11 @@
 //!
 //! | module | job | spec |
 //! |---|---|---|
-//! | [`allocation`] | REBASE, ETS re-allocation, beam search, DVTS children counts | ets_spec §4, §5.6, §6 |
-//! | [`program`] | the ETS selection problem: exact tree DP, or HiGHS arrays | ets_spec §5 |
-//! | [`cluster`] | average-linkage cosine clustering of step embeddings | ets_spec §5.4 |
-//! | [`kv`] | KV size of live trajectories (tokens, blocks, unshared) | ets_spec §8.1 |
-//! | [`tree`] | checked parent arrays and the live per-problem [`tree::SearchTree`] | ets_spec §3 |
+//! | [`allocation`] | REBASE, ETS re-allocation, beam search, DVTS children counts | SPEC §4, §5.6, §6 |
+//! | [`program`] | the ETS selection problem: exact tree DP, or HiGHS arrays | SPEC §5 |
+//! | [`cluster`] | average-linkage cosine clustering of step embeddings | SPEC §5.4 |
+//! | [`kv`] | KV size of live trajectories (tokens, blocks, unshared) | SPEC §8.1 |
+//! | [`tree`] | checked parent arrays and the live per-problem [`tree::SearchTree`] | SPEC §3 |
 //!
 //! REBASE's allocation hands out the whole budget, front-loaded on the best-scoring candidates:
 //!

@@ -1,4 +1,4 @@
-//! The ETS selection problem of one frontier (ets_spec §5), built from a tree.
+//! The ETS selection problem of one frontier (SPEC §5), built from a tree.
 //!
 //! The original maximises
 //!
@@ -8,7 +8,7 @@
 //!
 //! over binary `x_i` (keep candidate i), `y_j` (ancestor j stays live) and `c_k` (cluster k
 //! covered), with `coef = -λ_b`, or `+1e-4` when `λ_b == 0` (the original's tiny reward for
-//! keeping nodes, ets_spec §5.3), subject to `y_j = OR of the x below j`, `c_k <= Σ_{i ∈ C_k} x_i`
+//! keeping nodes, SPEC §5.3), subject to `y_j = OR of the x below j`, `c_k <= Σ_{i ∈ C_k} x_i`
 //! and `Σ_i x_i >= 1`.
 //!
 //! [`EtsInstance`] holds one frontier's problem and solves it exactly without a MIP solver when it
@@ -226,7 +226,7 @@ impl EtsInstance {
     /// length of node v (read only for [`NodeCost::Tokens`]), candidates already range-checked.
     ///
     /// * `O_i = a_i / budget`, `a` the REBASE allocation of §4 over all candidates, equal scores
-    ///   in input order (the original's `sorted(..., reverse=True)`, ets_spec §5.2);
+    ///   in input order (the original's `sorted(..., reverse=True)`, SPEC §5.2);
     /// * `C_v` per [`NodeCost`]; `coef = -λ_b`, or `+1e-4` when `λ_b == 0`;
     /// * coverage is active iff `cluster_labels` is given and `λ_s > 0`; clusters are the
     ///   distinct labels ascending, K of them, each worth `λ_s / K`.
@@ -477,7 +477,7 @@ impl EtsInstance {
     }
 
     /// Children per candidate for a kept set: REBASE's rule over the kept candidates
-    /// ([`crate::reallocate_kept`], ets_spec §5.6), summing exactly to the budget.
+    /// ([`crate::reallocate_kept`], SPEC §5.6), summing exactly to the budget.
     ///
     /// # Errors
     /// As [`crate::reallocate_kept`] (nothing kept, a length that does not match).
@@ -720,7 +720,7 @@ mod tests {
         best
     }
 
-    /// Best objective straight from ets_spec §5.5, over nonempty kept sets (y, c = OR), from
+    /// Best objective straight from SPEC §5.5, over nonempty kept sets (y, c = OR), from
     /// the parent array and the outcome scores only.
     fn brute_force_spec(
         parents: &[i64],

@@ -1,4 +1,4 @@
-"""Pure-Python reference implementations of the core rules, written from ets_spec.md for the tests.
+"""Pure-Python reference implementations of the core rules, written from docs/SPEC.md for the tests.
 
 Nothing here is fast or clever: each function follows the spec's prose line by line so that the tests
 compare the Rust core against an independent reading of the spec, not against the Rust code's own
@@ -23,7 +23,7 @@ def rebase_reference(
     kept: Sequence[bool] | None = None,
     earlier_first: bool = False,
 ) -> list[int]:
-    """REBASE's sequential-ceil softmax rule (ets_spec §4), in float32 like the original's torch code.
+    """REBASE's sequential-ceil softmax rule (SPEC §4), in float32 like the original's torch code.
 
     Order: sort ascending (stable), then reverse, so equal scores put the later index first
     (``earlier_first=True``: Python's ``sorted(reverse=True)``, equal scores keep input order).
@@ -70,7 +70,7 @@ def rebase_exact(scores: Sequence[float], budget: int, softmax_temperature: floa
     """The same rule in exact rational arithmetic over the same float32 weights.
 
     Differs from :func:`rebase_reference` only where float32 rounding of S or of b * e / S moves
-    a share across an integer (ets_spec §4 notes this cancellation); used to tell such cases
+    a share across an integer (SPEC §4 notes this cancellation); used to tell such cases
     apart from real violations of the rule's properties.
     """
     n = len(scores)

@@ -90,7 +90,7 @@ def ets_cases(draw):
 
 
 # ---------------------------------------------------------------------------------------------
-# REBASE (ets_spec §4) and the re-allocation (§5.6)
+# REBASE (SPEC §4) and the re-allocation (§5.6)
 
 
 @given(st.lists(score, min_size=0, max_size=40), st.integers(0, 300), temperatures)
@@ -108,7 +108,7 @@ def test_rebase_matches_reference_and_sums_to_budget(scores, budget, t):
 def test_rebase_higher_score_never_gets_fewer(scores, budget, t):
     got = core.rebase_allocation(scores, budget, t)
     # In exact arithmetic the rule is monotone; float32 cancellation in S can move a share by one
-    # when b * e / S is within an ulp of an integer (ets_spec §4). Those cases are skipped here
+    # when b * e / S is within an ulp of an integer (SPEC §4). Those cases are skipped here
     # (the exact-match test above still covers them).
     assume(got == rebase_exact(scores, budget, t))
     for i in range(len(scores)):
@@ -239,7 +239,7 @@ def test_ets_depth_zero_gives_the_root_everything():
     assert core.ets_allocation([-1], [0], [1.0], [0], 16, 0.0, 1.5, 0.2) == [16]
 
 
-# The worked toy of ets_spec §5.7: W = 16, 16 leaves at depth 2 under 5 parents, M = 6 (with the
+# The worked toy of SPEC §5.7: W = 16, 16 leaves at depth 2 under 5 parents, M = 6 (with the
 # root). The spec gives no scores or tree shape; these were found by a seeded random search
 # (numpy default_rng(57), hill climbing on 2-decimal scores, restart 140) for distinct scores
 # that give the stated REBASE allocation and the stated re-allocations, with this shape:

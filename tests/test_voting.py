@@ -1,4 +1,4 @@
-"""Step-score aggregation and answer selection (ets_spec §7), on hand-worked examples."""
+"""Step-score aggregation and answer selection (SPEC §7), on hand-worked examples."""
 
 from __future__ import annotations
 

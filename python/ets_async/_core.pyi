@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 def rebase_allocation(scores: list[float], budget: int, softmax_temperature: float) -> list[int]:
-    """REBASE's children counts per candidate (ets_spec §4), in input order.
+    """REBASE's children counts per candidate (SPEC §4), in input order.
 
     Candidates are ranked by score, highest first; equal scores put the later input index
     first (the original sorts ascending, then reverses). In that order candidate i receives
@@ -60,7 +60,7 @@ def rebase_allocation(scores: list[float], budget: int, softmax_temperature: flo
     """
 
 def reallocate_kept(scores: list[float], kept: list[bool], budget: int, softmax_temperature: float) -> list[int]:
-    """ETS's final re-allocation (ets_spec §5.6): ``rebase_allocation`` over the kept candidates.
+    """ETS's final re-allocation (SPEC §5.6): ``rebase_allocation`` over the kept candidates.
 
     Pruned candidates weigh ``exp(-inf) = 0`` and get 0; kept ones share the whole budget with
     REBASE's rule and tie order. Kept candidates that rank low may still get 0.
@@ -79,7 +79,7 @@ def reallocate_kept(scores: list[float], kept: list[bool], budget: int, softmax_
     """
 
 def beam_allocation(scores: list[float], budget: int, keep: int | None = None) -> list[int]:
-    """Beam-search children counts per candidate (ets_spec §6), in input order.
+    """Beam-search children counts per candidate (SPEC §6), in input order.
 
     The ``keep`` best candidates by score (equal scores: lower index first) each get
     ``ceil(budget / keep)`` children, all others 0; the total may exceed ``budget``, as in the
@@ -98,7 +98,7 @@ def beam_allocation(scores: list[float], budget: int, keep: int | None = None) -
     """
 
 def dvts_allocation(groups: list[int], scores: list[float], group_budgets: list[int]) -> list[int]:
-    """DVTS children counts per candidate (ets_spec §6), in input order.
+    """DVTS children counts per candidate (SPEC §6), in input order.
 
     For each group present among the candidates, its best-scoring candidate (equal scores: lower
     index) gets ``group_budgets[g]`` children (0 if that budget is <= 0); all others get 0.
@@ -117,7 +117,7 @@ def dvts_allocation(groups: list[int], scores: list[float], group_budgets: list[
     """
 
 def kv_tokens(parents: list[int], step_tokens: list[int], live: list[int]) -> int:
-    """The ETS KV metric (ets_spec §8.1): tokens in the union of the live nodes' root paths.
+    """The ETS KV metric (SPEC §8.1): tokens in the union of the live nodes' root paths.
 
     Sums ``step_tokens[v]`` over every node on a root-to-live-node path, each node once.
 
@@ -173,7 +173,7 @@ def kv_unshared_tokens(parents: list[int], step_tokens: list[int], live: list[in
     """
 
 def cluster_labels(embeddings: bytes, dim: int, threshold: float) -> list[int]:
-    """Average-linkage cosine clustering of step embeddings, cut at ``threshold`` (ets_spec §5.4).
+    """Average-linkage cosine clustering of step embeddings, cut at ``threshold`` (SPEC §5.4).
 
     Two rows share a cluster iff the average-linkage dendrogram (cosine distance ``1 - cos``,
     computed in float64) joins them at a height <= ``threshold``: SciPy's
@@ -208,7 +208,7 @@ def ets_instance(
     cost: str = "nodes",
     step_tokens: list[int] | None = None,
 ) -> EtsInstance:
-    """The ETS selection problem (ets_spec §5) of a frontier given as a parent array.
+    """The ETS selection problem (SPEC §5) of a frontier given as a parent array.
 
     ``SearchTree.ets_instance`` builds the same problem from a live tree without exporting it.
 
@@ -237,7 +237,7 @@ def ets_instance(
 
 @final
 class EtsInstance:
-    """One frontier's ETS problem (ets_spec §5): maximise over kept sets of candidates
+    """One frontier's ETS problem (SPEC §5): maximise over kept sets of candidates
 
     ``Σ_i O_i x_i + coef (Σ_j C_j y_j + Σ_i C_i x_i) + (λ_s/K) Σ_k c_k`` with ``Σ_i x_i >= 1``,
     where ``y_j`` (ancestor j live) is the OR of the kept candidates below j and ``c_k`` (cluster k
@@ -292,7 +292,7 @@ class EtsInstance:
 
     def reallocate(self, kept: list[bool]) -> list[int]:
         """Children per candidate for a kept set: ``reallocate_kept`` over the instance's scores,
-        budget and temperature (ets_spec §5.6); all kept gives REBASE's allocation.
+        budget and temperature (SPEC §5.6); all kept gives REBASE's allocation.
 
         Raises:
             CoreError: nothing kept, or ``kept`` is not one flag per candidate.
@@ -357,7 +357,7 @@ class EtsProgram:
 
 @final
 class SearchTree:
-    """One problem's search tree (ets_spec §3): an arena of nodes in creation order.
+    """One problem's search tree (SPEC §3): an arena of nodes in creation order.
 
     Node 0 is the root: its step is the prompt, score 1.0, depth 0, ``cum_tokens`` 0
     (``cum_tokens`` counts generated tokens only). Children are appended in bulk with
@@ -470,7 +470,7 @@ class SearchTree:
         """
 
     def retire(self, nodes: list[int]) -> tuple[list[int], list[int]]:
-        """Budget bookkeeping for the nodes just created (ets_spec §3.2).
+        """Budget bookkeeping for the nodes just created (SPEC §3.2).
 
         Every node that is finished or whose ``cum_tokens`` reached ``max_tokens`` consumes one
         unit of budget. Each node may be passed once over the tree's life; nothing changes if any

@@ -1,6 +1,6 @@
 """Calibrating ETS's clustering cut for an embedder, from the trees of real searches.
 
-ETS's coverage term (ets_spec §5.4) rewards keeping one candidate of every semantic cluster; the
+ETS's coverage term (SPEC §5.4) rewards keeping one candidate of every semantic cluster; the
 clusters come from average-linkage cosine clustering of the candidates' newest steps, cut at a
 distance. A cut only means something for the embedder it was chosen on (the paper's 0.05 belongs to
 a math-similarity BERT). This module chooses it for any embedder:

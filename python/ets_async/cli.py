@@ -7,7 +7,8 @@
     ets-async serve --port 8000
     ets-async train-verifier runs/rollouts.jsonl --out head.safetensors
 
-All file and network I/O for runs lives here; the library below it is pure or engine-only.
+The commands read datasets, start backends and write run files through the library (results.py,
+models.py, backends/); what is here is argument parsing, vLLM log capture, progress and the run loop around them.
 """
 
 from __future__ import annotations
@@ -634,7 +635,7 @@ def eval_(
     """Summarize run files per (method, width): accuracy, KV size, tokens, throughput, prefix-cache hits.
 
     Accuracy counts errors and missing answers as wrong. KV sizes are tokens held by the search
-    tree (ets_spec.md §8.1): the mean over problems of each problem's mean over selection steps,
+    tree (SPEC §8.1): the mean over problems of each problem's mean over selection steps,
     and the largest peak.
 
     The files of one method and width make one row: the shards of a run ('run --shard') merge into

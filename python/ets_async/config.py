@@ -35,7 +35,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 PAPER_TEMPERATURE = 1.0
-"""The paper's policy sampling temperature (ets_spec §9); the recipes keep it."""
+"""The paper's policy sampling temperature (SPEC §9); the recipes keep it."""
 
 RUNTIME: dict[str, Any] = {"runtime": True}
 """Marks a SearchConfig field that changes how fast a run goes but not what it computes."""
@@ -206,7 +206,7 @@ class _SharedSearchConfig(_Validated):
 
 class SearchConfig(_SharedSearchConfig, EtsSettings, BeamSettings, DvtsSettings, ParticleFilterSettings):
     """What one search does: the shared fields and every method's own (``registry.METHOD_CHOICES``).
-    Defaults are the paper's (ets_spec §9) unless noted."""
+    Defaults are the paper's (SPEC §9) unless noted."""
 
 
 class EngineConfig(_Validated):

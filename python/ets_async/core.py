@@ -1,4 +1,4 @@
-"""The stable core API (DESIGN.md "The Rust core API"): thin wrappers over the Rust ``_core``."""
+"""The stable core API: thin wrappers over the Rust ``_core`` (docs/ARCHITECTURE.md, "The parts")."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class EtsSelection:
 
 
 def select(instance: EtsInstance) -> EtsSelection:
-    """Solve one frontier's ETS problem exactly, then re-allocate the budget (ets_spec §5.6).
+    """Solve one frontier's ETS problem exactly, then re-allocate the budget (SPEC §5.6).
 
     A tree problem (coverage off or separable, or ``lambda_b == 0``) comes solved and re-allocated
     from Rust: the tree DP's kept set (``instance.kept``; its tie rule is in ``_core.pyi``) and
@@ -90,7 +90,7 @@ def ets_select(
     cost: Literal["nodes", "tokens"] = "nodes",
     step_tokens: Sequence[int] | None = None,
 ) -> EtsSelection:
-    """ETS selection (ets_spec §5) on a frontier given as a parent array: ``select`` of its instance.
+    """ETS selection (SPEC §5) on a frontier given as a parent array: ``select`` of its instance.
 
     ``parents[v]`` is node v's parent (-1 for the root), ``candidates`` the frontier node ids;
     ``scores[i]`` and ``cluster_labels[i]`` belong to ``candidates[i]`` (``None`` disables the
@@ -124,14 +124,14 @@ def ets_allocation(
     cost: Literal["nodes", "tokens"] = "nodes",
     step_tokens: Sequence[int] | None = None,
 ) -> list[int]:
-    """ETS children counts per candidate: ``ets_select(...).counts`` (the stable API of DESIGN.md)."""
+    """ETS children counts per candidate: ``ets_select(...).counts`` (part of this module's stable API)."""
     return ets_select(
         parents, candidates, scores, cluster_labels, budget, lambda_b, lambda_s, softmax_temperature, cost, step_tokens
     ).counts
 
 
 def cluster_steps(embeddings: np.ndarray | Sequence[Sequence[float]], threshold: float) -> list[int]:
-    """Cluster step embeddings (ets_spec §5.4): average-linkage cosine, cut at ``threshold``.
+    """Cluster step embeddings (SPEC §5.4): average-linkage cosine, cut at ``threshold``.
 
     Same partition as SciPy's ``fcluster(linkage(X, "average", "cosine"), threshold,
     criterion="distance")``, labelled 0..K-1 in order of first appearance. ``embeddings`` is an

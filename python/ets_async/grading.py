@@ -1,4 +1,4 @@
-"""Answer extraction, reference answers and answer equivalence (ets_spec.md §7).
+"""Answer extraction, reference answers and answer equivalence (SPEC §7).
 
 Equivalence is decided in two stages: a cheap string normalisation in the spirit of the MATH
 evaluator (§7), then math-verify. math-verify's own timeouts use ``signal.alarm`` and so only work
@@ -179,7 +179,7 @@ def _brace(arg: str) -> str:
 
 
 def normalize_answer(answer: str) -> str:
-    """A canonical string for cheap equality (MATH-evaluator style normalisations, ets_spec §7).
+    """A canonical string for cheap equality (MATH-evaluator style normalisations, SPEC §7).
 
     Removes spaces, ``\\left``/``\\right``, ``\\!``, dollars, degree signs, percent signs, trailing
     ``\\text{...}`` units, thousands separators, a short ``x =`` prefix and a trailing ``.0``;

@@ -37,7 +37,7 @@ class SearchMetrics:
     cluster_ratios: list[float] = field(default_factory=list)
 
     def record_kv(self, tokens: int, blocks: int, unshared: int, frontier: int) -> None:
-        """One selection step's KV size (ets_spec §8.1: the candidates and their ancestors).
+        """One selection step's KV size (SPEC §8.1: the candidates and their ancestors).
 
         ``frontier`` is the candidates' own step tokens: the part no selection rule can share, so
         ``kv_tokens - root_prompt_tokens - frontier`` is what a method can save at that step.

@@ -1,4 +1,4 @@
-"""Final answer selection over finished trajectories: step-score aggregation and (weighted) voting (ets_spec §7)."""
+"""Final answer selection over finished trajectories: step-score aggregation and (weighted) voting (SPEC §7)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def _vote(
     """Classes in creation order and the index of the winner (None if no candidate has an answer).
 
     As in the original evaluator, a candidate's weight goes to *every* class whose representative
-    it matches (equivalence need not be transitive, ets_spec §11 quirk 8), and a new class opens only
+    it matches (equivalence need not be transitive, SPEC §11 quirk 8), and a new class opens only
     if it matches none. The winner has the largest total weight; ties go to the class with more
     members, then to one whose answer reads as a number (``grading.numeric_value``), then to the
     earlier class. (The original kept the class that reached the maximum first, which hands ties

@@ -1,4 +1,4 @@
-//! Beam search allocation (ets_spec §6).
+//! Beam search allocation (SPEC §6).
 
 use super::{order_by_score, TieOrder};
 use crate::error::{finite_scores, CoreError, Result};

@@ -1,4 +1,4 @@
-//! DVTS allocation (ets_spec §6): one surviving node per independent subtree.
+//! DVTS allocation (SPEC §6): one surviving node per independent subtree.
 
 use crate::error::{finite_scores, same_len, CoreError, Result};
 use crate::types::ChildCount;

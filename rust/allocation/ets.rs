@@ -1,4 +1,4 @@
-//! ETS's final re-allocation (ets_spec §5.6): REBASE restricted to the candidates the ETS
+//! ETS's final re-allocation (SPEC §5.6): REBASE restricted to the candidates the ETS
 //! program kept.
 
 use super::{order_by_score, sequential_ceil, TieOrder};

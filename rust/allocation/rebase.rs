@@ -1,4 +1,4 @@
-//! REBASE's allocation rule (ets_spec §4): a softmax over PRM scores, rounded by sequential ceil.
+//! REBASE's allocation rule (SPEC §4): a softmax over PRM scores, rounded by sequential ceil.
 
 use super::{order_by_score, sequential_ceil, TieOrder};
 use crate::error::{finite_scores, temperature, Result};
@@ -28,7 +28,7 @@ pub fn rebase_allocation(
 }
 
 /// [`rebase_allocation`] with an explicit tie order (ETS's outcome scores use
-/// [`TieOrder::EarlierFirst`], ets_spec §5.2).
+/// [`TieOrder::EarlierFirst`], SPEC §5.2).
 pub(crate) fn rebase_allocation_with_ties(
     scores: &[f64],
     budget: i64,

@@ -19,7 +19,7 @@
 //!
 //! and the optimum is `best(root)`: one pass up, one pass down, O(M + N).
 //!
-//! Ties, when several kept sets reach the optimum (the re-allocation of ets_spec §5.6 may then
+//! Ties, when several kept sets reach the optimum (the re-allocation of SPEC §5.6 may then
 //! differ), are decided by a fixed rule, on the floating-point values as computed here:
 //! * a subtree whose best value is exactly 0 is kept (keeping costs nothing, so nothing is pruned
 //!   for it);

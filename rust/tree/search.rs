@@ -5,14 +5,14 @@ use crate::kv::{check_block_size, measure, KvScratch, KvSizes, PrefixTree};
 use crate::program::{EtsInstance, EtsParams};
 use crate::types::{NodeId, TokenCount, TokenId};
 
-/// One problem's search tree (ets_spec §3.1).
+/// One problem's search tree (SPEC §3.1).
 ///
 /// Node 0 is the root; its step is the prompt, its score 1.0, its depth 0 and its `cum_tokens`
 /// 0 (`cum_tokens` counts generated tokens only, the prompt is excluded). Children are appended
 /// in bulk and get consecutive ids. Every node stores its step's token ids, so the exact prompt
 /// of a child of `v` ([`SearchTree::prompt_token_ids`]) is rebuilt without re-tokenising.
 ///
-/// The tree also keeps the budget bookkeeping of ets_spec §3.2 ([`SearchTree::retire`]) and
+/// The tree also keeps the budget bookkeeping of SPEC §3.2 ([`SearchTree::retire`]) and
 /// answers KV-size queries incrementally ([`SearchTree::kv`]): each node caches its path length
 /// (prompt included) and a query walks only the union of the live paths.
 #[derive(Debug, Clone)]
@@ -236,7 +236,7 @@ impl SearchTree {
             .collect()
     }
 
-    /// The ETS problem of a frontier of this tree (ets_spec §5), built from the arena without
+    /// The ETS problem of a frontier of this tree (SPEC §5), built from the arena without
     /// exporting it: the candidates' scores are their PRM scores, and token costs use the step
     /// lengths with the prompt left out (the root's step costs 0 tokens).
     ///
@@ -286,7 +286,7 @@ impl SearchTree {
         lengths
     }
 
-    /// Budget bookkeeping for the nodes just created (ets_spec §3.2).
+    /// Budget bookkeeping for the nodes just created (SPEC §3.2).
     ///
     /// Each node that is finished or whose `cum_tokens` reached `max_tokens` consumes one unit of
     /// budget and is returned in the second list (retired); the others are returned in the first

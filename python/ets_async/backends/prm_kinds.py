@@ -153,7 +153,7 @@ class PoolingPRM:
     async def _score_one(self, request: ScoreRequest) -> float | None:
         ids = self.prompt_ids(request)
         rows = await self.transport.pool(ids, scope=request.scope)
-        return self.read_out(ids, rows)  # None: the child is dropped (ets_spec §3.3)
+        return self.read_out(ids, rows)  # None: the child is dropped (SPEC §3.3)
 
 
 ScoreFunction = Callable[[Sequence[ScoreRequest]], Awaitable[list[float | None]]]

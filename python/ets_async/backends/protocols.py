@@ -81,7 +81,7 @@ class PRM(Protocol):
     """
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
-        """Scores in request order; None drops that child (ets_spec §3.3, quirk 7)."""
+        """Scores in request order; None drops that child (SPEC §3.3, quirk 7)."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""Beam search: the top-k candidates by PRM score each get ceil(B / k) children (ets_spec §6)."""
+"""Beam search: the top-k candidates by PRM score each get ceil(B / k) children (SPEC §6)."""
 
 from __future__ import annotations
 

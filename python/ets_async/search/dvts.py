@@ -1,4 +1,4 @@
-"""DVTS: independent subtrees, each a greedy beam of width one with its own budget (ets_spec §6)."""
+"""DVTS: independent subtrees, each a greedy beam of width one with its own budget (SPEC §6)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """ETS (Hooper et al. 2025): an integer program keeps the candidates worth their KV cost and
-semantic coverage, then REBASE re-allocates the budget over the kept set (ets_spec §5)."""
+semantic coverage, then REBASE re-allocates the budget over the kept set (SPEC §5)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from ..config import SearchConfig
 
 PAPER_CLUSTER_THRESHOLD = 0.05
-"""The paper's cut, calibrated on its math-similarity BERT (ets_spec §5.4); the recipes keep it."""
-_PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}  # per width (ets_spec §9); other widths take the nearest
+"""The paper's cut, calibrated on its math-similarity BERT (SPEC §5.4); the recipes keep it."""
+_PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}  # per width (SPEC §9); other widths take the nearest
 
 
 def paper_lambda_s(width: int) -> float:
@@ -39,7 +39,7 @@ class Ets(StatelessMethod):
         self.needs_embeddings = self.lambda_s > 0
 
     def cluster_labels(self, frontier: Frontier) -> list[int] | None:
-        """Clusters of the newest steps; None when coverage is off or cannot matter (ets_spec §5.4)."""
+        """Clusters of the newest steps; None when coverage is off or cannot matter (SPEC §5.4)."""
         if frontier.embeddings is None or len(frontier.candidates) < 2 or len(set(frontier.step_texts)) < 2:
             return None
         return core.cluster_steps(frontier.embeddings, self.cluster_threshold)

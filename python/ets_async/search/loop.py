@@ -1,5 +1,5 @@
 """The one per-problem search loop shared by every method:
-expand the frontier -> score (and embed) each child -> allocate children -> repeat (ets_spec §3.2).
+expand the frontier -> score (and embed) each child -> allocate children -> repeat (SPEC §3.2).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class ProblemSearch:
             )
         tree = self.tree = SearchTree(prompt, cfg.width, cfg.max_tokens)
         self.metrics.root_prompt_tokens = len(prompt)
-        expanding, counts = [0], [cfg.width]  # depth 0: the root gets the whole budget (ets_spec §5.8)
+        expanding, counts = [0], [cfg.width]  # depth 0: the root gets the whole budget (SPEC §5.8)
         for depth in range(1, cfg.max_depth + 1):
             children = await self._expand_all(expanding, counts)
             frontier, retired = tree.retire(children)
@@ -245,7 +245,7 @@ class ProblemSearch:
         )
 
     def _mark_answers(self, step: Step) -> Step:
-        """A step that states the final answer ends its trajectory (ets_spec §2.4)."""
+        """A step that states the final answer ends its trajectory (SPEC §2.4)."""
         if step.finished or not any(m in step.text for m in self.config.answer_markers):
             return step
         return dataclasses.replace(step, finished=True)
