@@ -42,7 +42,7 @@ from ets_async.backends.prm_kinds import judge_prm
 from ets_async.backends.vllm_engine import EngineTransport
 from ets_async.datasets import load_problems
 from ets_async.grading import grade
-from ets_async.results import ResultWriter, read_results
+from ets_async.results import ResultWriter, read_lines
 from ets_async.verifier.head import auroc
 from ets_async.voting import STEP_AGGREGATIONS, aggregate_scores, select_answer
 
@@ -223,7 +223,7 @@ def main() -> None:
     if not args.report_only:
         problems, _ = load_problems(args.dataset)
         asyncio.run(collect(args, problems[args.start : args.start + args.problems]))
-    report(read_results(args.out))
+    report(read_lines(args.out))
 
 
 if __name__ == "__main__":

@@ -125,13 +125,13 @@ async def test_end_to_end_search(backends, engine, method):
         assert r.error is None, r.error
         m = r.metrics
         assert m["generated_tokens"] > 0 and m["policy_calls"] >= 2 and m["prm_calls"] == m["generated_steps"]
-        assert len(r.tree["parents"]) > SMALL["width"]
+        assert len(r.tree.parents) > SMALL["width"]
         assert m["kv_tokens_mean"] > 0 and m["kv_blocks_mean"] > 0
         assert r.correct in (True, False)  # graded against the reference, even when no answer was found
     # later rounds extend prompts the engine has already computed
-    assert sum(r.metrics["prefix_cached_tokens"] for r in results) > 0
+    assert sum(r.metrics.prefix_cached_tokens for r in results) > 0
     if method == "ets":
-        assert all(r.metrics["embedded_steps"] > 0 for r in results)
+        assert all(r.metrics.embedded_steps > 0 for r in results)
     assert await unfinished(engine) == 0
 
 
@@ -227,5 +227,5 @@ async def test_a_request_past_its_time_limit_is_aborted_on_the_engine(backends, 
     results = await solve_many(batch, small, policy=policy, **others)
     assert "RequestTimeoutError" in (results[0].error or "")
     assert [r.error for r in results[1:]] == [None, None]
-    assert all(r.metrics["generated_tokens"] > 0 for r in results[1:])
+    assert all(r.metrics.generated_tokens > 0 for r in results[1:])
     assert await engine_idle(engine)

@@ -34,17 +34,17 @@ def test_every_method_solves_every_problem(method):
         assert 1 <= len(result.candidates) <= 8
         assert result.answer in {c.answer for c in result.candidates}
         metrics = result.metrics
-        assert metrics["generated_tokens"] > 0 and metrics["policy_calls"] > 0
-        assert metrics["prm_calls"] == metrics["generated_steps"]
-        assert metrics["kv_tokens_peak"] >= metrics["kv_tokens_mean"] > 0
-        assert metrics["kv_unshared_tokens_mean"] >= metrics["kv_tokens_mean"]
+        assert metrics.generated_tokens > 0 and metrics.policy_calls > 0
+        assert metrics.prm_calls == metrics.generated_steps
+        assert metrics.kv_tokens_peak >= metrics.kv_tokens_mean > 0
+        assert metrics.kv_unshared_tokens_mean >= metrics.kv_tokens_mean
         # the newest layer is part of the KV; prompt + newest layer + ancestors add up to it
-        assert 0 < metrics["kv_frontier_tokens_mean"] <= metrics["kv_tokens_mean"] - metrics["root_prompt_tokens"]
-        assert 1 <= metrics["expanded_nodes_mean"] <= 8
+        assert 0 < metrics.kv_frontier_tokens_mean <= metrics.kv_tokens_mean - metrics.root_prompt_tokens
+        assert 1 <= metrics.expanded_nodes_mean <= 8
         if method == "ets":
-            assert 0 < metrics["cluster_ratio_mean"] <= 1
+            assert 0 < metrics.cluster_ratio_mean <= 1
         else:
-            assert metrics["cluster_ratio_mean"] == 0
+            assert metrics.cluster_ratio_mean == 0
     assert results[1].correct in (True, False)  # graded: it has a reference
     assert results[0].correct is None
 
@@ -54,7 +54,7 @@ def test_budget_is_conserved_each_round(method):
     """Alive trajectories equal the remaining budget: each depth's children = W - finished so far."""
     config = SearchConfig(method=method, width=8, max_depth=8)
     (result,), _ = run([PROBLEMS[0]], config)
-    parents, finished = result.tree["parents"], result.tree["finished"]
+    parents, finished = result.tree.parents, result.tree.finished
     depth = [0] * len(parents)
     for v in range(1, len(parents)):
         depth[v] = depth[parents[v]] + 1
@@ -72,16 +72,16 @@ def test_ets_embeds_only_steps_that_can_reach_a_selection(max_depth, max_tokens)
     embedder = FakeEmbedder()
     config = SearchConfig(method="ets", width=8, max_depth=max_depth, max_tokens=max_tokens, max_step_tokens=16)
     (result,), _ = run([PROBLEMS[0]], config, embedder=embedder)
-    parents, texts, finished = result.tree["parents"], result.tree["texts"], result.tree["finished"]
+    parents, texts, finished = result.tree.parents, result.tree.texts, result.tree.finished
     depth, tokens = [0] * len(parents), [0] * len(parents)
     for v in range(1, len(parents)):
         depth[v] = depth[parents[v]] + 1
-        tokens[v] = tokens[parents[v]] + result.tree["step_tokens"][v]
+        tokens[v] = tokens[parents[v]] + result.tree.step_tokens[v]
     selectable = [v for v in range(1, len(parents)) if not finished[v] and depth[v] < max_depth and tokens[v] < max_tokens]
     never = [v for v in range(1, len(parents)) if v not in selectable]
     assert selectable and never  # both kinds occur, so the check below can fail either way
     assert sorted(embedder.texts) == sorted(texts[v] for v in selectable)
-    assert result.metrics["embedded_steps"] == len(selectable)
+    assert result.metrics.embedded_steps == len(selectable)
 
 
 @pytest.mark.parametrize("slow", ["prm", "embedder"])
@@ -93,14 +93,14 @@ def test_rounds_record_what_they_waited_for_after_generation(slow):
     config = SearchConfig(width=8, max_depth=5, max_step_tokens=16)
     (ets,), _ = run([PROBLEMS[0]], config.replace(method="ets"), **backends)
     (rebase,), _ = run([PROBLEMS[0]], config.replace(method="rebase"), **backends)
-    assert rebase.metrics["embed_wait_s"] == 0.0
+    assert rebase.metrics.embed_wait_s == 0.0
     if slow == "prm":
         for result in (ets, rebase):
-            assert result.metrics["score_wait_s"] >= delay * result.metrics["depth"]
+            assert result.metrics.score_wait_s >= delay * result.metrics.depth
     else:
-        assert ets.metrics["embedded_steps"] > 0
-        assert ets.metrics["embed_wait_s"] >= delay > ets.metrics["score_wait_s"]
-        assert rebase.metrics["score_wait_s"] < delay
+        assert ets.metrics.embedded_steps > 0
+        assert ets.metrics.embed_wait_s >= delay > ets.metrics.score_wait_s
+        assert rebase.metrics.score_wait_s < delay
 
 
 @pytest.mark.parametrize("method", ["ets", "rebase"])
@@ -176,7 +176,7 @@ def test_engine_failure_fails_only_that_problem():
 def test_prm_none_drops_the_child():
     (result,), _ = run([PROBLEMS[0]], SearchConfig(method="rebase", width=8), prm=FakePRM(drop="+ 1 ="))
     assert result.error is None
-    assert result.metrics["prm_dropped"] > 0
+    assert result.metrics.prm_dropped > 0
 
 
 def test_prm_calls_are_batched_across_problems():

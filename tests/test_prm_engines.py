@@ -104,7 +104,7 @@ async def test_qwen_prm_on_its_own_engine_beside_the_policy_reads_the_newest_sep
         config = SearchConfig(method="rebase", width=4, max_step_tokens=16, max_tokens=48, max_depth=3, seed=1)
         results = await solve_many(PROBLEMS, config, policy=backends.policy, prm=prm, embedder=backends.embedder)
         assert all(r.error is None for r in results), [r.error for r in results]
-        assert all(r.metrics["prm_calls"] > 0 for r in results)
+        assert all(r.metrics.prm_calls > 0 for r in results)
     finally:
         backends.shutdown()
 

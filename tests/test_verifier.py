@@ -20,6 +20,7 @@ import pytest
 from ets_async.verifier.checkpoint import load_head, save_head, score_tensors
 from ets_async.verifier.features import TreeFeatures
 from ets_async.verifier.head import TrainedHead, TrainSettings, auroc, train_head, within_problem_auroc
+from ets_async.records import RunRecord
 from ets_async.verifier.labels import label_tree, node_values
 from ets_async.verifier.train import cross_validate
 
@@ -37,18 +38,18 @@ def test_node_values_are_the_share_of_right_leaves_below():
     assert 7 not in values  # no graded leaf below: no label
 
 
-def _record(pid="p", reference="12"):
-    return {
+def _record(pid="p", reference="12", error=None):
+    return RunRecord.from_dict({
         "id": pid,
         "problem": "A box holds 4 pens. How many pens are in 3 boxes?",
         "reference": reference,
-        "error": None,
+        "error": error,
         "candidates": [
             {"node": 2, "answer": "12", "text": "", "step_scores": [], "tokens": 5},
             {"node": 3, "answer": "7", "text": "", "step_scores": [], "tokens": 5},
         ],
         "tree": {"parents": [-1, 0, 1, 1, 0], "texts": ["", "4 * 3 = 12.\n\n", "The answer is 12.", "The answer is 7.", "Hmm"]},
-    }
+    })
 
 
 def test_label_tree_grades_candidates_against_the_reference():
@@ -58,7 +59,7 @@ def test_label_tree_grades_candidates_against_the_reference():
     assert tree.value == (0.5, 1.0, 0.0) and tree.is_leaf == (False, True, True)
     assert tree.mixed and tree.path(3) == [1, 3]
     assert label_tree(_record(reference=None)) is None
-    assert label_tree({**_record(), "error": "engine died"}) is None
+    assert label_tree(_record(error="engine died")) is None
 
 
 def _synthetic_trees(n: int, seed: int, size: int = 32) -> list[TreeFeatures]:

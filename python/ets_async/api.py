@@ -21,7 +21,7 @@ from .errors import ConfigError, EngineDiedError, EtsError
 from .grading import grade
 from .search import METHODS
 from .search.loop import ProblemSearch, SearchContext
-from .types import Problem, ProblemResult
+from .types import ErrorKind, Problem, ProblemResult
 
 log = logging.getLogger("ets_async")
 
@@ -180,18 +180,21 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
     try:
         problem = Problem.coerce(item, index)
     except EtsError as exc:
-        return index, ProblemResult(id=str(index), problem=_preview(item), method=config.method, width=config.width, error=str(exc))
+        return index, ProblemResult(
+            id=str(index), problem=_preview(item), method=config.method, width=config.width,
+            error=str(exc), error_kind=ErrorKind.of(exc),
+        )
     search = ProblemSearch(problem, ctx)
     try:
         async with asyncio.timeout(config.problem_timeout_s):
             result = await search.run()
     except TimeoutError:
-        result = _failed(problem, search, f"timed out after {config.problem_timeout_s:g}s")
+        result = _failed(problem, search, f"timed out after {config.problem_timeout_s:g}s", ErrorKind.TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - one problem's failure must not sink the batch
         error = _first_error(exc)
         level = logging.INFO if isinstance(error, EngineDiedError) else logging.WARNING  # one cause, many problems
         log.log(level, "problem %s failed: %s: %s", problem.id, type(error).__name__, error)
-        result = _failed(problem, search, f"{type(error).__name__}: {error}")
+        result = _failed(problem, search, f"{type(error).__name__}: {error}", ErrorKind.of(error))
     if result.error is None and problem.reference is not None:
         result.correct = await asyncio.to_thread(grade, result.answer, problem.reference)
     return index, result
@@ -204,7 +207,7 @@ def _first_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _failed(problem: Problem, search: ProblemSearch, error: str) -> ProblemResult:
+def _failed(problem: Problem, search: ProblemSearch, error: str, kind: ErrorKind) -> ProblemResult:
     config = search.config
     return ProblemResult(
         id=problem.id,
@@ -213,7 +216,8 @@ def _failed(problem: Problem, search: ProblemSearch, error: str) -> ProblemResul
         width=config.width,
         reference=problem.reference,
         error=error,
-        metrics=search.metrics.as_dict(),
+        error_kind=kind,
+        metrics=search.metrics.summary(),
     )
 
 

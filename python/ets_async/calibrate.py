@@ -20,7 +20,7 @@ a math-similarity BERT). This module chooses it for any embedder:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 
 from . import core
 from .grading import extract_answer, numeric_value
+from .types import ProblemResult
 
 __all__ = ["CutScore", "equivalence_key", "selection_groups", "sweep_cuts"]
 
@@ -67,13 +68,12 @@ def equivalence_key(step: str) -> tuple[str, Any] | None:
     return ("numbers", frozenset(results)) if results else None
 
 
-def selection_groups(records: Iterable[Mapping[str, Any]]) -> Iterator[list[str]]:
+def selection_groups(results: Iterable[ProblemResult]) -> Iterator[list[str]]:
     """The newest-step texts each selection step of each recorded search clustered: the unfinished
     nodes of one depth (at least two distinct texts)."""
-    for record in records:
-        tree = record.get("tree") or {}
-        parents, finished, texts = tree.get("parents"), tree.get("finished"), tree.get("texts")
-        if not parents or texts is None or finished is None:
+    for result in results:
+        parents, finished, texts = result.tree.parents, result.tree.finished, result.tree.texts
+        if not parents or not texts or not finished:
             continue
         depth = [0] * len(parents)
         by_depth: dict[int, list[str]] = {}

@@ -37,6 +37,7 @@ from .datasets import Shard
 from .errors import ConfigError, EngineDiedError, RunFileError
 from .models import DEFAULT_POLICY, POLICY_ENV, default_policy
 from .progress import RunProgress
+from .records import RunRecord
 from .registry import METHOD_NAMES, method_settings
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
 
@@ -314,7 +315,7 @@ async def _solve(
     problems: list[dict[str, Any]],
     config: SearchConfig,
     open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
-    on_record: Callable[[dict[str, Any]], None],
+    on_record: Callable[[RunRecord], None],
     session: str,
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
@@ -336,7 +337,7 @@ async def _solve(
                 async for result in results:
                     if result.error is not None and (failure := backends.failure()) is not None:
                         raise EngineDiedError(failure)
-                    on_record(report.run_record(result, config, session=session, elapsed_s=time.perf_counter() - started))
+                    on_record(RunRecord.of(result, config, session=session, elapsed_s=time.perf_counter() - started))
         finally:
             del backends  # the traceback behind an error message must not keep the engine alive until exit
 
@@ -547,24 +548,19 @@ def _run_with_progress(
     problems: list[dict[str, Any]],
     config: SearchConfig,
     open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
-    on_record: Callable[[dict[str, Any]], Any],
+    on_record: Callable[[RunRecord], Any],
     *,
     total: int,
     done: int = 0,
     quiet: bool = False,
-    echo: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> None:
     """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130; an engine
     that dies stops the run the same way with one line saying why, and exit code 1."""
     progress = RunProgress(total, done=done, quiet=quiet)
 
-    def record_done(record: dict[str, Any]) -> None:
+    def record_done(record: RunRecord) -> None:
         on_record(record)
         progress.update(record)
-        if echo is not None:
-            line = echo(record)
-            if line:
-                progress.write(line, file=sys.stdout)
 
     redirect = contextlib.nullcontext()
     if not quiet:
@@ -576,13 +572,13 @@ def _run_with_progress(
             asyncio.run(_solve(problems, config, open_backends, record_done, _session_id(), progress.start))
     except KeyboardInterrupt:
         typer.echo(
-            f"\ninterrupted after {progress.tally.problems} problems; run the same command again to resume",
+            f"\ninterrupted after {progress.summary.problems} problems; run the same command again to resume",
             err=True,
         )
         raise typer.Exit(130) from None
     except EngineDiedError as exc:
         typer.echo(
-            f"\nError: {exc}; {done + progress.tally.problems} of {total} problems done; "
+            f"\nError: {exc}; {done + progress.summary.problems} of {total} problems done; "
             "run the same command again to resume",
             err=True,
         )
@@ -596,7 +592,7 @@ def _run_with_progress(
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_run_files(files: Sequence[Path], *, one_run_per_row: bool = True) -> list[dict[str, Any]]:
+def _read_run_files(files: Sequence[Path], *, one_run_per_row: bool = True) -> list[RunRecord]:
     """The records of ``files``: ``read_runs`` (a problem twice or two searches in one summary row
     are usage errors) for tables; ``read_results`` for commands that pool records of any runs."""
     from .results import read_results, read_runs
@@ -761,7 +757,7 @@ def demo(
     typer.echo(f"config: {_describe_config(config)}")
     if backend == BackendName.vllm:
         typer.echo(f"starting the engine, about a minute on a CPU{_log_note(engine_log)} ...")
-    records: list[dict[str, Any]] = []
+    records: list[RunRecord] = []
     _run_with_progress(
         items,
         config,
@@ -771,7 +767,7 @@ def demo(
         quiet=quiet,
     )
     order = {item["id"]: i for i, item in enumerate(items)}
-    records.sort(key=lambda r: order.get(r["id"], len(order)))
+    records.sort(key=lambda r: order.get(r.id, len(order)))
     typer.echo("")
     typer.echo(report.table(records, report.PROBLEM_COLUMNS, left=2))
     typer.echo("")

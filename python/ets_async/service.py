@@ -138,7 +138,7 @@ async def _solve(request: web.Request) -> web.Response:
             "answer": result.answer,
             "correct": result.correct,
             "candidates": [{"answer": c.answer, "text": c.text, "step_scores": c.step_scores} for c in result.candidates],
-            "metrics": result.metrics,
+            "metrics": result.metrics.to_dict(),
         }
     )
 

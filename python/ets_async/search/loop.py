@@ -23,7 +23,7 @@ from ..core import SearchTree
 from ..errors import ProblemError
 from ..grading import extract_answer
 from ..metrics import SearchMetrics
-from ..types import Candidate, Problem, ProblemResult, Step
+from ..types import Candidate, Problem, ProblemResult, Step, TreeRecord
 from ..voting import select_answer
 from . import METHODS
 from .method import Frontier
@@ -300,12 +300,12 @@ class ProblemSearch:
             reference=self.problem.reference,
             answer=answer,
             candidates=candidates,
-            tree={
-                "parents": tree.parents(),
-                "step_tokens": tree.step_lengths(False),
-                "scores": [tree.score(v) for v in range(tree.num_nodes)],
-                "finished": [tree.is_finished(v) for v in range(tree.num_nodes)],
-                "texts": [self.step_text[v] for v in range(tree.num_nodes)],
-            },
-            metrics=self.metrics.as_dict(),
+            tree=TreeRecord(
+                parents=tuple(tree.parents()),
+                step_tokens=tuple(tree.step_lengths(False)),
+                scores=tuple(tree.score(v) for v in range(tree.num_nodes)),
+                finished=tuple(tree.is_finished(v) for v in range(tree.num_nodes)),
+                texts=tuple(self.step_text[v] for v in range(tree.num_nodes)),
+            ),
+            metrics=self.metrics.summary(),
         )

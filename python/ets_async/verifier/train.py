@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..results import HEADER_KEY, read_results
+from ..results import read_header, read_results
 from .checkpoint import save_head
 from .features import HiddenStateReader, TreeFeatures, extract_features, prompt_renderer
 from .head import HeadKind, TrainedHead, TrainSettings, auroc, fold_of, train_head, within_problem_auroc
@@ -44,10 +44,8 @@ def read_rollouts(paths: Sequence[str | Path]) -> tuple[list[LabeledTree], dict[
     trees: dict[str, LabeledTree] = {}
     config: dict[str, Any] = {}
     for path in paths:
-        records = read_results(path)
-        header: dict[str, Any] = next((r[HEADER_KEY] for r in records if HEADER_KEY in r), {})
-        config = config or dict(header.get("config") or {})
-        for tree in label_trees(records):
+        config = config or dict((read_header(path) or {}).get("config") or {})
+        for tree in label_trees(read_results(path)):
             trees.setdefault(tree.problem_id, tree)
     return list(trees.values()), config
 
