@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from .grading import answers_equivalent, numeric_value
+from .answers import numeric_value
+from .grading import answers_equivalent
 
 __all__ = [
     "ANSWER_SELECTIONS",
@@ -91,7 +92,7 @@ def _vote(
     As in the original evaluator, a candidate's weight goes to *every* class whose representative
     it matches (equivalence need not be transitive, SPEC §11 quirk 8), and a new class opens only
     if it matches none. The winner has the largest total weight; ties go to the class with more
-    members, then to one whose answer reads as a number (``grading.numeric_value``), then to the
+    members, then to one whose answer reads as a number (``answers.numeric_value``), then to the
     earlier class. (The original kept the class that reached the maximum first, which hands ties
     to whichever answer happened to be sampled early.) Candidates without an answer never vote.
     """
