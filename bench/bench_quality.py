@@ -15,7 +15,7 @@ another on one engine (its prefix cache reset before each), and appends one line
 settings changed is refused. While a variant runs, the engine's own KV-cache usage
 (``vllm:kv_cache_usage_perc``) and the processes' memory are sampled every 0.25 s. A variant that
 differs from an earlier one only in ``answer_selection``/``score_aggregation`` (majority vote,
-weighted majority and best-of-N over the same N samples) grows identical trees, so its answers are
+weighted majority and the highest score over the same N samples) grows identical trees, so its answers are
 re-selected from the earlier run's candidates instead of searching again.
 
 The report (``OUT/summary.json``, ``OUT/quality.png`` and the printed table): accuracy with its 95%
@@ -51,7 +51,7 @@ VARIANTS = {
     "greedy": "best_of_n:width=1,temperature=0",
     "majority": "best_of_n:answer_selection=majority",
     "weighted_majority": "best_of_n:answer_selection=weighted_majority",
-    "best_of_n": "best_of_n:answer_selection=best_of_n",
+    "best_of_n": "best_of_n:answer_selection=highest_score",
     "beam": "beam",
     "dvts": "dvts",
     "rebase": "rebase",

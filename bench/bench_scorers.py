@@ -169,12 +169,12 @@ def report(records: list[dict[str, Any]]) -> None:
             mean_within = statistics.fmean(within) if within else None
             cells.append(f"{_fmt(pooled)} / {_fmt(mean_within)}")
         print(f"{name:<26}" + "".join(f"{c:>16}" for c in cells))
-    print("\naccuracy of the answer picked with each scorer: weighted majority / best-of-N")
+    print("\naccuracy of the answer picked with each scorer: weighted majority / highest score")
     print(f"{'scorer':<26}" + "".join(f"{agg:>16}" for agg in STEP_AGGREGATIONS))
     for name in names:
         cells = [
             f"{selection_accuracy(records, name, how, 'weighted_majority'):.3f} / "
-            f"{selection_accuracy(records, name, how, 'best_of_n'):.3f}"
+            f"{selection_accuracy(records, name, how, 'highest_score'):.3f}"
             for how in STEP_AGGREGATIONS
         ]
         print(f"{name:<26}" + "".join(f"{c:>16}" for c in cells))

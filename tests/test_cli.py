@@ -377,9 +377,9 @@ def test_eval_prints_a_table_per_method_and_width(runner, run_files):
 
 
 def test_eval_regrades_with_another_selection(runner, run_files):
-    result = invoke(runner, "eval", "--regrade", "--selection", "best_of_n", "--aggregation", "min", run_files[0])
+    result = invoke(runner, "eval", "--regrade", "--selection", "highest_score", "--aggregation", "min", run_files[0])
     assert result.exit_code == 0, result.output
-    assert "regraded with selection=best_of_n aggregation=min" in result.output
+    assert "regraded with selection=highest_score aggregation=min" in result.output
     assert result.output.strip().splitlines()[-1].split()[:3] == ["rebase", "2", "4"]
 
 
@@ -470,6 +470,18 @@ def test_config_precedence_and_yaml_files(tmp_path):
     config, source = build_search_config(str(recipe), seed=7)
     assert source == str(recipe) and (config.method, config.width, config.max_depth, config.seed) == ("beam", 9, 3, 7)
     assert build_search_config(None)[0] == SearchConfig()
+
+
+def test_a_config_may_name_the_highest_score_selection_by_its_former_name(tmp_path):
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("method: best_of_n\nanswer_selection: best_of_n\n")
+    with pytest.warns(DeprecationWarning, match="'best_of_n' is now called 'highest_score'"):
+        config, _ = build_search_config(str(recipe))
+    assert config.answer_selection == "highest_score"
+    with pytest.warns(DeprecationWarning):
+        assert build_search_config(None, ["answer_selection=best_of_n"])[0].answer_selection == "highest_score"
+    result = CliRunner().invoke(app, ["run", "--dataset", "x", "--set", "answer_selection=best"])
+    assert result.exit_code == 2 and "unknown answer selection 'best'" in result.output
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,20 @@ def test_a_resume_may_change_the_runtime_but_not_the_search_or_the_shard(tmp_pat
         assert writer.settings_changed(newer) == []
 
 
+def test_a_resume_reads_a_renamed_setting_by_its_new_name(tmp_path: Path) -> None:
+    """A run written when the highest-score selection was called best_of_n resumes under its new name."""
+    path = tmp_path / "run.jsonl"
+    old = {"config": {"method": "best_of_n", "width": 16, "answer_selection": "best_of_n"}}
+    with ResultWriter(path, run_header=old):
+        pass
+    new = {"config": {**old["config"], "answer_selection": "highest_score"}}
+    with ResultWriter(path) as writer:
+        assert writer.settings_changed(new) == []
+        assert writer.settings_changed({"config": {**new["config"], "answer_selection": "majority"}}) == [
+            "answer_selection: 'highest_score' -> 'majority'"
+        ]
+
+
 def test_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
     with ResultWriter(path), pytest.raises(RuntimeError, match="another process"):

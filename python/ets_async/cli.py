@@ -447,7 +447,7 @@ def run(
         None, help="Final answer selection. [default: weighted_majority]"
     ),
     aggregation: Optional[Aggregation] = typer.Option(  # noqa: UP007
-        None, help="Step-score aggregation for weighted voting and best-of-N. [default: last]"
+        None, help="Step-score aggregation for weighted voting and highest_score. [default: last]"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress messages; only the summary."),
 ) -> None:
@@ -623,7 +623,7 @@ def eval_(
         "weighted_majority", help="Answer selection for --regrade."
     ),
     aggregation: Aggregation = typer.Option(  # type: ignore[valid-type]
-        "last", help="Step-score aggregation for --regrade (weighted voting and best-of-N)."
+        "last", help="Step-score aggregation for --regrade (weighted voting and highest_score)."
     ),
     grade_timeout: float = typer.Option(5.0, min=0.1, help="Seconds math-verify may take per comparison."),
     as_json: bool = typer.Option(False, "--json", help="Print the summaries as JSON instead of a table."),

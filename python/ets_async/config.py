@@ -25,7 +25,7 @@ from .registry import (
     ParticleFilterSettings,
     check_choice,
 )
-from .voting import AnswerSelection, StepAggregation
+from .voting import RENAMED_SELECTIONS, AnswerSelection, StepAggregation, resolve_selection
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16", "half", "float"]
 
@@ -39,6 +39,13 @@ PAPER_TEMPERATURE = 1.0
 
 RUNTIME: dict[str, Any] = {"runtime": True}
 """Marks a SearchConfig field that changes how fast a run goes but not what it computes."""
+
+
+def renamed(old_to_new: Mapping[str, str]) -> dict[str, Any]:
+    """Marks a SearchConfig field some of whose values were renamed, ``{old: new}``: configs and run files
+    written before still say the old name (``results.settings_changed`` reads it as the new one)."""
+    return {"renamed": dict(old_to_new)}
+
 
 _YAML_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
 """What yaml.safe_load raises on bad input: besides YAMLError, ValueError for impossible dates
@@ -178,7 +185,7 @@ class _SharedSearchConfig(_Validated):
     answer_markers: tuple[str, ...] = ("The answer is", "The final answer is", "final answer is")
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     prompt_template: str = Field("{problem}", description="user message; must contain {problem}")
-    answer_selection: AnswerSelection = "weighted_majority"
+    answer_selection: AnswerSelection = Field("weighted_majority", json_schema_extra=renamed(RENAMED_SELECTIONS))
     score_aggregation: StepAggregation = "last"
     seed: int = Field(0, ge=0)
     # runtime fields: how fast a run goes, not what it computes (a resumed run may change them)
@@ -188,6 +195,11 @@ class _SharedSearchConfig(_Validated):
     )
     problem_timeout_s: float | None = Field(None, gt=0.0, json_schema_extra=RUNTIME)
     kv_block_size: int = Field(32, ge=1, description="block size of the block-granular KV metric")
+
+    @field_validator("answer_selection", mode="before")
+    @classmethod
+    def _selection_by_its_new_name(cls, value: Any) -> Any:
+        return resolve_selection(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> _SharedSearchConfig:

@@ -33,24 +33,35 @@ def settings_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     run files. Runtime fields (how fast a run goes, not what it computes: ``SearchConfig``'s fields
     marked ``runtime``) may differ. A field that one side does not have was written by a version of
     the package without it, which behaved as its default does: it counts as the default (None for a
-    field this version does not know), so adding a setting does not stop older runs from resuming."""
-    defaults, runtime = _search_fields()
+    field this version does not know), so adding a setting does not stop older runs from resuming. A
+    value written under a former name (a field marked ``renamed``) counts as its new name."""
+    defaults, runtime, renamed = _search_fields()
+
+    def value(config: Mapping[str, Any], key: str) -> Any:
+        found = config.get(key, defaults.get(key))
+        return renamed.get(key, {}).get(found, found) if isinstance(found, str) else found
+
     keys = sorted(k for k in set(old) | set(new) if k not in runtime)
-    values = {k: (old.get(k, defaults.get(k)), new.get(k, defaults.get(k))) for k in keys}
+    values = {k: (value(old, k), value(new, k)) for k in keys}
     return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in values.items() if a != b]
 
 
-def _search_fields() -> tuple[dict[str, Any], set[str]]:
-    """SearchConfig's defaults as a run file writes them, and its runtime fields (imported here: this
-    module also runs standalone, with every field compared and no defaults)."""
+def _search_fields() -> tuple[dict[str, Any], set[str], dict[str, Mapping[str, Any]]]:
+    """SearchConfig's defaults as a run file writes them, its runtime fields, and its renamed values
+    (field -> {old: new}) (imported here: this module also runs standalone, with every field compared
+    as written and no defaults)."""
     try:
         from .config import SearchConfig
     except ImportError:
-        return {}, set()
+        return {}, set(), {}
     fields = SearchConfig.model_fields
     defaults = {name: json.loads(json.dumps(field.default)) for name, field in fields.items()}
-    runtime = {name for name, field in fields.items() if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("runtime")}
-    return defaults, runtime
+    marks = {name: field.json_schema_extra for name, field in fields.items() if isinstance(field.json_schema_extra, dict)}
+    runtime = {name for name, extra in marks.items() if extra.get("runtime")}
+    renamed: dict[str, Mapping[str, Any]] = {
+        name: old_to_new for name, extra in marks.items() if isinstance(old_to_new := extra.get("renamed"), dict)
+    }
+    return defaults, runtime, renamed
 
 
 def _json_default(value: Any) -> Any:

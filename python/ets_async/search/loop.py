@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..answers import extract_answer
 from ..backends.protocols import Policy, ProblemScope, Sampling, ScoreRequest, current_scope
 from ..config import SearchConfig
 from ..core import SearchTree
 from ..errors import ProblemError
-from ..grading import extract_answer
 from ..metrics import SearchMetrics
 from ..types import Candidate, Problem, ProblemResult, Step, TreeRecord
 from ..voting import select_answer
