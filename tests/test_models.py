@@ -107,6 +107,34 @@ def test_registry_entries_pin_everything() -> None:
         models.model_dir("no-such-model")
 
 
+def test_the_registry_is_the_shipped_manifest() -> None:
+    assert models.MANIFEST.parent.name == "data" and models.read_manifest(models.MANIFEST) == models.MODELS
+    assert list(models.MODELS)[:3] == ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", models.TEST_POLICY]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("gguf_size = 98_362_432", 'gguf_size = "large"', r"'smollm2-135m-instruct'\): gguf_size: Input should be a valid integer"),
+        ('kind = "folder"', 'kind = "lora"', r"number 4 \('all-minilm-l6-v2'\): kind 'lora' is not one of 'gguf', 'folder', 'verifier'"),
+        ("temperature = 0.4  #", "temprature = 0.4  #", r"'qwen2.5-coder-0.5b-instruct'\): temprature: Unexpected keyword"),
+        ('head_sha256 = "8178', 'head_sha256 = "', r"verifier'\): head_sha256: String should match pattern"),
+        ('"vocab.txt" = "07e', '"vocab.txt" = "07E', r"files.vocab.txt: String should match pattern"),
+        ('policy = "qwen2.5-coder-1.5b-instruct"', 'policy = "all-minilm-l6-v2"', "reads 'all-minilm-l6-v2', not a registered policy"),
+        ('name = "smollm2-135m-instruct"', 'name = "qwen2.5-coder-0.5b-instruct"', "registered twice"),
+        ('title = "SmolLM2-135M-Instruct"', "title = SmolLM2-135M-Instruct", r"Invalid value \(at line \d+"),
+    ],
+)
+def test_a_malformed_manifest_names_the_file_and_the_entry(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = models.MANIFEST.read_text()
+    assert old in text
+    manifest = tmp_path / "models.toml"
+    manifest.write_text(text.replace(old, new, 1))
+    with pytest.raises(models.ModelManifestError, match=message) as raised:
+        models.read_manifest(manifest)
+    assert str(raised.value).startswith(f"{manifest}: ")
+
+
 def test_resolve_model_keeps_paths_and_names() -> None:
     assert models.resolve_model("/some/folder") == "/some/folder"
     assert models.resolve_model("Qwen/Qwen2.5-Math-1.5B") == "Qwen/Qwen2.5-Math-1.5B"
