@@ -16,8 +16,8 @@ trust. Those bytes are treated as untrusted data:
 
 The cache is ``$ETS_ASYNC_CACHE`` or ``~/.cache/ets_async``. Conversion runs under a file lock, in a
 temporary folder renamed into place, so an interrupted run never leaves half a model and two
-processes convert once. ``python -m ets_async.models prepare`` prepares the default models
-(scripts/setup.sh calls it); ``python -m ets_async.models list`` shows the registry.
+processes convert once. ``ets-async models prepare`` prepares ``SETUP_MODELS`` (scripts/setup.sh
+runs it); ``ets-async models list`` shows the registry.
 
 Heavy imports (torch, transformers) happen only inside the functions that need them.
 """
@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "MANIFEST",
     "MODELS",
+    "SETUP_MODELS",
     "TEST_POLICY",
     "ModelIntegrityError",
     "ModelManifestError",
@@ -64,6 +65,7 @@ __all__ = [
     "default_policy_model",
     "model_dir",
     "prepare_model",
+    "prepared_size",
     "read_manifest",
     "resolve_model",
     "resolve_verifier",
@@ -214,6 +216,8 @@ TEST_POLICY = "smollm2-135m-instruct"
 """The fastest registered model: the engine tests run on it."""
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 """The sentence embedder ETS clusters steps with."""
+SETUP_MODELS = (DEFAULT_POLICY, TEST_POLICY, DEFAULT_EMBEDDER)
+"""What ``ets-async models prepare`` prepares when it names none (scripts/setup.sh runs it)."""
 # Written last into a converted folder; its content must match for the cache to be reused.
 _MARKER = "ets_async_model.json"
 # Bump when the conversion recipe changes, so that old caches are converted again.
@@ -284,6 +288,15 @@ def calibrated_cut(spec: str | None) -> float | None:
 def default_embedder_model() -> str:
     """The verified folder of the default sentence embedder (prepared on first use)."""
     return prepare_model(DEFAULT_EMBEDDER)
+
+
+def prepared_size(name: str) -> int | None:
+    """Bytes the prepared folder of a registered model holds (a verifier's linked policy weights not
+    counted), or None while it is not prepared (or was prepared by another recipe)."""
+    folder = model_dir(name)
+    if not _is_complete(folder, _marker_info(_registered(name))):
+        return None
+    return sum(f.lstat().st_size for f in folder.rglob("*") if not f.is_symlink() and f.is_file())
 
 
 def _marker_info(model: OfflineModel) -> dict[str, object]:
@@ -564,35 +577,3 @@ def prepare_model(name: str) -> str:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
-
-
-def _main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m ets_async.models", description="The offline model registry.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    prepare = sub.add_parser("prepare", help="download, verify and convert models (default: the default policy, the test policy, the embedder)")
-    prepare.add_argument("names", nargs="*", metavar="NAME", help=f"registered models: {', '.join(MODELS)}")
-    sub.add_parser("list", help="the registered models, their sources and whether they are prepared")
-    args = parser.parse_args(argv)
-    try:
-        if args.cmd == "list":
-            for model in MODELS.values():
-                ready = "prepared" if _is_complete(model_dir(model.name), _marker_info(model)) else "not prepared"
-                roles = (("default policy", DEFAULT_POLICY), ("tests", TEST_POLICY), ("embedder", DEFAULT_EMBEDDER))
-                tags = [t for t, n in roles if n == model.name]
-                print(f"{model.name}{' (' + ', '.join(tags) + ')' if tags else ''}: {model.title}, {model.license}, {ready}")
-                print(f"    {model_dir(model.name)}\n    from {model.provenance}")
-            return 0
-        for name in args.names or [DEFAULT_POLICY, TEST_POLICY, DEFAULT_EMBEDDER]:
-            started = time.perf_counter()
-            path = prepare_model(name)
-            print(f"{name}: {path}  ({time.perf_counter() - started:.1f} s)")
-    except ModelUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
