@@ -6,6 +6,7 @@
     ets-async demo
     ets-async serve --port 8000
     ets-async train-verifier runs/rollouts.jsonl --out head.safetensors
+    ets-async models list | prepare [NAME...]
 
 The commands read datasets, start backends and write run files through the library (results.py,
 models.py, backends/); what is here is argument parsing, vLLM log capture, progress and the run loop around them.
