@@ -6,6 +6,7 @@
     ets-async demo
     ets-async serve --port 8000
     ets-async train-verifier runs/rollouts.jsonl --out head.safetensors
+    ets-async models list | prepare [NAME...]
 
 The commands read datasets, start backends and write run files through the library (results.py,
 models.py, backends/); what is here is argument parsing, vLLM log capture, progress and the run loop around them.
@@ -35,6 +36,7 @@ from . import report
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
 from .datasets import Shard
 from .errors import ConfigError, EngineDiedError, RunFileError
+from . import models
 from .models import DEFAULT_POLICY, POLICY_ENV, default_policy
 from .progress import RunProgress
 from .records import RunRecord
@@ -80,7 +82,7 @@ DEMO_ENGINE: dict[str, Any] = {"max_model_len": 2048, "cpu_kv_cache_gib": 1.0, "
 _MAX_REPORTED_ISSUES = 50
 _BACKEND_HELP = "vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
 _MODEL_HELP = (
-    "Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
+    "Policy model: a registry name (ets-async models list), a path or a hub name. "
     f"[default: ${POLICY_ENV}, else {DEFAULT_POLICY}]"
 )
 
@@ -875,6 +877,48 @@ def train_verifier_(
     except (ValueError, RunFileError, OSError) as exc:  # bad rollouts, a missing file, a bad layer
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+models_app = typer.Typer(
+    name="models",
+    help="The offline model registry (python/ets_async/data/models.toml): list it, prepare models.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app)
+_MODEL_ROLES = {models.DEFAULT_POLICY: "default policy", models.TEST_POLICY: "tests", models.DEFAULT_EMBEDDER: "embedder"}
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the registered models: each one's kind, what it is, whether it is prepared here and the
+    size of its folder."""
+    for model in models.MODELS.values():
+        role = f" ({_MODEL_ROLES[model.name]})" if model.name in _MODEL_ROLES else ""
+        size = models.prepared_size(model.name)
+        state = "not prepared" if size is None else f"prepared, {report.fmt(size, 'compact')}B"
+        typer.echo(f"{model.name}{role}: {model.kind}, {model.title}, {model.license}; {state}")
+        typer.echo(f"    {models.model_dir(model.name)}\n    from {model.provenance}")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    names: Optional[list[str]] = typer.Argument(  # noqa: UP007
+        None, metavar="NAME", help=f"Registered models. [default: {', '.join(models.SETUP_MODELS)}]", show_default=False
+    ),
+) -> None:
+    """Prepare registered models: download, verify and convert them into the cache (the first time:
+    a minute or two each; then nothing to do)."""
+    unknown = [name for name in names or () if name not in models.MODELS]
+    if unknown:
+        raise _usage_error(f"unknown model {unknown[0]!r}; registered: {', '.join(models.MODELS)}")
+    for name in names or models.SETUP_MODELS:
+        started = time.perf_counter()
+        try:
+            path = models.prepare_model(name)
+        except models.ModelUnavailableError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"{name}: {path}  ({time.perf_counter() - started:.1f} s)")
 
 
 @app.callback()

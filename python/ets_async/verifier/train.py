@@ -1,7 +1,7 @@
 """Train a verifier from rollouts: run files of the policy's own searches on training problems ->
 value labels -> hidden-state features -> every head variant, judged by cross-validation over problems
 (each problem's nodes predicted by a head that never saw that problem) -> the best variant trained on
-every problem, saved as a head file (``checkpoint.save_head``). ``ets-async train-verifier`` runs it.
+every problem, saved as a head file (``verifier_checkpoint.save_head``). ``ets-async train-verifier`` runs it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..results import read_header, read_results
-from .checkpoint import save_head
+from ..verifier_checkpoint import HeadKind, TrainedHead, save_head
 from .features import HiddenStateReader, TreeFeatures, extract_features, prompt_renderer
-from .head import HeadKind, TrainedHead, TrainSettings, auroc, fold_of, train_head, within_problem_auroc
+from .head import TrainSettings, auroc, fold_of, train_head, within_problem_auroc
 from .labels import LabeledTree, label_trees
 
 log = logging.getLogger("ets_async")
