@@ -9,7 +9,7 @@
     ets-async models list | prepare [NAME...]
 
 The commands read datasets, start backends and write run files through the library (results.py,
-models.py, backends/); what is here is argument parsing, vLLM log capture, progress and the run loop around them.
+models.py, backends/, app.py); what is here is argument parsing, progress, resume and exit codes.
 """
 
 from __future__ import annotations
@@ -22,21 +22,19 @@ import hashlib
 import importlib.resources
 import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from . import report
+from . import models, report
+from .app import BackendPlan, EngineStartError, RunPlan, engine_log_path, execute
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
 from .datasets import Shard
 from .errors import ConfigError, EngineDiedError, RunFileError
-from . import models
 from .models import DEFAULT_POLICY, POLICY_ENV, default_policy
 from .progress import RunProgress
 from .records import RunRecord
@@ -203,149 +201,26 @@ def _demo_problems(n: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _output_to(log_path: Path | None) -> Iterator[None]:
-    """Send everything written to this process's stdout and stderr while the block runs to
-    ``log_path`` (None: leave it on the terminal). Processes started inside the block (vLLM's engine
-    core and worker) keep writing there for their whole life."""
-    if log_path is None:
-        yield
-        return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    try:
-        with open(log_path, "ab") as sink:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-    finally:
-        for fd in saved:
-            os.close(fd)
-
-
-_KEPT_ENGINE_LOGS = 20
-
-
-def _engine_log() -> Path | None:
-    """Where this session's engine output goes: a log file (the newest few are kept), or the
-    terminal with --verbose."""
-    if log.getEffectiveLevel() <= logging.INFO:
-        return None
-    from .models import cache_root
-
-    folder = cache_root() / "logs"
-    for old in sorted(folder.glob("engine-*.log"), key=lambda p: p.stat().st_mtime)[: -(_KEPT_ENGINE_LOGS - 1)]:
-        old.unlink(missing_ok=True)
-    return folder / f"engine-{_session_id()}.log"
-
-
 def _log_note(log_path: Path | None) -> str:
     return f"; its output goes to {log_path} (--verbose shows it)" if log_path else ""
 
 
-def _keep_vllm_logs_in(log_path: Path | None) -> None:
-    """Send what vLLM logs in this process from now on (its tracebacks when the engine dies, say) to
-    ``log_path`` too, not to the terminal; the user sees one line from us instead.
-
-    Also keeps one harmless vLLM error off the terminal: something in vLLM's start-up holds on to
-    the engine object, so its ``AsyncLLM.__del__`` runs only at interpreter exit, after the engine
-    was shut down, and fails there ("TypeError: 'NoneType' object is not callable") because module
-    globals are already gone."""
-    if log_path is None:
-        return
-    vllm_log = logging.getLogger("vllm")
-    formatter = vllm_log.handlers[0].formatter if vllm_log.handlers else None
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(formatter)
-    vllm_log.handlers = [handler]
-    report_unraisable = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if not (sys.is_finalizing() and getattr(unraisable.object, "__qualname__", "") == "AsyncLLM.__del__"):
-            report_unraisable(unraisable)
-
-    sys.unraisablehook = hook
-
-
-@contextlib.contextmanager
-def _open_backends(
-    backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None
-) -> Iterator[Any]:
-    """The backends for a run, shut down on exit; the engine's output, from start to shutdown, goes
-    to ``log_path``."""
-    backends = _start_backends(backend, fake_delay, engine_config, log_path)
-    try:
-        yield backends
-    finally:
-        with _output_to(log_path):
-            backends.shutdown()
-
-
-def _start_backends(
-    backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None
-) -> Any:
-    """Scripted backends, or the engine with its output in ``log_path``; a failed start is one line."""
+def _backend_plan(backend: BackendName, engine_config: EngineConfig | None, fake_delay: float = 0.0) -> BackendPlan:
     if backend == BackendName.fake:
-        from .testing import fake_backends
+        return BackendPlan("fake", fake_delay_s=fake_delay)
+    return BackendPlan("vllm", engine_config, log=engine_log_path())
 
-        return fake_backends(delay_s=fake_delay)
-    from .backends import load_backends
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def _start(plan: BackendPlan) -> Any:
+    """``plan.start()`` with its errors as CLI exits: 2 for a bad engine config, 1 for an engine that
+    could not start (one line)."""
     try:
-        with _output_to(log_path):
-            backends = load_backends(engine_config)
-        _keep_vllm_logs_in(log_path)
-        return backends
+        return plan.start()
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - a missing model, an engine that cannot start, ...
-        where = f" (engine log: {log_path})" if log_path else ""
-        typer.echo(f"Error: could not start the engine: {type(exc).__name__}: {exc}{where}", err=True)
+    except EngineStartError as exc:
+        typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
-
-
-async def _solve(
-    problems: list[dict[str, Any]],
-    config: SearchConfig,
-    open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
-    on_record: Callable[[RunRecord], None],
-    session: str,
-    on_ready: Callable[[], None] = lambda: None,
-) -> None:
-    """Solve ``problems``, calling ``on_record`` with each finished problem's run-file record.
-
-    ``on_ready`` is called once the backends are up; the records' ``run.elapsed_s`` count from then.
-    If an engine dies, the problems it failed are not recorded (a re-run does them) and
-    EngineDiedError says why.
-    """
-    from .api import iter_solve, resolve_config
-
-    with open_backends() as backends:  # inside the event loop: the engine binds to it
-        on_ready()
-        try:
-            config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
-            started = time.perf_counter()
-            results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
-            async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
-                async for result in results:
-                    if result.error is not None and (failure := backends.failure()) is not None:
-                        raise EngineDiedError(failure)
-                    on_record(RunRecord.of(result, config, session=session, elapsed_s=time.perf_counter() - started))
-        finally:
-            del backends  # the traceback behind an error message must not keep the engine alive until exit
-
-
-def _session_id() -> str:
-    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
 
 
 def _default_out(stem: str, config: SearchConfig, shard: Shard | None) -> Path:
@@ -496,7 +371,7 @@ def run(
             typer.echo(f"shard {part} holds none of the {in_dataset} problems of {dataset}; nothing to do", err=True)
             return
     out = out or _default_out(stem, search_config, part)
-    engine_log = _engine_log() if backend == BackendName.vllm else None
+    backends = _backend_plan(backend, engine_config, fake_delay)
     header = {
         "dataset": dataset,
         **({"shard": str(part)} if part is not None else {}),  # no key when unsharded: older files resume as is
@@ -526,16 +401,10 @@ def run(
             share = f" (shard {part} of {in_dataset})" if part is not None else ""
             typer.echo(f"{len(problems)} problems{share} from {dataset} -> {out}{resumed}", err=True)
             if todo and backend == BackendName.vllm:
-                typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
+                typer.echo(f"starting the engine{_log_note(backends.log)} ...", err=True)
         if todo:
             _run_with_progress(
-                todo,
-                search_config,
-                lambda: _open_backends(backend, fake_delay, engine_config, engine_log),
-                writer.write,
-                total=len(problems),
-                done=len(problems) - len(todo),
-                quiet=quiet,
+                RunPlan(todo, search_config, backends), writer.write, total=len(problems), done=len(problems) - len(todo), quiet=quiet
             )
     records = read_results(out)
     summary = report.run_summary(records)
@@ -547,17 +416,11 @@ def run(
 
 
 def _run_with_progress(
-    problems: list[dict[str, Any]],
-    config: SearchConfig,
-    open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
-    on_record: Callable[[RunRecord], Any],
-    *,
-    total: int,
-    done: int = 0,
-    quiet: bool = False,
+    plan: RunPlan, on_record: Callable[[RunRecord], Any], *, total: int, done: int = 0, quiet: bool = False
 ) -> None:
-    """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130; an engine
-    that dies stops the run the same way with one line saying why, and exit code 1."""
+    """Execute ``plan`` with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130;
+    an engine that dies stops the run the same way with one line saying why, and exit code 1, as does
+    one that cannot start; a bad engine config exits 2."""
     progress = RunProgress(total, done=done, quiet=quiet)
 
     def record_done(record: RunRecord) -> None:
@@ -571,7 +434,12 @@ def _run_with_progress(
         redirect = logging_redirect_tqdm()  # log lines go above the bar
     try:
         with progress, redirect:
-            asyncio.run(_solve(problems, config, open_backends, record_done, _session_id(), progress.start))
+            asyncio.run(execute(plan, record_done, progress.start))
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+    except EngineStartError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(
             f"\ninterrupted after {progress.summary.problems} problems; run the same command again to resume",
@@ -748,7 +616,7 @@ def demo(
     """
     config, _ = build_search_config(None, set_ or (), base=DEMO_SETTINGS, method=method, width=width)
     engine_config = _engine_config(model, (), base=DEMO_ENGINE) if backend == BackendName.vllm else None
-    engine_log = _engine_log() if backend == BackendName.vllm else None
+    backends = _backend_plan(backend, engine_config, fake_delay)
     items = _demo_problems(problems)
     if backend == BackendName.vllm:
         assert engine_config is not None
@@ -758,16 +626,9 @@ def demo(
         typer.echo(f"demo: {len(items)} problems, scripted backends (answers are noise)")
     typer.echo(f"config: {_describe_config(config)}")
     if backend == BackendName.vllm:
-        typer.echo(f"starting the engine, about a minute on a CPU{_log_note(engine_log)} ...")
+        typer.echo(f"starting the engine, about a minute on a CPU{_log_note(backends.log)} ...")
     records: list[RunRecord] = []
-    _run_with_progress(
-        items,
-        config,
-        lambda: _open_backends(backend, fake_delay, engine_config, engine_log),
-        records.append,
-        total=len(items),
-        quiet=quiet,
-    )
+    _run_with_progress(RunPlan(items, config, backends), records.append, total=len(items), quiet=quiet)
     order = {item["id"]: i for i, item in enumerate(items)}
     records.sort(key=lambda r: order.get(r.id, len(order)))
     typer.echo("")
@@ -809,12 +670,11 @@ def serve(
     search_config, _ = build_search_config(config, set_ or ())
     engine_config = _engine_config(model, engine_set or ()) if backend == BackendName.vllm else None
     service_config = ServiceConfig(search_config, default_deadline_s=deadline, max_deadline_s=max_deadline)
-    engine_log = _engine_log() if backend == BackendName.vllm else None
+    backends = _backend_plan(backend, engine_config)
     if backend == BackendName.vllm:
-        typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
-    start = lambda: _start_backends(backend, 0.0, engine_config, engine_log)  # noqa: E731
+        typer.echo(f"starting the engine{_log_note(backends.log)} ...", err=True)
     try:
-        asyncio.run(run_service(start, service_config, host, port))
+        asyncio.run(run_service(lambda: _start(backends), service_config, host, port))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
