@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # "name/" is a package with all its modules; "__init__" is the root package (the public facade).
     ("base", ["errors", "types", "registry", "config", "metrics", "arithmetic", "grading", "voting", "datasets", "models", "watchdog", "stdio"]),
     ("core", ["_core", "solver", "core"]),
-    ("backends", ["backends/", "batching", "testing"]),
+    ("backends", ["backends/", "batching", "testing", "supervisor"]),
     ("search", ["search/"]),
     ("api", ["api", "__init__"]),
     ("edges", ["report", "results", "progress", "plots", "calibrate", "local_servers", "verifier/"]),

@@ -30,7 +30,8 @@ class Backends:
 
     def failure(self) -> str | None:
         """Why these backends cannot serve any more (one of their engines died), or None while they can.
-        After a failure, start new backends (``load_backends``); these stay unusable."""
+        After a failure, start new backends (``load_backends``, or a ``BackendsSupervisor``); these stay
+        unusable."""
         for engine in self.engines:
             if (why := engine.failure()) is not None:
                 return why
