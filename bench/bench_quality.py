@@ -128,7 +128,7 @@ async def run_variant(backends: Any, prm: Any, problems: list[dict[str, Any]], v
             return
         config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
         print(f"{label} (W={config.width}): {len(todo)} problems to run", flush=True)
-        await backends.engines[0].reset_prefix_cache()
+        await backends.engines[0].llm.reset_prefix_cache()
         session = f"{time.strftime('%Y%m%dT%H%M%S')}-{label}"
         usage: list[float] = []
         rss: list[float] = []

@@ -98,7 +98,7 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
     if args.verifier:  # the verifier on its own engine; the judge asks the policy's
         backends = load_backends(EngineConfig(model=args.model, prm="verifier", prm_model=args.verifier))
         policy_engine = backends.engines[0]
-        judge = judge_prm(EngineTransport(policy_engine), policy_engine.get_tokenizer())
+        judge = judge_prm(EngineTransport(policy_engine), policy_engine.llm.get_tokenizer())
         recorder = RecordingPRM(judge, backends.prm)
     else:
         backends = load_backends(EngineConfig(model=args.model, prm="judge"))

@@ -61,7 +61,7 @@ def engine_counters() -> dict[str, float]:
 
 
 async def run_once(backends, problems, config, label=None):
-    engine = backends.engines[0]
+    engine = backends.engines[0].llm
     await engine.reset_prefix_cache()
     usage: list[float] = []
     sampler = asyncio.create_task(sample_engine(usage, []))

@@ -99,15 +99,14 @@ async def test_engine_death_fails_the_problems_in_flight_and_new_backends_serve(
 
 
 def record_of(engine) -> tuple[tuple[int, int | None], tuple[int, int | None]]:
-    """(pid, start time) of the engine's EngineCore and of its Worker."""
-    tree = watchdog.process_tree(engine.engine_core.resources.engine_manager.processes[0].pid)
-    titles = {title: (pid, start) for pid, start, title in tree}
+    """(pid, start time) of the engine's EngineCore and of its Worker, as the engine recorded them."""
+    titles = {title: (pid, start) for pid, start, title in engine.processes}
     return titles["VLLM::EngineCore"], titles["VLLM::Worker"]
 
 
 async def wait_for_requests(engine, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    while engine.get_num_unfinished_requests() == 0:
+    while engine.llm.get_num_unfinished_requests() == 0:
         assert time.monotonic() < deadline, "the search never reached the engine"
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)  # mid-generation

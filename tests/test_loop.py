@@ -266,6 +266,7 @@ def test_default_backends_start_again_after_their_engine_died(monkeypatch):
     """solve_many without backends uses the process's default ones; a dead engine is replaced."""
     from ets_async import api
     from ets_async.backends import Backends
+    from ets_async.supervisor import BackendsSupervisor
 
     class Started(Backends):
         failure_reason: str | None = None
@@ -279,16 +280,16 @@ def test_default_backends_start_again_after_their_engine_died(monkeypatch):
         started.append(Started(FakePolicy(), FakePRM(), FakeEmbedder()))
         return started[-1]
 
-    monkeypatch.setattr(api, "load_backends", load)
-    monkeypatch.setattr(api, "_default_backends", None)
+    monkeypatch.setattr(api, "_default_backends", BackendsSupervisor(load))
     (first,) = asyncio.run(solve_many(["What is 1 + 1?"], SearchConfig(width=2)))
     assert first.error is None and len(started) == 1
     asyncio.run(solve_many(["What is 1 + 2?"], SearchConfig(width=2)))
     assert len(started) == 1  # shared while it serves
     started[0].failure_reason = "the vLLM engine died: its EngineCore process (pid 1) was killed by SIGKILL"
     (again,) = asyncio.run(solve_many(["What is 1 + 3?"], SearchConfig(width=2)))
-    assert again.error is None and len(started) == 2 and api._default_backends is started[1]
+    assert again.error is None and len(started) == 2 and api._default_backends.current is started[1]
     api.shutdown_default_backends()
+    assert api._default_backends.current is None
 
 
 @pytest.mark.parametrize(("method", "embeds"), [("best_of_n", False), ("rebase", False), ("ets", True)])
@@ -296,6 +297,7 @@ def test_own_policy_and_prm_start_no_default_engine(monkeypatch, method, embeds)
     """A caller's policy and PRM with no embedder: nothing is loaded for a method that does not embed,
     and only the default embedder (never the default engine) for one that does."""
     from ets_async import api
+    from ets_async.supervisor import BackendsSupervisor
 
     def no_engine(config=None):
         raise AssertionError("the default backends were started")
@@ -306,9 +308,8 @@ def test_own_policy_and_prm_start_no_default_engine(monkeypatch, method, embeds)
         loaded.append(FakeEmbedder())
         return loaded[-1]
 
-    monkeypatch.setattr(api, "load_backends", no_engine)
+    monkeypatch.setattr(api, "_default_backends", BackendsSupervisor(no_engine))
     monkeypatch.setattr(api, "sentence_embedder", embedder)
-    monkeypatch.setattr(api, "_default_backends", None)
     monkeypatch.setattr(api, "_default_embedder", None)
     config = SearchConfig(method=method, width=4)
     for _ in range(2):

@@ -14,32 +14,31 @@ from typing import Any
 
 import numpy as np
 
-from .backends import PRM, Backends, Embedder, Policy, PRMLike, ScoreRequest, as_prm, load_backends, sentence_embedder
+from .backends import (
+    PRM,
+    Embedder,
+    Policy,
+    PRMLike,
+    ScoreRequest,
+    as_prm,
+    load_backends,
+    sentence_embedder,
+)
 from .batching import MicroBatcher
 from .config import EngineConfig, SearchConfig
 from .errors import ConfigError, EngineDiedError, EtsError
 from .grading import grade
 from .search import METHODS
 from .search.loop import ProblemSearch, SearchContext
+from .supervisor import BackendsSupervisor
 from .types import ErrorKind, Problem, ProblemResult
 
 log = logging.getLogger("ets_async")
 
-_default_backends: Backends | None = None
+_default_backends = BackendsSupervisor(load_backends)
+"""The process-wide default backends (one engine per process), for callers that bring no policy or
+no PRM: started on first use, and started again if their engine died."""
 _default_embedder: Embedder | None = None
-
-
-def default_backends(engine_config: EngineConfig | None = None) -> Backends:
-    """The process-wide default backends (one engine per process), started on first use, and
-    started again if their engine died."""
-    global _default_backends
-    if _default_backends is not None and (failure := _default_backends.failure()) is not None:
-        log.warning("%s; starting new backends", failure)
-        _default_backends.shutdown()
-        _default_backends = None
-    if _default_backends is None:
-        _default_backends = load_backends(engine_config)
-    return _default_backends
 
 
 def default_embedder() -> Embedder:
@@ -52,10 +51,9 @@ def default_embedder() -> Embedder:
 
 
 def shutdown_default_backends() -> None:
-    global _default_backends, _default_embedder
-    if _default_backends is not None:
-        _default_backends.shutdown()
-        _default_backends = None
+    """Stop the default backends and the default embedder (they start again when next needed)."""
+    global _default_embedder
+    _default_backends.shutdown()
     if (close := getattr(_default_embedder, "close", None)) is not None:
         close()
     _default_embedder = None
@@ -117,7 +115,7 @@ async def _iter_indexed(
         raise ConfigError(f"config must be a SearchConfig, got {type(config).__name__}")
     scorer = None if prm is None else as_prm(prm)
     if policy is None or scorer is None:
-        defaults = default_backends()
+        defaults = await _default_backends.get()
         policy = policy or defaults.policy
         scorer = scorer or defaults.prm
         embedder = embedder or defaults.embedder

@@ -49,24 +49,11 @@ def output_to(log_path: Path | None) -> Iterator[None]:
     if log_path is None:
         yield
         return
+    from .stdio import redirect_output
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    try:
-        with open(log_path, "ab") as sink:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-    finally:
-        for fd in saved:
-            os.close(fd)
+    with redirect_output(log_path, stderr=True):
+        yield
 
 
 def engine_log_path() -> Path | None:

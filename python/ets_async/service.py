@@ -15,7 +15,7 @@
 
 A client that disconnects cancels its search: the server runs with ``handler_cancellation`` on,
 so aiohttp cancels the handler, and the cancellation aborts the search's engine requests where
-they were made (``backends.vllm_engine.final_output``). ``GET /health`` answers 200 while the
+they were made (``backends.vllm_engine.InProcessEngine``). ``GET /health`` answers 200 while the
 backends serve, 503 otherwise.
 """
 
@@ -34,6 +34,7 @@ from .api import solve
 from .backends import Backends
 from .config import SearchConfig
 from .errors import ProblemError
+from .supervisor import BackendsSupervisor
 from .types import Problem
 
 __all__ = ["ServiceConfig", "create_app", "serve"]
@@ -50,34 +51,7 @@ class ServiceConfig:
     max_deadline_s: float = 600.0
 
 
-class _Backends:
-    """The backends every request shares; started again, once, if their engine died."""
-
-    def __init__(self, start: Callable[[], Backends], backends: Backends | None = None) -> None:
-        self._start = start
-        self._backends = backends
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> Backends:
-        async with self._lock:
-            if self._backends is not None and (failure := self._backends.failure()) is not None:
-                log.warning("%s; starting new backends", failure)
-                self._backends.shutdown()
-                self._backends = None
-            if self._backends is None:
-                self._backends = self._start()  # in the event loop: the engine binds to it
-            return self._backends
-
-    def current(self) -> Backends | None:
-        return self._backends
-
-    def shutdown(self) -> None:
-        if self._backends is not None:
-            self._backends.shutdown()
-            self._backends = None
-
-
-_BACKENDS = web.AppKey("backends", _Backends)
+_BACKENDS = web.AppKey("backends", BackendsSupervisor)  # the backends every request shares
 _CONFIG = web.AppKey("config", ServiceConfig)
 
 
@@ -87,7 +61,7 @@ def create_app(
     """The service as an aiohttp application. ``start_backends`` starts the backends (on first use,
     and again after their engine died); ``backends`` may hand in ones already running."""
     app = web.Application()
-    app[_BACKENDS] = _Backends(start_backends, backends)
+    app[_BACKENDS] = BackendsSupervisor(start_backends, backends)
     app[_CONFIG] = config or ServiceConfig()
     app.router.add_post("/solve", _solve)
     app.router.add_get("/health", _health)
@@ -144,7 +118,7 @@ async def _solve(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
-    backends = request.app[_BACKENDS].current()
+    backends = request.app[_BACKENDS].current
     if backends is None:
         return _error(503, "the backends are not started yet")
     if (failure := backends.failure()) is not None:
