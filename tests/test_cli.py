@@ -453,13 +453,18 @@ def test_ets_recipes_are_the_papers_settings(width, lambda_s):
 
 def test_every_recipe_loads():
     names = recipe_names()
-    for method in ("ets", "rebase", "beam", "dvts", "best_of_n"):
-        for width in (16, 64, 256):
-            assert f"{method}_{width}" in names
+    papers = [f"{method}_{width}" for method in ("ets", "rebase", "beam", "dvts", "best_of_n") for width in (16, 64, 256)]
+    assert set(papers) <= set(names)
     for name in names:
         config, _ = build_search_config(name)
-        assert f"{config.method}_{config.width}" == name
-        assert config.temperature == 1.0 and config.max_tokens == 1024 and config.softmax_temperature == 0.2
+        assert config.max_tokens == 1024 and config.softmax_temperature == 0.2
+        if name in papers:
+            assert f"{config.method}_{config.width}" == name
+            assert config.temperature == 1.0 and config.stop_when == "budget"
+        else:  # adaptive budgets, chosen at the policy's own temperature (bench/bench_adaptive.py)
+            assert name == "majority_adaptive_8" and config.temperature is None
+            assert (config.method, config.width, config.answer_selection) == ("best_of_n", 8, "majority")
+            assert config.stop_when == "supermajority"
 
 
 def test_config_precedence_and_yaml_files(tmp_path):

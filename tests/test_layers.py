@@ -24,7 +24,7 @@ ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 LAYERS: list[tuple[str, list[str]]] = [
     # Lowest first. A module may import modules of its own layer and of lower layers only.
     # "name/" is a package with all its modules; "__init__" is the root package (the public facade).
-    ("base", ["errors", "types", "records", "registry", "config", "metrics", "arithmetic", "answers", "math_verify_pool", "math_verify_worker", "grading", "voting", "datasets", "models", "verifier_checkpoint", "watchdog", "stdio"]),
+    ("base", ["errors", "types", "records", "registry", "config", "metrics", "arithmetic", "answers", "math_verify_pool", "math_verify_worker", "grading", "voting", "stopping", "datasets", "models", "verifier_checkpoint", "watchdog", "stdio"]),
     ("core", ["_core", "solver", "core"]),
     ("backends", ["backends/", "batching", "testing", "supervisor"]),
     ("search", ["search/"]),

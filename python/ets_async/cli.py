@@ -38,7 +38,7 @@ from .errors import ConfigError, EngineDiedError, RunFileError
 from .models import DEFAULT_POLICY, POLICY_ENV, default_policy
 from .progress import RunProgress
 from .records import RunRecord
-from .registry import METHOD_NAMES, method_settings
+from .registry import METHOD_NAMES, StopSettings, method_settings
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
 
 __all__ = ["app", "build_search_config", "main"]
@@ -135,6 +135,7 @@ def _describe_config(config: SearchConfig) -> str:
         f"max_depth={config.max_depth}",
         f"softmax_temperature={config.softmax_temperature:g}",
         *([settings.of(config).describe()] if settings is not None else []),
+        *([StopSettings.of(config).describe()] if config.stop_when != "budget" else []),
         f"selection={config.answer_selection}/{config.score_aggregation}",
         f"seed={config.seed}",
     ]
@@ -586,10 +587,11 @@ def calibrate(
 
 @app.command()
 def recipes() -> None:
-    """List the shipped recipes (the paper's settings per method and width) for --config."""
-    for name in recipe_names():
+    """List the shipped recipes (the paper's settings per method and width, adaptive majority vote) for --config."""
+    names = recipe_names()
+    for name in names:
         _, values = read_recipe(name)
-        typer.echo(f"{name:<14} " + " ".join(f"{key}={value}" for key, value in values.items()))
+        typer.echo(f"{name:<{max(map(len, names))}} " + " ".join(f"{key}={value}" for key, value in values.items()))
 
 
 @app.command()

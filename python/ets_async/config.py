@@ -23,6 +23,7 @@ from .registry import (
     DvtsSettings,
     EtsSettings,
     ParticleFilterSettings,
+    StopSettings,
     check_choice,
 )
 from .voting import RENAMED_SELECTIONS, AnswerSelection, StepAggregation, resolve_selection
@@ -216,9 +217,21 @@ class _SharedSearchConfig(_Validated):
         return PAPER_TEMPERATURE if self.temperature is None else self.temperature
 
 
-class SearchConfig(_SharedSearchConfig, EtsSettings, BeamSettings, DvtsSettings, ParticleFilterSettings):
-    """What one search does: the shared fields and every method's own (``registry.METHOD_CHOICES``).
-    Defaults are the paper's (SPEC §9) unless noted."""
+class SearchConfig(_SharedSearchConfig, EtsSettings, BeamSettings, DvtsSettings, ParticleFilterSettings, StopSettings):
+    """What one search does: the shared fields, every method's own (``registry.METHOD_CHOICES``) and
+    the stop rule's. Defaults are the paper's (SPEC §9) unless noted."""
+
+    @model_validator(mode="after")
+    def _check_stop_rule(self) -> SearchConfig:
+        if self.stop_when == "budget":
+            return self
+        if self.answer_selection == "highest_score":
+            raise ValueError(f"stop_when={self.stop_when} settles a vote; answer_selection=highest_score takes no vote")
+        if self.stop_min_finished > self.width:
+            raise ValueError(f"stop_min_finished ({self.stop_min_finished}) exceeds width ({self.width}): it could never stop")
+        if self.wave_size is not None and self.wave_size > self.width:
+            raise ValueError(f"wave_size ({self.wave_size}) exceeds width ({self.width})")
+        return self
 
 
 class EngineConfig(_Validated):

@@ -31,6 +31,8 @@ class SearchMetrics:
     endpoint_moves: int = 0  # times the problem moved to another server after one failed (backends/fleet)
     depth: int = 0
     finished: int = 0
+    waves: int = 0  # times the root was expanded: 1, or more where a stop rule samples in waves
+    stop_reason: str | None = None  # "settled": the stop rule held; "complete": the search ran its course
     wall_time_s: float = 0.0
     kv_tokens: list[int] = field(default_factory=list)
     kv_blocks: list[int] = field(default_factory=list)
@@ -107,6 +109,8 @@ class MetricsSummary:
     endpoint_moves: float | None = None
     depth: float | None = None
     finished: float | None = None
+    waves: float | None = None
+    stop_reason: str | None = None  # the one figure that is not a number
     wall_time_s: float | None = None
     kv_tokens_mean: float | None = None
     kv_tokens_peak: float | None = None
@@ -120,23 +124,29 @@ class MetricsSummary:
     extra: Mapping[str, float] = field(default_factory=dict)
 
     def items(self) -> Iterator[tuple[str, float]]:
-        """(name, value) of every figure the result has, the unknown ones included."""
+        """(name, value) of every numeric figure the result has, the unknown ones included."""
         for spec in fields(self):
-            if spec.name != "extra" and (value := getattr(self, spec.name)) is not None:
+            if spec.name not in ("extra", "stop_reason") and (value := getattr(self, spec.name)) is not None:
                 yield spec.name, value
         yield from self.extra.items()
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         """The run file's ``metrics`` object."""
-        return dict(self.items())
+        figures: dict[str, float | str] = dict(self.items())
+        if self.stop_reason is not None:
+            figures["stop_reason"] = self.stop_reason
+        return figures
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricsSummary:
-        """Read a run file's ``metrics`` object; values that are not finite numbers are dropped."""
-        known = {spec.name for spec in fields(cls)} - {"extra"}
+        """Read a run file's ``metrics`` object; values that are not finite numbers are dropped, but
+        for ``stop_reason``, a word."""
+        known = {spec.name for spec in fields(cls)} - {"extra", "stop_reason"}
         numbers = {key: float(value) if isinstance(value, float) else value for key, value in data.items() if _is_number(value)}
+        stop_reason = data.get("stop_reason")
         return cls(
             **{key: value for key, value in numbers.items() if key in known},
+            stop_reason=stop_reason if isinstance(stop_reason, str) else None,
             extra={key: value for key, value in numbers.items() if key not in known},
         )
 
