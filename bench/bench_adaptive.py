@@ -108,7 +108,7 @@ async def run(path: Path, label: str, config: SearchConfig, backends: Any, probl
             resolved = resolve_config(config, backends.policy, backends.embedder)
             session, started = f"{time.strftime('%Y%m%dT%H%M%S')}-{label}", time.perf_counter()
             for engine in backends.engines:
-                await engine.reset_prefix_cache()
+                await engine.llm.reset_prefix_cache()
             for result in await solve_many(todo, resolved, policy=backends.policy, prm=backends.prm, embedder=backends.embedder):
                 elapsed = time.perf_counter() - started
                 writer.write(RunRecord.of(result, resolved, session=session, elapsed_s=elapsed, label=label))
