@@ -342,3 +342,13 @@ def test_read_runs_refuses_two_searches_in_a_row(tmp_path: Path) -> None:
         read_runs([first, second])
     reason = "(lambda_s: None -> 0.0, seed: 0 -> 1); one summary would mix them: eval them separately"
     assert reason in str(caught.value)
+
+
+def test_metrics_read_as_a_dict_still_work_with_a_deprecation_warning() -> None:
+    metrics = RunRecord.from_dict({"id": "1", "metrics": {"generated_tokens": 7, "from_a_newer_version": 2.0}}).metrics
+    with pytest.warns(DeprecationWarning, match=r'metrics\["generated_tokens"\] is deprecated.*metrics.generated_tokens'):
+        assert metrics["generated_tokens"] == 7
+    with pytest.warns(DeprecationWarning):
+        assert metrics["from_a_newer_version"] == 2.0 and metrics["kv_tokens_mean"] is None
+    with pytest.warns(DeprecationWarning), pytest.raises(KeyError):
+        metrics["no_such_figure"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -129,6 +130,19 @@ class MetricsSummary:
             if spec.name not in ("extra", "stop_reason") and (value := getattr(self, spec.name)) is not None:
                 yield spec.name, value
         yield from self.extra.items()
+
+    def __getitem__(self, name: str) -> float | str | None:
+        """``metrics["generated_tokens"]``, as when results held a dict: deprecated, use the attribute."""
+        warnings.warn(
+            f'metrics["{name}"] is deprecated: results hold a MetricsSummary, use metrics.{name}',
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if name in self.extra:
+            return self.extra[name]
+        if name == "extra" or name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
 
     def to_dict(self) -> dict[str, float | str]:
         """The run file's ``metrics`` object."""
