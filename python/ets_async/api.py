@@ -146,21 +146,30 @@ async def _iter_indexed(
             embed = embed_batcher.submit_many
         ctx = SearchContext(config, policy, score_batcher.submit_many, embed, max_model_len, step_logprobs)
         pending: set[asyncio.Task[tuple[int, ProblemResult]]] = set()
+        items: AsyncIterator[tuple[int, Any]] | None = _aenumerate(problems)
+        next_item: asyncio.Task[tuple[int, Any] | None] | None = None
         try:
-            async for index, item in _aenumerate(problems):
-                while len(pending) >= config.max_concurrent_problems:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        yield task.result()
-                pending.add(asyncio.create_task(_solve_one(index, item, ctx), name=f"ets-problem-{index}"))
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+            while True:
+                # the next input is awaited beside the searches: a slow stream holds no finished result back
+                if next_item is None and items is not None and len(pending) < config.max_concurrent_problems:
+                    next_item = asyncio.ensure_future(anext(items, None))
+                if not pending and next_item is None:
+                    return
+                done, _ = await asyncio.wait({*pending, *([next_item] if next_item else [])}, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending & done:
+                    pending.discard(task)
                     yield task.result()
+                if next_item is not None and next_item in done:
+                    if (got := next_item.result()) is None:
+                        items = None
+                    else:
+                        index, item = got
+                        pending.add(asyncio.create_task(_solve_one(index, item, ctx), name=f"ets-problem-{index}"))
+                    next_item = None
         finally:
-            for task in pending:
+            for task in [*pending, *([next_item] if next_item else [])]:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending, *([next_item] if next_item else []), return_exceptions=True)
 
 
 def resolve_config(config: SearchConfig, policy: Policy, embedder: Embedder | None) -> SearchConfig:
@@ -180,10 +189,7 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
     try:
         problem = Problem.coerce(item, index)
     except EtsError as exc:
-        return index, ProblemResult(
-            id=str(index), problem=_preview(item), method=config.method, width=config.width,
-            error=str(exc), error_kind=ErrorKind.of(exc),
-        )
+        return index, rejected(item, index, exc, config)
     search = ProblemSearch(problem, ctx)
     try:
         async with asyncio.timeout(config.problem_timeout_s):
@@ -198,6 +204,14 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
     if result.error is None and problem.reference is not None:
         result.correct = await asyncio.to_thread(grade, result.answer, problem.reference)
     return index, result
+
+
+def rejected(item: Any, index: int, error: EtsError, config: SearchConfig) -> ProblemResult:
+    """The result of an input that is not a problem (``Problem.coerce`` refused it): its id is its index."""
+    return ProblemResult(
+        id=str(index), problem=_preview(item), method=config.method, width=config.width,
+        error=str(error), error_kind=ErrorKind.of(error),
+    )
 
 
 def _first_error(exc: BaseException) -> BaseException:
@@ -276,4 +290,4 @@ class _ThrottledPolicy:
         return await self._policy.expand(prompt_token_ids, n, sampling)
 
 
-__all__ = ["iter_solve", "resolve_config", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]
+__all__ = ["iter_solve", "rejected", "resolve_config", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]
