@@ -19,6 +19,7 @@ from .batching import MicroBatcher
 from .config import EngineConfig, SearchConfig
 from .errors import ConfigError, EngineDiedError, EtsError
 from .grading import grade
+from .metrics import MetricsSummary
 from .search import METHODS
 from .search.loop import ProblemSearch, SearchContext
 from .types import ErrorKind, Problem, ProblemResult
@@ -167,9 +168,10 @@ async def _iter_indexed(
                         pending.add(asyncio.create_task(_solve_one(index, item, ctx), name=f"ets-problem-{index}"))
                     next_item = None
         finally:
-            for task in [*pending, *([next_item] if next_item else [])]:
-                task.cancel()
-            await asyncio.gather(*pending, *([next_item] if next_item else []), return_exceptions=True)
+            unfinished: list[asyncio.Future[Any]] = [*pending, *([next_item] if next_item else [])]
+            for future in unfinished:
+                future.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
 
 def resolve_config(config: SearchConfig, policy: Policy, embedder: Embedder | None) -> SearchConfig:
@@ -195,12 +197,13 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
         async with asyncio.timeout(config.problem_timeout_s):
             result = await search.run()
     except TimeoutError:
-        result = _failed(problem, search, f"timed out after {config.problem_timeout_s:g}s", ErrorKind.TIMEOUT)
+        why = f"timed out after {config.problem_timeout_s:g}s"
+        result = failed(problem, config, why, ErrorKind.TIMEOUT, search.metrics.summary())
     except Exception as exc:  # noqa: BLE001 - one problem's failure must not sink the batch
         error = _first_error(exc)
         level = logging.INFO if isinstance(error, EngineDiedError) else logging.WARNING  # one cause, many problems
         log.log(level, "problem %s failed: %s: %s", problem.id, type(error).__name__, error)
-        result = _failed(problem, search, f"{type(error).__name__}: {error}", ErrorKind.of(error))
+        result = failed(problem, config, f"{type(error).__name__}: {error}", ErrorKind.of(error), search.metrics.summary())
     if result.error is None and problem.reference is not None:
         result.correct = await asyncio.to_thread(grade, result.answer, problem.reference)
     return index, result
@@ -221,8 +224,10 @@ def _first_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _failed(problem: Problem, search: ProblemSearch, error: str, kind: ErrorKind) -> ProblemResult:
-    config = search.config
+def failed(
+    problem: Problem, config: SearchConfig, error: str, kind: ErrorKind, metrics: MetricsSummary | None = None
+) -> ProblemResult:
+    """The result of a problem whose search failed: ``error`` says why, ``metrics`` what it had done."""
     return ProblemResult(
         id=problem.id,
         problem=problem.text,
@@ -231,7 +236,7 @@ def _failed(problem: Problem, search: ProblemSearch, error: str, kind: ErrorKind
         reference=problem.reference,
         error=error,
         error_kind=kind,
-        metrics=search.metrics.summary(),
+        metrics=metrics or MetricsSummary(),
     )
 
 
@@ -290,4 +295,4 @@ class _ThrottledPolicy:
         return await self._policy.expand(prompt_token_ids, n, sampling)
 
 
-__all__ = ["iter_solve", "rejected", "resolve_config", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]
+__all__ = ["failed", "iter_solve", "rejected", "resolve_config", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]
