@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import gc
 import hashlib
 import importlib.resources
@@ -25,7 +26,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -293,16 +294,13 @@ def _start_backends(
     backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None
 ) -> Any:
     """Scripted backends, or the engine with its output in ``log_path``; a failed start is one line."""
+    start = _backends_factory(backend, fake_delay, engine_config)
     if backend == BackendName.fake:
-        from .testing import fake_backends
-
-        return fake_backends(delay_s=fake_delay)
-    from .backends import load_backends
-
+        return start()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         with _output_to(log_path):
-            backends = load_backends(engine_config)
+            backends = start()
         _keep_vllm_logs_in(log_path)
         return backends
     except ConfigError as exc:
@@ -311,6 +309,17 @@ def _start_backends(
         where = f" (engine log: {log_path})" if log_path else ""
         typer.echo(f"Error: could not start the engine: {type(exc).__name__}: {exc}{where}", err=True)
         raise typer.Exit(1) from None
+
+
+def _backends_factory(backend: BackendName, fake_delay: float, engine_config: EngineConfig | None) -> Callable[[], Any]:
+    """What starts a run's backends, as a picklable call (a Ray actor makes it in its own process)."""
+    if backend == BackendName.fake:
+        from .testing import fake_backends
+
+        return functools.partial(fake_backends, delay_s=fake_delay)
+    from .backends import load_backends
+
+    return functools.partial(load_backends, engine_config)
 
 
 async def _solve(
@@ -452,6 +461,16 @@ def run(
         None, help="Step-score aggregation for weighted voting and highest_score. [default: last]"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress messages; only the summary."),
+    ray: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--ray",
+        metavar="local|auto|ADDRESS",
+        help="Search on a Ray cluster (needs ets-async[ray]): 'local' starts one of this machine, 'auto' or "
+        "HOST:PORT or ray://HOST:PORT joins one. Each actor starts its own backends; this process writes the "
+        "run file. See docs/USAGE.md.",
+    ),
+    actors: int = typer.Option(2, min=1, help="With --ray: how many actors (each with its own engine)."),
+    actor_gpus: float = typer.Option(0.0, min=0.0, help="With --ray: GPUs per actor (1: an engine per GPU)."),
 ) -> None:
     """Search every problem of a dataset and append one JSON line per problem to a run file.
 
@@ -525,13 +544,26 @@ def run(
                 resumed = f"; {len(problems) - len(todo)} already done, resuming"
             share = f" (shard {part} of {in_dataset})" if part is not None else ""
             typer.echo(f"{len(problems)} problems{share} from {dataset} -> {out}{resumed}", err=True)
-            if todo and backend == BackendName.vllm:
+            if todo and ray is not None:
+                typer.echo(f"starting {actors} Ray actors (their output goes to Ray's session logs) ...", err=True)
+            elif todo and backend == BackendName.vllm:
                 typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
         if todo:
+            opener = lambda: _open_backends(backend, fake_delay, engine_config, engine_log)  # noqa: E731
+            solve = functools.partial(_solve, todo, search_config, opener)
+            if ray is not None:
+                from .ray_batch import RayWorkers, record_on_ray
+
+                try:
+                    workers = RayWorkers(
+                        search_config, _backends_factory(backend, fake_delay, engine_config),
+                        actors=actors, address=ray, actor_options={"num_gpus": actor_gpus},
+                    )
+                except ConfigError as exc:
+                    raise _usage_error(str(exc)) from None
+                solve = functools.partial(record_on_ray, workers, todo)
             _run_with_progress(
-                todo,
-                search_config,
-                lambda: _open_backends(backend, fake_delay, engine_config, engine_log),
+                solve,
                 writer.write,
                 total=len(problems),
                 done=len(problems) - len(todo),
@@ -547,17 +579,16 @@ def run(
 
 
 def _run_with_progress(
-    problems: list[dict[str, Any]],
-    config: SearchConfig,
-    open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
+    solve: Callable[[Callable[[RunRecord], None], str, Callable[[], None]], Coroutine[Any, Any, None]],
     on_record: Callable[[RunRecord], Any],
     *,
     total: int,
     done: int = 0,
     quiet: bool = False,
 ) -> None:
-    """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130; an engine
-    that dies stops the run the same way with one line saying why, and exit code 1."""
+    """Run ``solve(on_record, session, on_ready)`` (``_solve`` or ``ray_batch.record_on_ray``, their
+    problems and backends bound) with a live bar; Ctrl-C stops cleanly (what was written stays) and
+    exits 130; an engine that dies stops the run the same way with one line saying why, and exit code 1."""
     progress = RunProgress(total, done=done, quiet=quiet)
 
     def record_done(record: RunRecord) -> None:
@@ -571,7 +602,7 @@ def _run_with_progress(
         redirect = logging_redirect_tqdm()  # log lines go above the bar
     try:
         with progress, redirect:
-            asyncio.run(_solve(problems, config, open_backends, record_done, _session_id(), progress.start))
+            asyncio.run(solve(record_done, _session_id(), progress.start))
     except KeyboardInterrupt:
         typer.echo(
             f"\ninterrupted after {progress.summary.problems} problems; run the same command again to resume",
@@ -761,9 +792,7 @@ def demo(
         typer.echo(f"starting the engine, about a minute on a CPU{_log_note(engine_log)} ...")
     records: list[RunRecord] = []
     _run_with_progress(
-        items,
-        config,
-        lambda: _open_backends(backend, fake_delay, engine_config, engine_log),
+        functools.partial(_solve, items, config, lambda: _open_backends(backend, fake_delay, engine_config, engine_log)),
         records.append,
         total=len(items),
         quiet=quiet,
