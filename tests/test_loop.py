@@ -233,6 +233,28 @@ def test_iter_solve_bounds_live_searches():
     assert policy.in_flight == 0
 
 
+def test_a_slow_stream_holds_no_finished_result_back():
+    """A result is yielded when its problem finishes, not when the next problem arrives: a stream that
+    waits for the first result before it gives its second problem (a Ray actor's queue) goes on."""
+    config = SearchConfig(method="rebase", width=2, max_concurrent_problems=3)
+
+    async def main():
+        first_result = asyncio.Event()
+
+        async def stream():
+            yield "What is 1 + 1?"
+            await first_result.wait()
+            yield "What is 2 + 2?"
+
+        ids = []
+        async for result in iter_solve(stream(), config, policy=FakePolicy(), prm=FakePRM(), embedder=FakeEmbedder()):
+            ids.append(result.id)
+            first_result.set()
+        return ids
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == ["0", "1"]
+
+
 def test_streamed_problems_leave_no_memory_behind():
     """Memory is bounded by the live searches, not by how many problems went through: the Python heap
     after 1,500 streamed problems is what it was after 300 (measured: 10,000 problems through

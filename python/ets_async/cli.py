@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import gc
 import hashlib
 import importlib.resources
@@ -24,7 +25,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -328,6 +330,16 @@ def run(
         None, help="Step-score aggregation for weighted voting and highest_score. [default: last]"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress messages; only the summary."),
+    ray: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--ray",
+        metavar="local|auto|ADDRESS",
+        help="Search on a Ray cluster (needs ets-async[ray]): 'local' starts one of this machine, 'auto' or "
+        "HOST:PORT or ray://HOST:PORT joins one. Each actor starts its own backends; this process writes the "
+        "run file. See docs/USAGE.md.",
+    ),
+    actors: int = typer.Option(2, min=1, help="With --ray: how many actors (each with its own engine)."),
+    actor_gpus: float = typer.Option(0.0, min=0.0, help="With --ray: GPUs per actor (1: an engine per GPU)."),
 ) -> None:
     """Search every problem of a dataset and append one JSON line per problem to a run file.
 
@@ -401,11 +413,30 @@ def run(
                 resumed = f"; {len(problems) - len(todo)} already done, resuming"
             share = f" (shard {part} of {in_dataset})" if part is not None else ""
             typer.echo(f"{len(problems)} problems{share} from {dataset} -> {out}{resumed}", err=True)
-            if todo and backend == BackendName.vllm:
+            if todo and ray is not None:
+                typer.echo(f"starting {actors} Ray actors (their output goes to Ray's session logs) ...", err=True)
+            elif todo and backend == BackendName.vllm:
                 typer.echo(f"starting the engine{_log_note(backends.log)} ...", err=True)
         if todo:
+            plan = RunPlan(todo, search_config, backends)
+            solve = functools.partial(execute, plan)
+            if ray is not None:
+                from .ray_batch import RayWorkers, record_on_ray
+
+                try:  # each actor starts the backends in its own process; their output stays in Ray's logs
+                    workers = RayWorkers(
+                        search_config, replace(backends, log=None).start,
+                        actors=actors, address=ray, actor_options={"num_gpus": actor_gpus},
+                    )
+                except ConfigError as exc:
+                    raise _usage_error(str(exc)) from None
+                solve = functools.partial(record_on_ray, workers, plan)
             _run_with_progress(
-                RunPlan(todo, search_config, backends), writer.write, total=len(problems), done=len(problems) - len(todo), quiet=quiet
+                solve,
+                writer.write,
+                total=len(problems),
+                done=len(problems) - len(todo),
+                quiet=quiet,
             )
     records = read_results(out)
     summary = report.run_summary(records)
@@ -417,11 +448,17 @@ def run(
 
 
 def _run_with_progress(
-    plan: RunPlan, on_record: Callable[[RunRecord], Any], *, total: int, done: int = 0, quiet: bool = False
+    solve: Callable[[Callable[[RunRecord], None], Callable[[], None]], Coroutine[Any, Any, None]],
+    on_record: Callable[[RunRecord], Any],
+    *,
+    total: int,
+    done: int = 0,
+    quiet: bool = False,
 ) -> None:
-    """Execute ``plan`` with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130;
-    an engine that dies stops the run the same way with one line saying why, and exit code 1, as does
-    one that cannot start; a bad engine config exits 2."""
+    """Run ``solve(on_record, on_ready)`` (``app.execute`` or ``ray_batch.record_on_ray`` with their
+    plan bound) with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130; an
+    engine that dies stops the run the same way with one line saying why, and exit code 1, as does one
+    that cannot start; a bad engine config exits 2."""
     progress = RunProgress(total, done=done, quiet=quiet)
 
     def record_done(record: RunRecord) -> None:
@@ -435,7 +472,7 @@ def _run_with_progress(
         redirect = logging_redirect_tqdm()  # log lines go above the bar
     try:
         with progress, redirect:
-            asyncio.run(execute(plan, record_done, progress.start))
+            asyncio.run(solve(record_done, progress.start))
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except EngineStartError as exc:
@@ -630,7 +667,7 @@ def demo(
     if backend == BackendName.vllm:
         typer.echo(f"starting the engine, about a minute on a CPU{_log_note(backends.log)} ...")
     records: list[RunRecord] = []
-    _run_with_progress(RunPlan(items, config, backends), records.append, total=len(items), quiet=quiet)
+    _run_with_progress(functools.partial(execute, RunPlan(items, config, backends)), records.append, total=len(items), quiet=quiet)
     order = {item["id"]: i for i, item in enumerate(items)}
     records.sort(key=lambda r: order.get(r.id, len(order)))
     typer.echo("")

@@ -105,6 +105,7 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout"  # the search ran past ``problem_timeout_s``
     REQUEST_TIMEOUT = "request_timeout"  # one engine request ran past ``request_timeout_s``
     ENGINE_DIED = "engine_died"  # new backends are needed; a resumed run does the problem again
+    WORKER_DIED = "worker_died"  # the process searching it died at every try (a Ray actor, ray_batch)
     BACKEND = "backend"  # another policy, PRM or embedder call failed
     CORE = "core"  # the Rust core refused the tree or the scores
     INTERNAL = "internal"  # anything else: a bug in ets_async
