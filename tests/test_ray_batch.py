@@ -5,6 +5,7 @@ repeats nothing, a problem that keeps killing its actor ends with an error resul
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import signal
@@ -53,6 +54,18 @@ async def test_two_actors_give_the_results_of_one_process(cluster):
     assert all(same_search(got[r.id], r) for r in expected)
 
 
+async def restarted_pid(actor, timeout_s: float = 60.0) -> int:
+    """The process id of ``actor`` once Ray has it running again (it may still be restarting)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await actor.__ray_call__.remote(lambda actor: os.getpid())
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def test_an_actor_killed_mid_run_loses_and_repeats_nothing(cluster, tmp_path):
     path = tmp_path / "run.jsonl"
     async with RayWorkers(CONFIG, functools.partial(fake_backends, delay_s=0.02), actors=2, in_flight=3) as workers:
@@ -63,7 +76,7 @@ async def test_an_actor_killed_mid_run_loses_and_repeats_nothing(cluster, tmp_pa
                 assert writer.write(result.to_dict())
                 if len(writer.done_ids()) == 2:
                     os.kill(pid, signal.SIGKILL)
-        assert await victim.__ray_call__.remote(lambda actor: os.getpid()) != pid  # Ray started it again
+        assert await restarted_pid(victim) != pid  # Ray started it again
     lines = read_lines(path)
     assert sorted(line["id"] for line in lines) == sorted(p["id"] for p in PROBLEMS)
     assert [line["error"] for line in lines] == [None] * len(PROBLEMS)
