@@ -104,3 +104,19 @@ async def test_deadlines_and_bad_requests(service, engine):
             async with session.post(f"{service}/solve", **kwargs) as response:
                 assert response.status == 400
                 assert message in (await response.json())["error"]
+
+
+async def test_openai_clients_get_searched_answers_from_the_engine(service, engine):
+    import openai
+
+    async with openai.AsyncOpenAI(base_url=f"{service}/v1", api_key="unused", max_retries=0) as api:
+        messages = [{"role": "user", "content": problem(3)["question"]}]
+        response = await api.chat.completions.create(model="smollm2:rebase-2", messages=messages)
+        meta = response.model_extra["ets"]
+        assert response.choices[0].message.content and response.choices[0].finish_reason == "stop"
+        assert (meta["method"], meta["width"]) == ("rebase", 2) and meta["candidates"]
+        assert response.usage.completion_tokens == meta["metrics"]["generated_tokens"] > 0
+        stream = await api.completions.create(model="smollm2", prompt=problem(4)["question"], stream=True)
+        chunks = [chunk async for chunk in stream]
+        assert "".join(c.choices[0].text for c in chunks if c.choices) and chunks[-1].choices[0].finish_reason == "stop"
+    assert await engine_idle(engine, settle_s=10.0)

@@ -9,6 +9,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 
 import aiohttp
 import openai
@@ -248,3 +253,31 @@ def test_parse_request_reads_the_problem_and_maps_the_openai_fields():
     assert (config.max_tokens, config.max_step_tokens) == (32, 32)  # min(64, 256 // 8); a step fits
     with pytest.raises(ApiError, match="one string"):
         parse_request({"model": "m", "prompt": ["a", "b"]}, "completion", SEARCH, 64)
+
+
+def test_ets_async_serve_answers_openai_clients(tmp_path):
+    """The command as users start it (scripted backends), its API key from the environment."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "ETS_ASYNC_API_KEY": KEY}
+    command = [sys.executable, "-m", "ets_async", "serve", "--backend", "fake", "--port", str(port), "--max-width", "8"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        api = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        for _ in range(300):
+            try:
+                listed = api.models.list()
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None
+                time.sleep(0.1)
+        assert listed.data[0].id == "fake"
+        response = api.chat.completions.create(model="fake:ets-8", messages=[{"role": "user", "content": QUESTION}])
+        assert response.model_extra["ets"]["method"] == "ets" and response.choices[0].message.content
+        with pytest.raises(openai.BadRequestError, match="at most 8"):
+            api.chat.completions.create(model="fake:ets-16", messages=[{"role": "user", "content": QUESTION}])
+        api.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
