@@ -229,8 +229,9 @@ def _usage(result: ProblemResult) -> dict[str, Any]:
 
 
 def _finish_reason(result: ProblemResult) -> str:
-    """``stop``; ``length`` for an anytime answer (the deadline cut the search short)."""
-    return "length" if result.error_kind == ErrorKind.TIMEOUT else "stop"
+    """``stop``; ``length`` for an anytime answer (the deadline cut the search short) and for a search
+    whose budget ran out before any trajectory finished (its content is empty)."""
+    return "length" if result.error_kind == ErrorKind.TIMEOUT or not result.candidates else "stop"
 
 
 def _object(request: SearchRequest, chunk: bool) -> str:
