@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("backends", ["backends/", "batching", "testing", "supervisor"]),
     ("search", ["search/"]),
     ("api", ["api", "__init__"]),
-    ("edges", ["app", "report", "results", "progress", "plots", "calibrate", "local_servers", "ray_batch", "verifier/"]),
+    ("edges", ["app", "report", "results", "progress", "plots", "calibrate", "local_servers", "ray_batch", "openai_api", "verifier/"]),
     ("commands", ["cli", "service", "__main__"]),
 ]
 

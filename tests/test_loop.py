@@ -402,3 +402,22 @@ def test_settings_left_to_the_models_are_filled_from_them():
     assert resolve_config(config.replace(temperature=0.9, cluster_threshold=0.1), policy, embedder) == config.replace(
         temperature=0.9, cluster_threshold=0.1
     )
+
+
+def test_a_timed_out_search_keeps_the_vote_over_what_finished_in_time():
+    class SlowDeepPolicy(FakePolicy):
+        """Fast until some trajectories finished, then every expansion hangs."""
+
+        async def expand(self, prompt_token_ids, n, sampling):
+            if bytes(prompt_token_ids).decode().count(sampling.stop) >= 3:
+                await asyncio.sleep(10.0)
+            return await super().expand(prompt_token_ids, n, sampling)
+
+    config = SearchConfig(method="rebase", width=8, problem_timeout_s=1.0, max_depth=8, seed=2)
+    (result,), _ = run(["slow"], config, policy=SlowDeepPolicy())
+    assert result.error == "timed out after 1s" and result.metrics.stop_reason == "deadline"
+    assert result.candidates and result.answer in {c.answer for c in result.candidates}
+    assert result.correct is None  # an error result is not graded
+
+    (empty,), _ = run(["slow"], SearchConfig(width=4, problem_timeout_s=0.05), policy=FakePolicy(delay_s=0.5))
+    assert empty.answer is None and not empty.candidates and empty.metrics.stop_reason == "deadline"

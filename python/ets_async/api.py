@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
@@ -194,9 +195,12 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
     try:
         async with asyncio.timeout(config.problem_timeout_s):
             result = await search.run()
-    except TimeoutError:
-        why = f"timed out after {config.problem_timeout_s:g}s"
-        result = failed(problem, config, why, ErrorKind.TIMEOUT, search.metrics.summary())
+    except TimeoutError:  # an error, with the anytime answer: the vote over what finished in time
+        result = dataclasses.replace(
+            await search.result_so_far(),
+            error=f"timed out after {config.problem_timeout_s:g}s",
+            error_kind=ErrorKind.TIMEOUT,
+        )
     except Exception as exc:  # noqa: BLE001 - one problem's failure must not sink the batch
         error = _first_error(exc)
         level = logging.INFO if isinstance(error, EngineDiedError) else logging.WARNING  # one cause, many problems

@@ -692,23 +692,53 @@ def serve(
     engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
         None, "--engine-set", metavar="KEY=VALUE", help="Set any EngineConfig field. Repeatable."
     ),
+    endpoint: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None,
+        "--endpoint",
+        metavar="URL",
+        help="A vLLM/SGLang server (or a router) to search on instead of the in-process engine: the service "
+        "is then a search proxy in front of it (repeatable; also $ETS_ASYNC_ENDPOINTS).",
+    ),
     deadline: float = typer.Option(120.0, min=0.001, help="Seconds a request may take when it names no deadline_s."),
     max_deadline: float = typer.Option(600.0, min=0.001, help="The largest deadline_s a request may ask for."),
+    api_key: Optional[str] = typer.Option(  # noqa: UP007
+        None, envvar="ETS_ASYNC_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health."
+    ),
+    served_model_name: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="The model name /v1/models lists. [default: --model, or the default policy's name]"
+    ),
+    max_searches: int = typer.Option(64, min=1, help="Searches in flight at once; one more gets 429."),
+    max_width: int = typer.Option(64, min=1, help="The widest search a request may ask for."),
+    max_body_bytes: int = typer.Option(1 << 20, min=1024, help="The largest request body; a larger one gets 413."),
     backend: BackendName = typer.Option(
         BackendName.vllm, help=_BACKEND_HELP
     ),
 ) -> None:
-    """Serve one problem per HTTP request: POST /solve with a problem as JSON, GET /health.
+    """Serve searches over HTTP: OpenAI's API (POST /v1/chat/completions, /v1/completions, GET
+    /v1/models), POST /solve with a problem as JSON, GET /health.
 
-    The example service of ets_async.service: a per-request deadline (deadline_s), and a client that
-    disconnects cancels its search and aborts its engine requests. Ctrl-C stops it.
+    Each request searches its problem with the server's config, or the method and settings it names
+    (a model suffix such as NAME:ets-16, or extra_body={"search": {...}}). A per-request deadline
+    gives the best answer so far; a client that disconnects cancels its search and aborts its engine
+    requests. Ctrl-C stops it.
     """
     from .service import ServiceConfig
     from .service import serve as run_service
 
     search_config, _ = build_search_config(config, set_ or ())
-    engine_config = _engine_config(model, engine_set or ()) if backend == BackendName.vllm else None
-    service_config = ServiceConfig(search_config, default_deadline_s=deadline, max_deadline_s=max_deadline)
+    fleet = {"endpoints": tuple(endpoint)} if endpoint else None
+    engine_config = _engine_config(model, engine_set or (), base=fleet) if backend == BackendName.vllm else None
+    name = served_model_name or (engine_config.model if engine_config else "fake") or default_policy()
+    service_config = ServiceConfig(
+        search_config,
+        default_deadline_s=deadline,
+        max_deadline_s=max_deadline,
+        model_name=name,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        max_concurrent_searches=max_searches,
+        max_width=max_width,
+    )
     backends = _backend_plan(backend, engine_config)
     if backend == BackendName.vllm:
         typer.echo(f"starting the engine{_log_note(backends.log)} ...", err=True)

@@ -120,16 +120,33 @@ class ProblemSearch:
         self.step_text: dict[int, str] = {0: ""}
         self.embedding: dict[int, np.ndarray] = {}
         self.candidate: dict[int, Candidate] = {}  # per finished node, built once
+        self.tree: SearchTree  # made once the prompt is rendered (``_search``)
+        self.started = time.perf_counter()
 
     async def run(self) -> ProblemResult:
         current_scope.set(self.scope)  # this task's (and its children's) engine calls belong to this problem
+        self.started = time.perf_counter()
         try:
             return await self._search()
         finally:  # also when the search fails: its error result carries the moves too
             self.metrics.endpoint_moves = self.scope.endpoint_moves
 
+    async def result_so_far(self) -> ProblemResult:
+        """The anytime answer of a search stopped before its end (``run`` was cancelled at a
+        deadline): the vote over the trajectories finished so far (``answer`` None when none has),
+        with ``stop_reason`` "deadline". A cancellation lands at one of the loop's awaits, where the
+        tree is whole."""
+        self.metrics.stop_reason = "deadline"
+        self.metrics.wall_time_s = time.perf_counter() - self.started
+        if not hasattr(self, "tree"):  # stopped before its prompt was rendered: nothing to vote on
+            cfg = self.config
+            return ProblemResult(
+                id=self.problem.id, problem=self.problem.text, method=cfg.method, width=cfg.width,
+                reference=self.problem.reference, metrics=self.metrics.summary(),
+            )
+        return await self._result()
+
     async def _search(self) -> ProblemResult:
-        started = time.perf_counter()
         cfg = self.config
         prompt = self.ctx.policy.render(self.problem.text, cfg.system_prompt, cfg.prompt_template)
         limit = self.ctx.max_model_len
@@ -138,7 +155,8 @@ class ProblemSearch:
                 f"problem {self.problem.id}: prompt of {len(prompt)} tokens plus max_tokens={cfg.max_tokens} "
                 f"exceeds the engine's max_model_len={limit}"
             )
-        tree = self.tree = SearchTree(prompt, cfg.width, cfg.max_tokens)
+        tree = SearchTree(prompt, cfg.width, cfg.max_tokens)
+        self.tree = tree
         self.metrics.root_prompt_tokens = len(prompt)
         wave = self._wave_size()
         started_trajectories = 0  # children of the root so far: the waves never start more than the width
@@ -169,7 +187,7 @@ class ProblemSearch:
                 counts = await self._allocate(frontier, depth)
                 if any(counts):
                     expanding = frontier
-        self.metrics.wall_time_s = time.perf_counter() - started
+        self.metrics.wall_time_s = time.perf_counter() - self.started
         return await self._result()
 
     def _wave_size(self) -> int:
