@@ -110,7 +110,7 @@ async def contention(engine, embedder, args) -> None:
 
 
 async def run(args, backends) -> None:
-    engine = backends.engines[0]
+    engine = backends.engines[0].llm
     await decode_batch(engine, 8, 8)  # warm the engine outside the timed runs
     if args.batch_sizes:
         await batch_sizes(engine, args)

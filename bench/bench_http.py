@@ -67,15 +67,15 @@ async def measure(tag: str, problems, config: SearchConfig, policy, prm) -> dict
     ok = [r for r in results if r.error is None]
     if len(ok) != len(results):
         print(f"  {tag}: {len(results) - len(ok)} problem(s) failed: {[r.error for r in results if r.error][:2]}")
-    generated = sum(r.metrics["generated_tokens"] for r in ok)
-    prompt = sum(r.metrics["prompt_tokens"] for r in ok)
-    cached = sum(r.metrics["prefix_cached_tokens"] for r in ok)
+    generated = sum(r.metrics.generated_tokens for r in ok)
+    prompt = sum(r.metrics.prompt_tokens for r in ok)
+    cached = sum(r.metrics.prefix_cached_tokens for r in ok)
     row = {
         "wall_s": wall,
         "generated_tokens": generated,
         "tok_per_s": generated / wall if wall else 0.0,
         "cached_share": cached / prompt if prompt else 0.0,
-        "moves": sum(r.metrics["endpoint_moves"] for r in ok),
+        "moves": sum(r.metrics.endpoint_moves for r in ok),
     }
     print(f"  {tag:<14} wall {wall:7.1f}s  generated {generated:6d} tok  {row['tok_per_s']:6.1f} tok/s  "
           f"cached share {row['cached_share']:.3f}")  # fmt: skip

@@ -15,7 +15,7 @@ another on one engine (its prefix cache reset before each), and appends one line
 settings changed is refused. While a variant runs, the engine's own KV-cache usage
 (``vllm:kv_cache_usage_perc``) and the processes' memory are sampled every 0.25 s. A variant that
 differs from an earlier one only in ``answer_selection``/``score_aggregation`` (majority vote,
-weighted majority and best-of-N over the same N samples) grows identical trees, so its answers are
+weighted majority and the highest score over the same N samples) grows identical trees, so its answers are
 re-selected from the earlier run's candidates instead of searching again.
 
 The report (``OUT/summary.json``, ``OUT/quality.png`` and the printed table): accuracy with its 95%
@@ -33,7 +33,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from ets_async.api import resolve_config
 from ets_async.backends.confidence_prm import ConfidencePRM
 from ets_async.datasets import load_problems
 from ets_async.plots import plot_summaries
+from ets_async.records import RunRecord
 from ets_async.results import ResultWriter, read_results
 
 from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
@@ -50,7 +51,7 @@ VARIANTS = {
     "greedy": "best_of_n:width=1,temperature=0",
     "majority": "best_of_n:answer_selection=majority",
     "weighted_majority": "best_of_n:answer_selection=weighted_majority",
-    "best_of_n": "best_of_n:answer_selection=best_of_n",
+    "best_of_n": "best_of_n:answer_selection=highest_score",
     "beam": "beam",
     "dvts": "dvts",
     "rebase": "rebase",
@@ -127,7 +128,7 @@ async def run_variant(backends: Any, prm: Any, problems: list[dict[str, Any]], v
             return
         config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
         print(f"{label} (W={config.width}): {len(todo)} problems to run", flush=True)
-        await backends.engines[0].reset_prefix_cache()
+        await backends.engines[0].llm.reset_prefix_cache()
         session = f"{time.strftime('%Y%m%dT%H%M%S')}-{label}"
         usage: list[float] = []
         rss: list[float] = []
@@ -137,7 +138,7 @@ async def run_variant(backends: Any, prm: Any, problems: list[dict[str, Any]], v
             results = iter_solve(todo, config, policy=backends.policy, prm=prm, embedder=backends.embedder)
             async for result in results:
                 elapsed = time.perf_counter() - started
-                writer.write(report.run_record(result, config, session=session, elapsed_s=elapsed, label=label))
+                writer.write(RunRecord.of(result, config, session=session, elapsed_s=elapsed, label=label))
         finally:
             sampler.cancel()
         with path.with_suffix(".engine.jsonl").open("a") as log:
@@ -164,12 +165,12 @@ def derive_variant(source: Path, problems: list[dict[str, Any]], variant: Varian
     header = {"label": label, "config": config.model_dump(mode="json"), "prm": variant.prm, "derived_from": source.name}
     wanted = {p["id"] for p in problems}
     with ResultWriter(path, run_header=header) as writer:
-        records = [r for r in read_results(source) if r["id"] in wanted and r["id"] not in writer.done_ids()]
+        records = [r for r in read_results(source) if r.id in wanted and r.id not in writer.done_ids()]
         if records:
             print(f"{label} (W={config.width}): answers re-selected from {source.name}", flush=True)
         for record in report.regrade(records, config.answer_selection, config.score_aggregation):
-            record["config"] = {**record["config"], **{k: getattr(config, k) for k in _SELECTION_FIELDS}}
-            record["run"] = {**record["run"], "label": label}
+            record.config = {**record.config, **{k: getattr(config, k) for k in _SELECTION_FIELDS}}
+            record.run = replace(record.run, label=label) if record.run is not None else None
             writer.write(record)
     sidecar = source.with_suffix(".engine.jsonl")
     if sidecar.is_file():
@@ -198,7 +199,7 @@ def summarise(out: Path, runs: list[Variant] | None, baseline: str | None) -> li
     paths = [p for p in paths if p.is_file() and not p.name.endswith(".engine.jsonl")]
     records = {p: read_results(p) for p in paths}
     rows = []
-    reference = next((recs for p, recs in records.items() if recs and report.record_label(recs[0]) == baseline), None)
+    reference = next((recs for p, recs in records.items() if recs and recs[0].label == baseline), None)
     for path, recs in records.items():
         if not recs:
             continue

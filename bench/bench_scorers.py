@@ -42,7 +42,7 @@ from ets_async.backends.prm_kinds import judge_prm
 from ets_async.backends.vllm_engine import EngineTransport
 from ets_async.datasets import load_problems
 from ets_async.grading import grade
-from ets_async.results import ResultWriter, read_results
+from ets_async.results import ResultWriter, read_lines
 from ets_async.verifier.head import auroc
 from ets_async.voting import STEP_AGGREGATIONS, aggregate_scores, select_answer
 
@@ -98,7 +98,7 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
     if args.verifier:  # the verifier on its own engine; the judge asks the policy's
         backends = load_backends(EngineConfig(model=args.model, prm="verifier", prm_model=args.verifier))
         policy_engine = backends.engines[0]
-        judge = judge_prm(EngineTransport(policy_engine), policy_engine.get_tokenizer())
+        judge = judge_prm(EngineTransport(policy_engine), policy_engine.llm.get_tokenizer())
         recorder = RecordingPRM(judge, backends.prm)
     else:
         backends = load_backends(EngineConfig(model=args.model, prm="judge"))
@@ -169,12 +169,12 @@ def report(records: list[dict[str, Any]]) -> None:
             mean_within = statistics.fmean(within) if within else None
             cells.append(f"{_fmt(pooled)} / {_fmt(mean_within)}")
         print(f"{name:<26}" + "".join(f"{c:>16}" for c in cells))
-    print("\naccuracy of the answer picked with each scorer: weighted majority / best-of-N")
+    print("\naccuracy of the answer picked with each scorer: weighted majority / highest score")
     print(f"{'scorer':<26}" + "".join(f"{agg:>16}" for agg in STEP_AGGREGATIONS))
     for name in names:
         cells = [
             f"{selection_accuracy(records, name, how, 'weighted_majority'):.3f} / "
-            f"{selection_accuracy(records, name, how, 'best_of_n'):.3f}"
+            f"{selection_accuracy(records, name, how, 'highest_score'):.3f}"
             for how in STEP_AGGREGATIONS
         ]
         print(f"{name:<26}" + "".join(f"{c:>16}" for c in cells))
@@ -223,7 +223,7 @@ def main() -> None:
     if not args.report_only:
         problems, _ = load_problems(args.dataset)
         asyncio.run(collect(args, problems[args.start : args.start + args.problems]))
-    report(read_results(args.out))
+    report(read_lines(args.out))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from gsm8k import DEFAULT_DATA
 
 
 def mean(records, key):
-    return statistics.fmean(r.metrics[key] for r in records) if records else 0.0
+    return statistics.fmean(getattr(r.metrics, key) for r in records) if records else 0.0
 
 
 def method_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -61,7 +61,7 @@ def engine_counters() -> dict[str, float]:
 
 
 async def run_once(backends, problems, config, label=None):
-    engine = backends.engines[0]
+    engine = backends.engines[0].llm
     await engine.reset_prefix_cache()
     usage: list[float] = []
     sampler = asyncio.create_task(sample_engine(usage, []))
@@ -75,8 +75,8 @@ async def run_once(backends, problems, config, label=None):
     counters = {key: value - before[key] for key, value in engine_counters().items()}
     ok = [r for r in results if r.error is None]
     graded = [r for r in ok if r.correct is not None]
-    prompt_tokens = sum(r.metrics["prompt_tokens"] for r in ok)
-    search_time = sum(r.metrics["wall_time_s"] for r in ok)
+    prompt_tokens = sum(r.metrics.prompt_tokens for r in ok)
+    search_time = sum(r.metrics.wall_time_s for r in ok)
     return {
         "method": label or config.method,
         "width": config.width,
@@ -95,17 +95,17 @@ async def run_once(backends, problems, config, label=None):
         "engine_kv_usage_mean": statistics.fmean(usage) if usage else float("nan"),
         "engine_kv_usage_peak": max(usage, default=float("nan")),
         "generated_tokens": mean(ok, "generated_tokens"),
-        "selection_ms_per_step": 1000 * sum(r.metrics["selection_time_s"] for r in ok)
-        / max(1, sum(r.metrics["selections"] for r in ok)),
-        "prefix_hit_rate": sum(r.metrics["prefix_cached_tokens"] for r in ok) / max(1, prompt_tokens),
+        "selection_ms_per_step": 1000 * sum(r.metrics.selection_time_s for r in ok)
+        / max(1, sum(r.metrics.selections for r in ok)),
+        "prefix_hit_rate": sum(r.metrics.prefix_cached_tokens for r in ok) / max(1, prompt_tokens),
         # shares of the problems' search time spent waiting, after a round's generation, for scores / embeddings
-        "score_wait_share": sum(r.metrics["score_wait_s"] for r in ok) / max(1e-9, search_time),
-        "embed_wait_share": sum(r.metrics["embed_wait_s"] for r in ok) / max(1e-9, search_time),
+        "score_wait_share": sum(r.metrics.score_wait_s for r in ok) / max(1e-9, search_time),
+        "embed_wait_share": sum(r.metrics.embed_wait_s for r in ok) / max(1e-9, search_time),
         "engine_preemptions": counters["preemptions"],
         "engine_prefix_hit_rate": counters["prefix_hits"] / max(1.0, counters["prefix_queries"]),
         "wall_s": wall,
         "problems_per_s": len(results) / wall,
-        "tokens_per_s": sum(r.metrics["generated_tokens"] for r in ok) / wall,
+        "tokens_per_s": sum(r.metrics.generated_tokens for r in ok) / wall,
     }
 
 

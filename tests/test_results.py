@@ -16,8 +16,10 @@ import pytest
 
 import ets_async.results
 from ets_async.report import group_runs, summarize
-from ets_async.errors import RunFileError
-from ets_async.results import HEADER_KEY, ResultWriter, read_results, read_runs
+from ets_async.errors import BackendError, CoreError, EngineDiedError, ProblemError, RequestTimeoutError, RunFileError
+from ets_async.records import RECORD_VERSION, RunRecord
+from ets_async.types import ErrorKind
+from ets_async.results import HEADER_KEY, ResultWriter, read_lines, read_results, read_runs
 
 RESULTS_PY = Path(ets_async.results.__file__).resolve()
 
@@ -41,7 +43,7 @@ def test_write_appends_one_line_per_record(tmp_path: Path) -> None:
         assert writer.write(record("b"))
         assert writer.done_ids() == {"a", "b"}
     assert valid_ids(path) == ["a", "b"]
-    assert read_results(path)[0]["metrics"] == {"generated_tokens": 5}
+    assert read_results(path)[0].metrics.generated_tokens == 5
 
 
 def test_torn_last_line_is_truncated_on_open(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -88,7 +90,7 @@ def test_run_header_is_written_once_and_is_not_a_problem(tmp_path: Path, caplog)
         pass
     assert "differs" in caplog.text
     assert path.read_text().count("run_header") == 1
-    assert [r["id"] for r in read_results(path)] == ["a"]
+    assert [r.id for r in read_results(path)] == ["a"]
 
 
 def test_a_resume_may_change_the_runtime_but_not_the_search_or_the_shard(tmp_path: Path) -> None:
@@ -104,6 +106,20 @@ def test_a_resume_may_change_the_runtime_but_not_the_search_or_the_shard(tmp_pat
         # a setting added to the package since the file was written (a new method's) does not block the resume
         newer = {**header, "config": {**header["config"], "pf_temperature": 1.0}}
         assert writer.settings_changed(newer) == []
+
+
+def test_a_resume_reads_a_renamed_setting_by_its_new_name(tmp_path: Path) -> None:
+    """A run written when the highest-score selection was called best_of_n resumes under its new name."""
+    path = tmp_path / "run.jsonl"
+    old = {"config": {"method": "best_of_n", "width": 16, "answer_selection": "best_of_n"}}
+    with ResultWriter(path, run_header=old):
+        pass
+    new = {"config": {**old["config"], "answer_selection": "highest_score"}}
+    with ResultWriter(path) as writer:
+        assert writer.settings_changed(new) == []
+        assert writer.settings_changed({"config": {**new["config"], "answer_selection": "majority"}}) == [
+            "answer_selection: 'highest_score' -> 'majority'"
+        ]
 
 
 def test_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
@@ -128,17 +144,54 @@ def test_read_results_reports_bad_lines(tmp_path: Path, caplog: pytest.LogCaptur
         + "\n"
         + json.dumps(record("2"))
         + "\n"
+        + json.dumps(record("4", tree={"parents": [-1, 0], "texts": [""]}))
+        + "\n"
         + '{"id": "3"'
     )
     second.write_text(json.dumps(record("1", method="rebase")) + "\n")
     caplog.set_level(logging.WARNING)
     records = read_results([first, second])
-    assert [(r["id"], r.get("method")) for r in records] == [("1", None), ("2", None), ("1", "rebase")]
+    assert [(r.id, r.method) for r in records] == [("1", ""), ("2", ""), ("1", "rebase")]
+    assert read_lines(first)[-1]["id"] == "4"  # a JSON object with an id: any record, not a run record
+    assert f"{first}:8: skipped: not a run record (ValueError: the tree's lists have different lengths" in caplog.text
     assert f"{first}:2: skipped: not valid JSON" in caplog.text
     assert f"{first}:4: skipped: expected a JSON object" in caplog.text
     assert f"{first}:5: skipped: no string 'id'" in caplog.text
     assert f"{first}:6: skipped: id '1' already on line 1" in caplog.text
-    assert f"{first}:8: torn last line" in caplog.text
+    assert f"{first}:9: torn last line" in caplog.text
+
+
+def test_version_1_records_are_read_and_written_back_as_version_2(tmp_path: Path) -> None:
+    old = {  # a line as version 1 wrote it: no version, no error_kind, the error's kind in its message
+        "id": "7", "problem": "p", "method": "ets", "width": 4, "reference": "3", "answer": None, "correct": False,
+        "error": "EngineDiedError: the vLLM engine died (EngineCore_DP0 was killed by SIGKILL)",
+        "candidates": [], "tree": {}, "metrics": {"generated_tokens": 12, "a_figure_from_elsewhere": 1.5},
+        "config": {"seed": 0}, "run": {"session": "s1", "elapsed_s": 2.5},
+    }
+    timed_out = {**old, "id": "8", "error": "timed out after 30s"}
+    bad_problem = {**old, "id": "9", "error": "problem 9: empty problem text"}
+    path = write_run(tmp_path / "old.jsonl", [old, timed_out, bad_problem])
+    records = read_results(path)
+    assert [r.error_kind for r in records] == [ErrorKind.ENGINE_DIED, ErrorKind.TIMEOUT, ErrorKind.PROBLEM]
+    first = records[0]
+    assert first.metrics.generated_tokens == 12 and first.metrics.kv_tokens_mean is None  # not in version 1's line
+    assert first.run is not None and first.run.session == "s1" and first.label == "ets"
+    written = first.to_dict()
+    assert written["version"] == RECORD_VERSION == 2 and written["error_kind"] == "engine_died"
+    assert written["metrics"] == old["metrics"]  # an unknown figure survives a round trip
+    assert RunRecord.from_dict(json.loads(json.dumps(written))) == first
+    with pytest.raises(ValueError, match="record version 3: this version of ets_async reads versions 1 to 2"):
+        RunRecord.from_dict({**written, "version": 3})
+
+
+def test_error_kind_of_each_error() -> None:
+    assert ErrorKind.of(EngineDiedError("x")) is ErrorKind.ENGINE_DIED
+    assert ErrorKind.of(RequestTimeoutError("x")) is ErrorKind.REQUEST_TIMEOUT
+    assert ErrorKind.of(BackendError("x")) is ErrorKind.BACKEND
+    assert ErrorKind.of(ProblemError("x")) is ErrorKind.PROBLEM
+    assert ErrorKind.of(CoreError("x")) is ErrorKind.CORE
+    assert ErrorKind.of(KeyError("x")) is ErrorKind.INTERNAL
+    assert ErrorKind.from_message("RequestTimeoutError: policy request ran past 5s") is ErrorKind.REQUEST_TIMEOUT
 
 
 _KILLED_WRITER = textwrap.dedent(
@@ -206,7 +259,7 @@ def test_summarize_by_hand() -> None:
         record("4", answer=None, correct=None, reference="4", error="BackendError: engine died", metrics={}),
         record("5", correct=None, reference=None, metrics={"generated_tokens": 0, "policy_calls": 7}),
     ]
-    summary = summarize(records, wall_time_s=10.0)
+    summary = summarize(map(RunRecord.from_dict, records), wall_time_s=10.0)
     assert summary["n_problems"] == 5
     assert summary["n_errors"] == 1
     assert summary["n_no_answer"] == 1  # the error is counted as an error, not as "no answer"
@@ -234,7 +287,7 @@ def test_group_runs_then_summarize() -> None:
         record("1", method="ets", width=16, correct=True),
         record("2", method="ets", width=16, correct=False),
     ]
-    groups = group_runs(records)
+    groups = group_runs(map(RunRecord.from_dict, records))
     rows = [(*key, summarize(group)) for key, group in groups.items()]
     assert [(m, w, s["n_problems"], s["accuracy"]) for m, w, s in rows] == [
         ("ets", 16, 2, 0.5),
@@ -262,7 +315,7 @@ def test_read_runs_merges_shards_and_runs(tmp_path: Path, caplog: pytest.LogCapt
     other = write_run(tmp_path / "c.jsonl", [record("1", method="rebase", width=16)])  # another row: "1" again is fine
     caplog.set_level(logging.WARNING)
     records = read_runs([first, second, other, tmp_path / "." / "a.jsonl"])
-    assert [(r["id"], r["method"]) for r in records] == [("1", "ets"), ("2", "ets"), ("3", "ets"), ("1", "rebase")]
+    assert [(r.id, r.method) for r in records] == [("1", "ets"), ("2", "ets"), ("3", "ets"), ("1", "rebase")]
     assert "a.jsonl is named twice; reading it once" in caplog.text
     assert "ets, width 16: no run file of shard 2/3; its summary covers part of the dataset" in caplog.text
     assert "rebase" not in caplog.text  # an unsharded run is whole
@@ -289,3 +342,13 @@ def test_read_runs_refuses_two_searches_in_a_row(tmp_path: Path) -> None:
         read_runs([first, second])
     reason = "(lambda_s: None -> 0.0, seed: 0 -> 1); one summary would mix them: eval them separately"
     assert reason in str(caught.value)
+
+
+def test_metrics_read_as_a_dict_still_work_with_a_deprecation_warning() -> None:
+    metrics = RunRecord.from_dict({"id": "1", "metrics": {"generated_tokens": 7, "from_a_newer_version": 2.0}}).metrics
+    with pytest.warns(DeprecationWarning, match=r'metrics\["generated_tokens"\] is deprecated.*metrics.generated_tokens'):
+        assert metrics["generated_tokens"] == 7
+    with pytest.warns(DeprecationWarning):
+        assert metrics["from_a_newer_version"] == 2.0 and metrics["kv_tokens_mean"] is None
+    with pytest.warns(DeprecationWarning), pytest.raises(KeyError):
+        metrics["no_such_figure"]

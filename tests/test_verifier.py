@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ets_async.verifier.checkpoint import load_head, save_head, score_tensors
+from ets_async.verifier_checkpoint import TrainedHead, load_head, save_head, score_tensors
 from ets_async.verifier.features import TreeFeatures
-from ets_async.verifier.head import TrainedHead, TrainSettings, auroc, train_head, within_problem_auroc
+from ets_async.verifier.head import TrainSettings, auroc, train_head, within_problem_auroc
+from ets_async.records import RunRecord
 from ets_async.verifier.labels import label_tree, node_values
 from ets_async.verifier.train import cross_validate
 
@@ -37,18 +38,18 @@ def test_node_values_are_the_share_of_right_leaves_below():
     assert 7 not in values  # no graded leaf below: no label
 
 
-def _record(pid="p", reference="12"):
-    return {
+def _record(pid="p", reference="12", error=None):
+    return RunRecord.from_dict({
         "id": pid,
         "problem": "A box holds 4 pens. How many pens are in 3 boxes?",
         "reference": reference,
-        "error": None,
+        "error": error,
         "candidates": [
             {"node": 2, "answer": "12", "text": "", "step_scores": [], "tokens": 5},
             {"node": 3, "answer": "7", "text": "", "step_scores": [], "tokens": 5},
         ],
         "tree": {"parents": [-1, 0, 1, 1, 0], "texts": ["", "4 * 3 = 12.\n\n", "The answer is 12.", "The answer is 7.", "Hmm"]},
-    }
+    })
 
 
 def test_label_tree_grades_candidates_against_the_reference():
@@ -58,7 +59,7 @@ def test_label_tree_grades_candidates_against_the_reference():
     assert tree.value == (0.5, 1.0, 0.0) and tree.is_leaf == (False, True, True)
     assert tree.mixed and tree.path(3) == [1, 3]
     assert label_tree(_record(reference=None)) is None
-    assert label_tree({**_record(), "error": "engine died"}) is None
+    assert label_tree(_record(error="engine died")) is None
 
 
 def _synthetic_trees(n: int, seed: int, size: int = 32) -> list[TreeFeatures]:
@@ -197,7 +198,7 @@ async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(layer,
 
 def test_a_head_file_is_built_over_the_policy_once_per_head(tiny_policy, tmp_path, monkeypatch):
     from ets_async import models
-    from ets_async.verifier.checkpoint import ARCHITECTURE, MARKER, SCORE_FILE
+    from ets_async.verifier_checkpoint import ARCHITECTURE, MARKER, SCORE_FILE
 
     monkeypatch.setenv("ETS_ASYNC_CACHE", str(tmp_path / "cache"))
     size = json.loads((tiny_policy / "config.json").read_text())["hidden_size"]
@@ -236,7 +237,7 @@ def _shipped_head(model) -> Path:
 
 def test_a_registered_verifier_ships_the_head_its_registry_entry_pins():
     from ets_async import models
-    from ets_async.verifier.checkpoint import sha256_of
+    from ets_async.verifier_checkpoint import sha256_of
 
     assert _registered_verifiers(), "no verifier is registered"
     for model in _registered_verifiers():
@@ -255,7 +256,7 @@ def test_a_registered_verifier_is_built_over_its_policy(tmp_path, monkeypatch):
     from safetensors.numpy import load_file
 
     from ets_async import models
-    from ets_async.verifier.checkpoint import ARCHITECTURE, SCORE_FILE
+    from ets_async.verifier_checkpoint import ARCHITECTURE, SCORE_FILE
 
     policy_dir = Path(models.prepare_model(_registered_verifiers()[0].policy))
     monkeypatch.setenv("ETS_ASYNC_CACHE", str(tmp_path))  # a fresh cache for the verifier ...

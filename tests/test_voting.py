@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ets_async.voting import aggregate_scores, select_answer, vote_table
+from ets_async.voting import aggregate_scores, resolve_selection, select_answer, vote_table
 
 
 def exact(a: str, b: str) -> bool:
@@ -71,13 +71,23 @@ def test_weighted_majority_with_min_aggregation_by_hand() -> None:
     assert select_answer(CANDIDATES, "weighted_majority", "min", equivalent=exact) == "4"
 
 
-def test_best_of_n_by_hand() -> None:
+def test_highest_score_by_hand() -> None:
     # last: E has 0.95, the highest single score -> "6"
-    assert select_answer(CANDIDATES, "best_of_n", "last", equivalent=exact) == "6"
+    assert select_answer(CANDIDATES, "highest_score", "last", equivalent=exact) == "6"
     # prod: A 0.54, B 0.56, C 0.5, D 0.18, E 0.285, F 0.05 -> B -> "5"
-    assert select_answer(CANDIDATES, "best_of_n", "prod", equivalent=exact) == "5"
+    assert select_answer(CANDIDATES, "highest_score", "prod", equivalent=exact) == "5"
     # ties: the first candidate with the maximum wins
-    assert select_answer([("a", [0.5]), ("b", [0.5])], "best_of_n", equivalent=exact) == "a"
+    assert select_answer([("a", [0.5]), ("b", [0.5])], "highest_score", equivalent=exact) == "a"
+
+
+def test_the_former_name_best_of_n_still_selects_the_highest_score() -> None:
+    assert resolve_selection("highest_score") == "highest_score"
+    with pytest.warns(DeprecationWarning, match="now called 'highest_score'"):
+        assert resolve_selection("best_of_n") == "highest_score"
+    with pytest.warns(DeprecationWarning):
+        assert select_answer(CANDIDATES, "best_of_n", "last", equivalent=exact) == "6"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown answer selection 'best'; expected one of weighted_majority, majority, highest_score"):
+        resolve_selection("best")
 
 
 def near(a: str, b: str) -> bool:
@@ -111,7 +121,7 @@ def test_weight_ties_go_to_the_larger_class_then_to_a_number() -> None:
 
 def test_missing_answers_are_ignored() -> None:
     candidates = [(None, [0.99]), ("7", [0.1]), (None, [0.99])]
-    for selection in ("weighted_majority", "majority", "best_of_n"):
+    for selection in ("weighted_majority", "majority", "highest_score"):
         assert select_answer(candidates, selection, equivalent=exact) == "7"  # type: ignore[arg-type]
         assert select_answer([(None, [0.9])], selection, equivalent=exact) is None  # type: ignore[arg-type]
         assert select_answer([], selection, equivalent=exact) is None  # type: ignore[arg-type]

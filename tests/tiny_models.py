@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ets_async.answers import SHEPHERD_STEP_TAG
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
-STEP_TAG = "ки"
 
 # Qwen2's chat template, short form: every message as <|im_start|>role\ncontent<|im_end|>\n.
 CHAT_TEMPLATE = (
@@ -40,7 +41,7 @@ def _tokenizer(path: Path, source: Path | None = None):
     if source is not None:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         tokenizer.add_special_tokens({"additional_special_tokens": ["<extra_0>"]}, replace_extra_special_tokens=False)
-        tokenizer.add_tokens([STEP_TAG])
+        tokenizer.add_tokens([SHEPHERD_STEP_TAG])
         tokenizer.save_pretrained(path)
         return tokenizer
 
@@ -51,7 +52,7 @@ def _tokenizer(path: Path, source: Path | None = None):
         vocab_size=600, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     core.train_from_iterator(CORPUS * 4, trainer)
-    core.add_tokens([STEP_TAG])
+    core.add_tokens([SHEPHERD_STEP_TAG])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(path)

@@ -24,12 +24,15 @@ from .errors import (
     UnguardedScriptError,
 )
 from .search import METHODS
-from .types import Candidate, Problem, ProblemResult, Step
+from .metrics import MetricsSummary
+from .records import RunInfo, RunRecord
+from .types import Candidate, ErrorKind, Problem, ProblemResult, Step, TreeRecord
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "MetricsSummary",
     "BackendError",
     "Backends",
     "Candidate",
@@ -37,15 +40,19 @@ __all__ = [
     "CoreError",
     "EngineDiedError",
     "EngineConfig",
+    "ErrorKind",
     "EtsError",
     "Problem",
     "ProblemError",
     "ProblemResult",
     "RequestTimeoutError",
     "RunFileError",
+    "RunInfo",
+    "RunRecord",
     "SearchConfig",
     "SolverError",
     "Step",
+    "TreeRecord",
     "UnguardedScriptError",
     "iter_solve",
     "load_backends",

@@ -8,38 +8,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 import numpy as np
 
-from .backends import PRM, Backends, Embedder, Policy, PRMLike, ScoreRequest, as_prm, load_backends, sentence_embedder
+from .backends import (
+    PRM,
+    Embedder,
+    Policy,
+    PRMLike,
+    ScoreRequest,
+    as_prm,
+    load_backends,
+    sentence_embedder,
+)
 from .batching import MicroBatcher
 from .config import EngineConfig, SearchConfig
 from .errors import ConfigError, EngineDiedError, EtsError
 from .grading import grade
+from .metrics import MetricsSummary
 from .search import METHODS
 from .search.loop import ProblemSearch, SearchContext
-from .types import Problem, ProblemResult
+from .supervisor import BackendsSupervisor
+from .types import ErrorKind, Problem, ProblemResult
 
 log = logging.getLogger("ets_async")
 
-_default_backends: Backends | None = None
+_default_backends = BackendsSupervisor(load_backends)
+"""The process-wide default backends (one engine per process), for callers that bring no policy or
+no PRM: started on first use, and started again if their engine died."""
 _default_embedder: Embedder | None = None
-
-
-def default_backends(engine_config: EngineConfig | None = None) -> Backends:
-    """The process-wide default backends (one engine per process), started on first use, and
-    started again if their engine died."""
-    global _default_backends
-    if _default_backends is not None and (failure := _default_backends.failure()) is not None:
-        log.warning("%s; starting new backends", failure)
-        _default_backends.shutdown()
-        _default_backends = None
-    if _default_backends is None:
-        _default_backends = load_backends(engine_config)
-    return _default_backends
 
 
 def default_embedder() -> Embedder:
@@ -52,10 +53,9 @@ def default_embedder() -> Embedder:
 
 
 def shutdown_default_backends() -> None:
-    global _default_backends, _default_embedder
-    if _default_backends is not None:
-        _default_backends.shutdown()
-        _default_backends = None
+    """Stop the default backends and the default embedder (they start again when next needed)."""
+    global _default_embedder
+    _default_backends.shutdown()
     if (close := getattr(_default_embedder, "close", None)) is not None:
         close()
     _default_embedder = None
@@ -117,7 +117,7 @@ async def _iter_indexed(
         raise ConfigError(f"config must be a SearchConfig, got {type(config).__name__}")
     scorer = None if prm is None else as_prm(prm)
     if policy is None or scorer is None:
-        defaults = default_backends()
+        defaults = await _default_backends.get()
         policy = policy or defaults.policy
         scorer = scorer or defaults.prm
         embedder = embedder or defaults.embedder
@@ -146,21 +146,31 @@ async def _iter_indexed(
             embed = embed_batcher.submit_many
         ctx = SearchContext(config, policy, score_batcher.submit_many, embed, max_model_len, step_logprobs)
         pending: set[asyncio.Task[tuple[int, ProblemResult]]] = set()
+        items: AsyncIterator[tuple[int, Any]] | None = _aenumerate(problems)
+        next_item: asyncio.Task[tuple[int, Any] | None] | None = None
         try:
-            async for index, item in _aenumerate(problems):
-                while len(pending) >= config.max_concurrent_problems:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        yield task.result()
-                pending.add(asyncio.create_task(_solve_one(index, item, ctx), name=f"ets-problem-{index}"))
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+            while True:
+                # the next input is awaited beside the searches: a slow stream holds no finished result back
+                if next_item is None and items is not None and len(pending) < config.max_concurrent_problems:
+                    next_item = asyncio.ensure_future(anext(items, None))
+                if not pending and next_item is None:
+                    return
+                done, _ = await asyncio.wait({*pending, *([next_item] if next_item else [])}, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending & done:
+                    pending.discard(task)
                     yield task.result()
+                if next_item is not None and next_item in done:
+                    if (got := next_item.result()) is None:
+                        items = None
+                    else:
+                        index, item = got
+                        pending.add(asyncio.create_task(_solve_one(index, item, ctx), name=f"ets-problem-{index}"))
+                    next_item = None
         finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            unfinished: list[asyncio.Future[Any]] = [*pending, *([next_item] if next_item else [])]
+            for future in unfinished:
+                future.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
 
 def resolve_config(config: SearchConfig, policy: Policy, embedder: Embedder | None) -> SearchConfig:
@@ -180,21 +190,33 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
     try:
         problem = Problem.coerce(item, index)
     except EtsError as exc:
-        return index, ProblemResult(id=str(index), problem=_preview(item), method=config.method, width=config.width, error=str(exc))
+        return index, rejected(item, index, exc, config)
     search = ProblemSearch(problem, ctx)
     try:
         async with asyncio.timeout(config.problem_timeout_s):
             result = await search.run()
-    except TimeoutError:
-        result = _failed(problem, search, f"timed out after {config.problem_timeout_s:g}s")
+    except TimeoutError:  # an error, with the anytime answer: the vote over what finished in time
+        result = dataclasses.replace(
+            await search.result_so_far(),
+            error=f"timed out after {config.problem_timeout_s:g}s",
+            error_kind=ErrorKind.TIMEOUT,
+        )
     except Exception as exc:  # noqa: BLE001 - one problem's failure must not sink the batch
         error = _first_error(exc)
         level = logging.INFO if isinstance(error, EngineDiedError) else logging.WARNING  # one cause, many problems
         log.log(level, "problem %s failed: %s: %s", problem.id, type(error).__name__, error)
-        result = _failed(problem, search, f"{type(error).__name__}: {error}")
+        result = failed(problem, config, f"{type(error).__name__}: {error}", ErrorKind.of(error), search.metrics.summary())
     if result.error is None and problem.reference is not None:
         result.correct = await asyncio.to_thread(grade, result.answer, problem.reference)
     return index, result
+
+
+def rejected(item: Any, index: int, error: EtsError, config: SearchConfig) -> ProblemResult:
+    """The result of an input that is not a problem (``Problem.coerce`` refused it): its id is its index."""
+    return ProblemResult(
+        id=str(index), problem=_preview(item), method=config.method, width=config.width,
+        error=str(error), error_kind=ErrorKind.of(error),
+    )
 
 
 def _first_error(exc: BaseException) -> BaseException:
@@ -204,8 +226,10 @@ def _first_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _failed(problem: Problem, search: ProblemSearch, error: str) -> ProblemResult:
-    config = search.config
+def failed(
+    problem: Problem, config: SearchConfig, error: str, kind: ErrorKind, metrics: MetricsSummary | None = None
+) -> ProblemResult:
+    """The result of a problem whose search failed: ``error`` says why, ``metrics`` what it had done."""
     return ProblemResult(
         id=problem.id,
         problem=problem.text,
@@ -213,7 +237,8 @@ def _failed(problem: Problem, search: ProblemSearch, error: str) -> ProblemResul
         width=config.width,
         reference=problem.reference,
         error=error,
-        metrics=search.metrics.as_dict(),
+        error_kind=kind,
+        metrics=metrics or MetricsSummary(),
     )
 
 
@@ -272,4 +297,4 @@ class _ThrottledPolicy:
         return await self._policy.expand(prompt_token_ids, n, sampling)
 
 
-__all__ = ["iter_solve", "resolve_config", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]
+__all__ = ["failed", "iter_solve", "rejected", "resolve_config", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from .answers import without_thousands_separators
+
 __all__ = ["ArithmeticCheck", "check_arithmetic"]
 
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
@@ -25,7 +27,6 @@ _REPLACEMENTS = (
     ("−", "-"), ("–", "-"), ("\\left", ""), ("\\right", ""), ("\\$", ""), ("$", ""), ("\\,", ""), ("\\!", ""),
     ("\\(", " "), ("\\)", " "), ("\\[", " "), ("\\]", " "), ("{", "("), ("}", ")"), ("^", "**"), ("\\%", "%"),
 )  # fmt: skip
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _LETTER_TIMES = re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d(])")  # "3 x 4" means 3 * 4
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 # One side: numbers, operators, parentheses and spaces, starting and ending with a number or a parenthesis.
@@ -51,7 +52,7 @@ def _normalise(text: str) -> str:
         text = _LATEX_FRAC.sub(r"((\1)/(\2))", text)
     for old, new in _REPLACEMENTS:
         text = text.replace(old, new)
-    text = _THOUSANDS.sub("", text)
+    text = without_thousands_separators(text)
     text = _LETTER_TIMES.sub("*", text)
     return _PERCENT.sub(r"(\1/100)", text)
 

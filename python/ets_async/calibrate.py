@@ -20,20 +20,19 @@ a math-similarity BERT). This module chooses it for any embedder:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from . import core
-from .grading import extract_answer, numeric_value
+from .answers import NUMBER_PATTERN, extract_answer, numeric_value, read_number, read_numbers
+from .types import ProblemResult
 
 __all__ = ["CutScore", "equivalence_key", "selection_groups", "sweep_cuts"]
 
-_RESULT_RE = re.compile(r"=\s*\\?\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
-_NUMBER_RE = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
+_RESULT_RE = re.compile(rf"=\s*\\?\$?\s*({NUMBER_PATTERN})")
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,6 @@ class CutScore:
     clusters_per_step: float  # what ETS's cluster ratio would be at this cut
 
 
-def _value(token: str) -> Fraction | None:
-    try:
-        return Fraction(token.replace(",", ""))
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
 def equivalence_key(step: str) -> tuple[str, Any] | None:
     """What a step establishes: ("answer", value) for a final step, ("numbers", set) for one that
     computes something, None when it states no number (not labelled)."""
@@ -61,19 +53,16 @@ def equivalence_key(step: str) -> tuple[str, Any] | None:
     if answer is not None:
         value = numeric_value(answer)
         return ("answer", value if value is not None else answer.strip())
-    results = {v for t in _RESULT_RE.findall(step) if (v := _value(t)) is not None}
-    if not results:
-        results = {v for t in _NUMBER_RE.findall(step) if (v := _value(t)) is not None}
+    results = {v for t in _RESULT_RE.findall(step) if (v := read_number(t)) is not None} or set(read_numbers(step))
     return ("numbers", frozenset(results)) if results else None
 
 
-def selection_groups(records: Iterable[Mapping[str, Any]]) -> Iterator[list[str]]:
+def selection_groups(results: Iterable[ProblemResult]) -> Iterator[list[str]]:
     """The newest-step texts each selection step of each recorded search clustered: the unfinished
     nodes of one depth (at least two distinct texts)."""
-    for record in records:
-        tree = record.get("tree") or {}
-        parents, finished, texts = tree.get("parents"), tree.get("finished"), tree.get("texts")
-        if not parents or texts is None or finished is None:
+    for result in results:
+        parents, finished, texts = result.tree.parents, result.tree.finished, result.tree.texts
+        if not parents or not texts or not finished:
             continue
         depth = [0] * len(parents)
         by_depth: dict[int, list[str]] = {}

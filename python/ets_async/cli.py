@@ -6,9 +6,10 @@
     ets-async demo
     ets-async serve --port 8000
     ets-async train-verifier runs/rollouts.jsonl --out head.safetensors
+    ets-async models list | prepare [NAME...]
 
 The commands read datasets, start backends and write run files through the library (results.py,
-models.py, backends/); what is here is argument parsing, vLLM log capture, progress and the run loop around them.
+models.py, backends/, app.py); what is here is argument parsing, progress, resume and exit codes.
 """
 
 from __future__ import annotations
@@ -16,28 +17,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import gc
 import hashlib
 import importlib.resources
 import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from . import report
+from . import models, report
+from .app import BackendPlan, EngineStartError, RunPlan, engine_log_path, execute
 from .config import EngineConfig, SearchConfig, read_recipe, recipe_names
 from .datasets import Shard
 from .errors import ConfigError, EngineDiedError, RunFileError
 from .models import DEFAULT_POLICY, POLICY_ENV, default_policy
 from .progress import RunProgress
-from .registry import METHOD_NAMES, method_settings
+from .records import RunRecord
+from .registry import METHOD_NAMES, StopSettings, method_settings
 from .voting import ANSWER_SELECTIONS, STEP_AGGREGATIONS
 
 __all__ = ["app", "build_search_config", "main"]
@@ -79,7 +82,7 @@ DEMO_ENGINE: dict[str, Any] = {"max_model_len": 2048, "cpu_kv_cache_gib": 1.0, "
 _MAX_REPORTED_ISSUES = 50
 _BACKEND_HELP = "vllm: the in-process engine; fake: scripted backends (no model; answers are noise)."
 _MODEL_HELP = (
-    "Policy model: a registry name (python -m ets_async.models list), a path or a hub name. "
+    "Policy model: a registry name (ets-async models list), a path or a hub name. "
     f"[default: ${POLICY_ENV}, else {DEFAULT_POLICY}]"
 )
 
@@ -134,6 +137,7 @@ def _describe_config(config: SearchConfig) -> str:
         f"max_depth={config.max_depth}",
         f"softmax_temperature={config.softmax_temperature:g}",
         *([settings.of(config).describe()] if settings is not None else []),
+        *([StopSettings.of(config).describe()] if config.stop_when != "budget" else []),
         f"selection={config.answer_selection}/{config.score_aggregation}",
         f"seed={config.seed}",
     ]
@@ -200,149 +204,26 @@ def _demo_problems(n: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _output_to(log_path: Path | None) -> Iterator[None]:
-    """Send everything written to this process's stdout and stderr while the block runs to
-    ``log_path`` (None: leave it on the terminal). Processes started inside the block (vLLM's engine
-    core and worker) keep writing there for their whole life."""
-    if log_path is None:
-        yield
-        return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    try:
-        with open(log_path, "ab") as sink:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-    finally:
-        for fd in saved:
-            os.close(fd)
-
-
-_KEPT_ENGINE_LOGS = 20
-
-
-def _engine_log() -> Path | None:
-    """Where this session's engine output goes: a log file (the newest few are kept), or the
-    terminal with --verbose."""
-    if log.getEffectiveLevel() <= logging.INFO:
-        return None
-    from .models import cache_root
-
-    folder = cache_root() / "logs"
-    for old in sorted(folder.glob("engine-*.log"), key=lambda p: p.stat().st_mtime)[: -(_KEPT_ENGINE_LOGS - 1)]:
-        old.unlink(missing_ok=True)
-    return folder / f"engine-{_session_id()}.log"
-
-
 def _log_note(log_path: Path | None) -> str:
     return f"; its output goes to {log_path} (--verbose shows it)" if log_path else ""
 
 
-def _keep_vllm_logs_in(log_path: Path | None) -> None:
-    """Send what vLLM logs in this process from now on (its tracebacks when the engine dies, say) to
-    ``log_path`` too, not to the terminal; the user sees one line from us instead.
-
-    Also keeps one harmless vLLM error off the terminal: something in vLLM's start-up holds on to
-    the engine object, so its ``AsyncLLM.__del__`` runs only at interpreter exit, after the engine
-    was shut down, and fails there ("TypeError: 'NoneType' object is not callable") because module
-    globals are already gone."""
-    if log_path is None:
-        return
-    vllm_log = logging.getLogger("vllm")
-    formatter = vllm_log.handlers[0].formatter if vllm_log.handlers else None
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(formatter)
-    vllm_log.handlers = [handler]
-    report_unraisable = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if not (sys.is_finalizing() and getattr(unraisable.object, "__qualname__", "") == "AsyncLLM.__del__"):
-            report_unraisable(unraisable)
-
-    sys.unraisablehook = hook
-
-
-@contextlib.contextmanager
-def _open_backends(
-    backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None
-) -> Iterator[Any]:
-    """The backends for a run, shut down on exit; the engine's output, from start to shutdown, goes
-    to ``log_path``."""
-    backends = _start_backends(backend, fake_delay, engine_config, log_path)
-    try:
-        yield backends
-    finally:
-        with _output_to(log_path):
-            backends.shutdown()
-
-
-def _start_backends(
-    backend: BackendName, fake_delay: float, engine_config: EngineConfig | None, log_path: Path | None
-) -> Any:
-    """Scripted backends, or the engine with its output in ``log_path``; a failed start is one line."""
+def _backend_plan(backend: BackendName, engine_config: EngineConfig | None, fake_delay: float = 0.0) -> BackendPlan:
     if backend == BackendName.fake:
-        from .testing import fake_backends
+        return BackendPlan("fake", fake_delay_s=fake_delay)
+    return BackendPlan("vllm", engine_config, log=engine_log_path())
 
-        return fake_backends(delay_s=fake_delay)
-    from .backends import load_backends
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def _start(plan: BackendPlan) -> Any:
+    """``plan.start()`` with its errors as CLI exits: 2 for a bad engine config, 1 for an engine that
+    could not start (one line)."""
     try:
-        with _output_to(log_path):
-            backends = load_backends(engine_config)
-        _keep_vllm_logs_in(log_path)
-        return backends
+        return plan.start()
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - a missing model, an engine that cannot start, ...
-        where = f" (engine log: {log_path})" if log_path else ""
-        typer.echo(f"Error: could not start the engine: {type(exc).__name__}: {exc}{where}", err=True)
+    except EngineStartError as exc:
+        typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
-
-
-async def _solve(
-    problems: list[dict[str, Any]],
-    config: SearchConfig,
-    open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
-    on_record: Callable[[dict[str, Any]], None],
-    session: str,
-    on_ready: Callable[[], None] = lambda: None,
-) -> None:
-    """Solve ``problems``, calling ``on_record`` with each finished problem's run-file record.
-
-    ``on_ready`` is called once the backends are up; the records' ``run.elapsed_s`` count from then.
-    If an engine dies, the problems it failed are not recorded (a re-run does them) and
-    EngineDiedError says why.
-    """
-    from .api import iter_solve, resolve_config
-
-    with open_backends() as backends:  # inside the event loop: the engine binds to it
-        on_ready()
-        try:
-            config = resolve_config(config, backends.policy, backends.embedder)  # records say what ran
-            started = time.perf_counter()
-            results = iter_solve(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
-            async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
-                async for result in results:
-                    if result.error is not None and (failure := backends.failure()) is not None:
-                        raise EngineDiedError(failure)
-                    on_record(report.run_record(result, config, session=session, elapsed_s=time.perf_counter() - started))
-        finally:
-            del backends  # the traceback behind an error message must not keep the engine alive until exit
-
-
-def _session_id() -> str:
-    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
 
 
 def _default_out(stem: str, config: SearchConfig, shard: Shard | None) -> Path:
@@ -446,9 +327,19 @@ def run(
         None, help="Final answer selection. [default: weighted_majority]"
     ),
     aggregation: Optional[Aggregation] = typer.Option(  # noqa: UP007
-        None, help="Step-score aggregation for weighted voting and best-of-N. [default: last]"
+        None, help="Step-score aggregation for weighted voting and highest_score. [default: last]"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress messages; only the summary."),
+    ray: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--ray",
+        metavar="local|auto|ADDRESS",
+        help="Search on a Ray cluster (needs ets-async[ray]): 'local' starts one of this machine, 'auto' or "
+        "HOST:PORT or ray://HOST:PORT joins one. Each actor starts its own backends; this process writes the "
+        "run file. See docs/USAGE.md.",
+    ),
+    actors: int = typer.Option(2, min=1, help="With --ray: how many actors (each with its own engine)."),
+    actor_gpus: float = typer.Option(0.0, min=0.0, help="With --ray: GPUs per actor (1: an engine per GPU)."),
 ) -> None:
     """Search every problem of a dataset and append one JSON line per problem to a run file.
 
@@ -493,7 +384,7 @@ def run(
             typer.echo(f"shard {part} holds none of the {in_dataset} problems of {dataset}; nothing to do", err=True)
             return
     out = out or _default_out(stem, search_config, part)
-    engine_log = _engine_log() if backend == BackendName.vllm else None
+    backends = _backend_plan(backend, engine_config, fake_delay)
     header = {
         "dataset": dataset,
         **({"shard": str(part)} if part is not None else {}),  # no key when unsharded: older files resume as is
@@ -522,13 +413,26 @@ def run(
                 resumed = f"; {len(problems) - len(todo)} already done, resuming"
             share = f" (shard {part} of {in_dataset})" if part is not None else ""
             typer.echo(f"{len(problems)} problems{share} from {dataset} -> {out}{resumed}", err=True)
-            if todo and backend == BackendName.vllm:
-                typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
+            if todo and ray is not None:
+                typer.echo(f"starting {actors} Ray actors (their output goes to Ray's session logs) ...", err=True)
+            elif todo and backend == BackendName.vllm:
+                typer.echo(f"starting the engine{_log_note(backends.log)} ...", err=True)
         if todo:
+            plan = RunPlan(todo, search_config, backends)
+            solve = functools.partial(execute, plan)
+            if ray is not None:
+                from .ray_batch import RayWorkers, record_on_ray
+
+                try:  # each actor starts the backends in its own process; their output stays in Ray's logs
+                    workers = RayWorkers(
+                        search_config, replace(backends, log=None).start,
+                        actors=actors, address=ray, actor_options={"num_gpus": actor_gpus},
+                    )
+                except ConfigError as exc:
+                    raise _usage_error(str(exc)) from None
+                solve = functools.partial(record_on_ray, workers, plan)
             _run_with_progress(
-                todo,
-                search_config,
-                lambda: _open_backends(backend, fake_delay, engine_config, engine_log),
+                solve,
                 writer.write,
                 total=len(problems),
                 done=len(problems) - len(todo),
@@ -544,27 +448,22 @@ def run(
 
 
 def _run_with_progress(
-    problems: list[dict[str, Any]],
-    config: SearchConfig,
-    open_backends: Callable[[], contextlib.AbstractContextManager[Any]],
-    on_record: Callable[[dict[str, Any]], Any],
+    solve: Callable[[Callable[[RunRecord], None], Callable[[], None]], Coroutine[Any, Any, None]],
+    on_record: Callable[[RunRecord], Any],
     *,
     total: int,
     done: int = 0,
     quiet: bool = False,
-    echo: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> None:
-    """Solve with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130; an engine
-    that dies stops the run the same way with one line saying why, and exit code 1."""
+    """Run ``solve(on_record, on_ready)`` (``app.execute`` or ``ray_batch.record_on_ray`` with their
+    plan bound) with a live bar; Ctrl-C stops cleanly (what was written stays) and exits 130; an
+    engine that dies stops the run the same way with one line saying why, and exit code 1, as does one
+    that cannot start; a bad engine config exits 2."""
     progress = RunProgress(total, done=done, quiet=quiet)
 
-    def record_done(record: dict[str, Any]) -> None:
+    def record_done(record: RunRecord) -> None:
         on_record(record)
         progress.update(record)
-        if echo is not None:
-            line = echo(record)
-            if line:
-                progress.write(line, file=sys.stdout)
 
     redirect = contextlib.nullcontext()
     if not quiet:
@@ -573,16 +472,21 @@ def _run_with_progress(
         redirect = logging_redirect_tqdm()  # log lines go above the bar
     try:
         with progress, redirect:
-            asyncio.run(_solve(problems, config, open_backends, record_done, _session_id(), progress.start))
+            asyncio.run(solve(record_done, progress.start))
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+    except EngineStartError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(
-            f"\ninterrupted after {progress.tally.problems} problems; run the same command again to resume",
+            f"\ninterrupted after {progress.summary.problems} problems; run the same command again to resume",
             err=True,
         )
         raise typer.Exit(130) from None
     except EngineDiedError as exc:
         typer.echo(
-            f"\nError: {exc}; {done + progress.tally.problems} of {total} problems done; "
+            f"\nError: {exc}; {done + progress.summary.problems} of {total} problems done; "
             "run the same command again to resume",
             err=True,
         )
@@ -596,7 +500,7 @@ def _run_with_progress(
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_run_files(files: Sequence[Path], *, one_run_per_row: bool = True) -> list[dict[str, Any]]:
+def _read_run_files(files: Sequence[Path], *, one_run_per_row: bool = True) -> list[RunRecord]:
     """The records of ``files``: ``read_runs`` (a problem twice or two searches in one summary row
     are usage errors) for tables; ``read_results`` for commands that pool records of any runs."""
     from .results import read_results, read_runs
@@ -627,7 +531,7 @@ def eval_(
         "weighted_majority", help="Answer selection for --regrade."
     ),
     aggregation: Aggregation = typer.Option(  # type: ignore[valid-type]
-        "last", help="Step-score aggregation for --regrade (weighted voting and best-of-N)."
+        "last", help="Step-score aggregation for --regrade (weighted voting and highest_score)."
     ),
     grade_timeout: float = typer.Option(5.0, min=0.1, help="Seconds math-verify may take per comparison."),
     as_json: bool = typer.Option(False, "--json", help="Print the summaries as JSON instead of a table."),
@@ -720,10 +624,11 @@ def calibrate(
 
 @app.command()
 def recipes() -> None:
-    """List the shipped recipes (the paper's settings per method and width) for --config."""
-    for name in recipe_names():
+    """List the shipped recipes (the paper's settings per method and width, adaptive majority vote) for --config."""
+    names = recipe_names()
+    for name in names:
         _, values = read_recipe(name)
-        typer.echo(f"{name:<14} " + " ".join(f"{key}={value}" for key, value in values.items()))
+        typer.echo(f"{name:<{max(map(len, names))}} " + " ".join(f"{key}={value}" for key, value in values.items()))
 
 
 @app.command()
@@ -750,7 +655,7 @@ def demo(
     """
     config, _ = build_search_config(None, set_ or (), base=DEMO_SETTINGS, method=method, width=width)
     engine_config = _engine_config(model, (), base=DEMO_ENGINE) if backend == BackendName.vllm else None
-    engine_log = _engine_log() if backend == BackendName.vllm else None
+    backends = _backend_plan(backend, engine_config, fake_delay)
     items = _demo_problems(problems)
     if backend == BackendName.vllm:
         assert engine_config is not None
@@ -760,18 +665,11 @@ def demo(
         typer.echo(f"demo: {len(items)} problems, scripted backends (answers are noise)")
     typer.echo(f"config: {_describe_config(config)}")
     if backend == BackendName.vllm:
-        typer.echo(f"starting the engine, about a minute on a CPU{_log_note(engine_log)} ...")
-    records: list[dict[str, Any]] = []
-    _run_with_progress(
-        items,
-        config,
-        lambda: _open_backends(backend, fake_delay, engine_config, engine_log),
-        records.append,
-        total=len(items),
-        quiet=quiet,
-    )
+        typer.echo(f"starting the engine, about a minute on a CPU{_log_note(backends.log)} ...")
+    records: list[RunRecord] = []
+    _run_with_progress(functools.partial(execute, RunPlan(items, config, backends)), records.append, total=len(items), quiet=quiet)
     order = {item["id"]: i for i, item in enumerate(items)}
-    records.sort(key=lambda r: order.get(r["id"], len(order)))
+    records.sort(key=lambda r: order.get(r.id, len(order)))
     typer.echo("")
     typer.echo(report.table(records, report.PROBLEM_COLUMNS, left=2))
     typer.echo("")
@@ -794,29 +692,58 @@ def serve(
     engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
         None, "--engine-set", metavar="KEY=VALUE", help="Set any EngineConfig field. Repeatable."
     ),
+    endpoint: Optional[list[str]] = typer.Option(  # noqa: UP007
+        None,
+        "--endpoint",
+        metavar="URL",
+        help="A vLLM/SGLang server (or a router) to search on instead of the in-process engine: the service "
+        "is then a search proxy in front of it (repeatable; also $ETS_ASYNC_ENDPOINTS).",
+    ),
     deadline: float = typer.Option(120.0, min=0.001, help="Seconds a request may take when it names no deadline_s."),
     max_deadline: float = typer.Option(600.0, min=0.001, help="The largest deadline_s a request may ask for."),
+    api_key: Optional[str] = typer.Option(  # noqa: UP007
+        None, envvar="ETS_ASYNC_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health."
+    ),
+    served_model_name: Optional[str] = typer.Option(  # noqa: UP007
+        None, help="The model name /v1/models lists. [default: --model, or the default policy's name]"
+    ),
+    max_searches: int = typer.Option(64, min=1, help="Searches in flight at once; one more gets 429."),
+    max_width: int = typer.Option(64, min=1, help="The widest search a request may ask for."),
+    max_body_bytes: int = typer.Option(1 << 20, min=1024, help="The largest request body; a larger one gets 413."),
     backend: BackendName = typer.Option(
         BackendName.vllm, help=_BACKEND_HELP
     ),
 ) -> None:
-    """Serve one problem per HTTP request: POST /solve with a problem as JSON, GET /health.
+    """Serve searches over HTTP: OpenAI's API (POST /v1/chat/completions, /v1/completions, GET
+    /v1/models), POST /solve with a problem as JSON, GET /health.
 
-    The example service of ets_async.service: a per-request deadline (deadline_s), and a client that
-    disconnects cancels its search and aborts its engine requests. Ctrl-C stops it.
+    Each request searches its problem with the server's config, or the method and settings it names
+    (a model suffix such as NAME:ets-16, or extra_body={"search": {...}}). A per-request deadline
+    gives the best answer so far; a client that disconnects cancels its search and aborts its engine
+    requests. Ctrl-C stops it.
     """
     from .service import ServiceConfig
     from .service import serve as run_service
 
     search_config, _ = build_search_config(config, set_ or ())
-    engine_config = _engine_config(model, engine_set or ()) if backend == BackendName.vllm else None
-    service_config = ServiceConfig(search_config, default_deadline_s=deadline, max_deadline_s=max_deadline)
-    engine_log = _engine_log() if backend == BackendName.vllm else None
+    fleet = {"endpoints": tuple(endpoint)} if endpoint else None
+    engine_config = _engine_config(model, engine_set or (), base=fleet) if backend == BackendName.vllm else None
+    name = served_model_name or (engine_config.model if engine_config else "fake") or default_policy()
+    service_config = ServiceConfig(
+        search_config,
+        default_deadline_s=deadline,
+        max_deadline_s=max_deadline,
+        model_name=name,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        max_concurrent_searches=max_searches,
+        max_width=max_width,
+    )
+    backends = _backend_plan(backend, engine_config)
     if backend == BackendName.vllm:
-        typer.echo(f"starting the engine{_log_note(engine_log)} ...", err=True)
-    start = lambda: _start_backends(backend, 0.0, engine_config, engine_log)  # noqa: E731
+        typer.echo(f"starting the engine{_log_note(backends.log)} ...", err=True)
     try:
-        asyncio.run(run_service(start, service_config, host, port))
+        asyncio.run(run_service(lambda: _start(backends), service_config, host, port))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -879,6 +806,48 @@ def train_verifier_(
     except (ValueError, RunFileError, OSError) as exc:  # bad rollouts, a missing file, a bad layer
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+models_app = typer.Typer(
+    name="models",
+    help="The offline model registry (python/ets_async/data/models.toml): list it, prepare models.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app)
+_MODEL_ROLES = {models.DEFAULT_POLICY: "default policy", models.TEST_POLICY: "tests", models.DEFAULT_EMBEDDER: "embedder"}
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the registered models: each one's kind, what it is, whether it is prepared here and the
+    size of its folder."""
+    for model in models.MODELS.values():
+        role = f" ({_MODEL_ROLES[model.name]})" if model.name in _MODEL_ROLES else ""
+        size = models.prepared_size(model.name)
+        state = "not prepared" if size is None else f"prepared, {report.fmt(size, 'compact')}B"
+        typer.echo(f"{model.name}{role}: {model.kind}, {model.title}, {model.license}; {state}")
+        typer.echo(f"    {models.model_dir(model.name)}\n    from {model.provenance}")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    names: Optional[list[str]] = typer.Argument(  # noqa: UP007
+        None, metavar="NAME", help=f"Registered models. [default: {', '.join(models.SETUP_MODELS)}]", show_default=False
+    ),
+) -> None:
+    """Prepare registered models: download, verify and convert them into the cache (the first time:
+    a minute or two each; then nothing to do)."""
+    unknown = [name for name in names or () if name not in models.MODELS]
+    if unknown:
+        raise _usage_error(f"unknown model {unknown[0]!r}; registered: {', '.join(models.MODELS)}")
+    for name in names or models.SETUP_MODELS:
+        started = time.perf_counter()
+        try:
+            path = models.prepare_model(name)
+        except models.ModelUnavailableError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"{name}: {path}  ({time.perf_counter() - started:.1f} s)")
 
 
 @app.callback()

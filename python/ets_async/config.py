@@ -23,9 +23,10 @@ from .registry import (
     DvtsSettings,
     EtsSettings,
     ParticleFilterSettings,
+    StopSettings,
     check_choice,
 )
-from .voting import AnswerSelection, StepAggregation
+from .voting import RENAMED_SELECTIONS, AnswerSelection, StepAggregation, resolve_selection
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16", "half", "float"]
 
@@ -39,6 +40,13 @@ PAPER_TEMPERATURE = 1.0
 
 RUNTIME: dict[str, Any] = {"runtime": True}
 """Marks a SearchConfig field that changes how fast a run goes but not what it computes."""
+
+
+def renamed(old_to_new: Mapping[str, str]) -> dict[str, Any]:
+    """Marks a SearchConfig field some of whose values were renamed, ``{old: new}``: configs and run files
+    written before still say the old name (``results.settings_changed`` reads it as the new one)."""
+    return {"renamed": dict(old_to_new)}
+
 
 _YAML_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
 """What yaml.safe_load raises on bad input: besides YAMLError, ValueError for impossible dates
@@ -178,7 +186,7 @@ class _SharedSearchConfig(_Validated):
     answer_markers: tuple[str, ...] = ("The answer is", "The final answer is", "final answer is")
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     prompt_template: str = Field("{problem}", description="user message; must contain {problem}")
-    answer_selection: AnswerSelection = "weighted_majority"
+    answer_selection: AnswerSelection = Field("weighted_majority", json_schema_extra=renamed(RENAMED_SELECTIONS))
     score_aggregation: StepAggregation = "last"
     seed: int = Field(0, ge=0)
     # runtime fields: how fast a run goes, not what it computes (a resumed run may change them)
@@ -188,6 +196,11 @@ class _SharedSearchConfig(_Validated):
     )
     problem_timeout_s: float | None = Field(None, gt=0.0, json_schema_extra=RUNTIME)
     kv_block_size: int = Field(32, ge=1, description="block size of the block-granular KV metric")
+
+    @field_validator("answer_selection", mode="before")
+    @classmethod
+    def _selection_by_its_new_name(cls, value: Any) -> Any:
+        return resolve_selection(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> _SharedSearchConfig:
@@ -204,9 +217,21 @@ class _SharedSearchConfig(_Validated):
         return PAPER_TEMPERATURE if self.temperature is None else self.temperature
 
 
-class SearchConfig(_SharedSearchConfig, EtsSettings, BeamSettings, DvtsSettings, ParticleFilterSettings):
-    """What one search does: the shared fields and every method's own (``registry.METHOD_CHOICES``).
-    Defaults are the paper's (SPEC §9) unless noted."""
+class SearchConfig(_SharedSearchConfig, EtsSettings, BeamSettings, DvtsSettings, ParticleFilterSettings, StopSettings):
+    """What one search does: the shared fields, every method's own (``registry.METHOD_CHOICES``) and
+    the stop rule's. Defaults are the paper's (SPEC §9) unless noted."""
+
+    @model_validator(mode="after")
+    def _check_stop_rule(self) -> SearchConfig:
+        if self.stop_when == "budget":
+            return self
+        if self.answer_selection == "highest_score":
+            raise ValueError(f"stop_when={self.stop_when} settles a vote; answer_selection=highest_score takes no vote")
+        if self.stop_min_finished > self.width:
+            raise ValueError(f"stop_min_finished ({self.stop_min_finished}) exceeds width ({self.width}): it could never stop")
+        if self.wave_size is not None and self.wave_size > self.width:
+            raise ValueError(f"wave_size ({self.wave_size}) exceeds width ({self.width})")
+        return self
 
 
 class EngineConfig(_Validated):

@@ -64,7 +64,7 @@ def select(instance: EtsInstance) -> EtsSelection:
     the counts sum to the budget.
 
     If HiGHS fails (``SolverError``) the REBASE allocation is returned with ``fell_back=True`` and a
-    warning is logged on the ``ets_async`` logger (searches count these in ``metrics["solver_fallbacks"]``).
+    warning is logged on the ``ets_async`` logger (searches count these in ``metrics.solver_fallbacks``).
     """
     kept, counts = instance.kept, instance.counts
     if kept is not None and counts is not None:  # a tree problem, solved and re-allocated in Rust

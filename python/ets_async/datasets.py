@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .answers import reference_answer
 from .errors import ConfigError, ProblemError
-from .grading import reference_answer
 
 __all__ = [
     "PROBLEM_FIELDS",

@@ -114,7 +114,7 @@ def start_servers(
     import torch
 
     dtype = resolve_dtype("auto")
-    # On CPU, no chunked prefill: see vllm_engine.create_engine (seeded requests and CPU generators).
+    # On CPU, no chunked prefill: see vllm_engine.InProcessEngine.start (seeded requests and CPU generators).
     cpu_flags = [] if torch.cuda.is_available() else [
         "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 2048)),
     ]  # fmt: skip

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 
 class MethodSettings(BaseModel):
-    """A method's own SearchConfig fields. SearchConfig inherits every method's settings, so they are
-    set flat like the shared ones (``SearchConfig(lambda_s=0)``, ``--set lambda_s=0``, recipes) and
-    validated with them."""
+    """A group of SearchConfig fields: a method's own, or the stop rule's (``StopSettings``).
+    SearchConfig inherits every group, so they are set flat like the shared ones
+    (``SearchConfig(lambda_s=0)``, ``--set lambda_s=0``, recipes) and validated with them."""
 
     @classmethod
     def of(cls, config: Any) -> Self:
@@ -57,6 +57,26 @@ class DvtsSettings(MethodSettings):
 
 class ParticleFilterSettings(MethodSettings):
     pf_temperature: float = Field(1.0, gt=0.0, description="particle filtering: weights are softmax(logit(score) / T)")
+
+
+class StopSettings(MethodSettings):
+    """When a search may stop before its budget is spent: once its answer is settled (``stopping.py``,
+    SPEC §3.4). Off by default: every search spends its whole width."""
+
+    stop_when: Literal["budget", "supermajority", "posterior"] = Field(
+        "budget",
+        description="budget: spend the whole width; supermajority: stop once one answer holds stop_share of the "
+        "finished trajectories' votes; posterior: stop once the leading answer beats the runner-up with "
+        "posterior probability stop_confidence. Votes are weighted as answer_selection weighs them",
+    )
+    stop_share: float = Field(0.75, gt=0.5, le=1.0, description="supermajority: the leading answer's share of the votes")
+    stop_confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="posterior: P(leader's share > runner-up's) under Beta(lead + 1, runner-up + 1)"
+    )
+    stop_min_finished: int = Field(4, ge=1, description="finished trajectories with an answer before any stop")
+    wave_size: int | None = Field(
+        None, ge=1, description="best_of_n with a stop rule: samples per wave from the root; None = stop_min_finished"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,28 @@
-"""Reports of run records (the lines ``ets-async run`` writes): summaries per run, accuracy with
-confidence intervals, paired comparisons of two runs on the same problems, and the one number
-formatter that every table, the progress bar and the benchmarks use.
-
-A record is ``ProblemResult.to_dict()`` plus ``config`` (the SearchConfig) and ``run``: ``session``,
-``elapsed_s`` (seconds from the session's start to this record) and optionally ``label`` (a name
-for the run when several runs share a method and width, e.g. majority vote and best-of-N).
+"""Reports of run records (the lines ``ets-async run`` writes, ``records.RunRecord``): summaries
+per run, accuracy with confidence intervals, paired comparisons of two runs on the same problems, and
+the one number formatter that every table, the progress bar and the benchmarks use.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from .records import RunRecord
+from .types import ProblemResult
 
 __all__ = [
     "Column",
+    "Summary",
     "fmt",
     "format_summary",
     "format_table",
     "group_runs",
     "paired_difference",
-    "record_label",
     "regrade",
-    "run_record",
     "run_summary",
     "summarize",
     "summary_rows",
@@ -32,15 +31,8 @@ __all__ = [
     "wilson_interval",
 ]
 
-Record = Mapping[str, Any]
-Column = tuple[str, Callable[[Record], str]]
-
-
-def number(value: Any) -> float | None:
-    """A finite number as float, else None (booleans are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+Row = dict[str, Any]
+Column = tuple[str, Callable[[Any], str]]
 
 
 def fmt(value: Any, kind: str = "num") -> str:
@@ -62,102 +54,115 @@ def fmt(value: Any, kind: str = "num") -> str:
     return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
 
 
-def run_record(result: Any, config: Any, *, session: str, elapsed_s: float, label: str | None = None) -> dict[str, Any]:
-    """The run-file line of one ``ProblemResult``."""
-    record = result.to_dict()
-    record["config"] = config.model_dump(mode="json")
-    record["run"] = {"session": session, "elapsed_s": round(elapsed_s, 4)}
-    if label is not None:
-        record["run"]["label"] = label
-    return record
-
-
-def record_label(record: Record) -> str:
-    """The run's label if it has one, else its method."""
-    run = record.get("run")
-    label = run.get("label") if isinstance(run, Mapping) else None
-    return str(label) if label else str(record.get("method"))
-
-
-def group_runs(records: Iterable[Record]) -> dict[tuple[str, Any], list[Record]]:
+def group_runs(records: Iterable[RunRecord]) -> dict[tuple[str, Any], list[RunRecord]]:
     """Records per (label, width), ordered by label then width."""
-    groups: dict[tuple[str, Any], list[Record]] = {}
+    groups: dict[tuple[str, Any], list[RunRecord]] = {}
     for record in records:
-        groups.setdefault((record_label(record), record.get("width")), []).append(record)
+        groups.setdefault((record.label, record.width), []).append(record)
     order = sorted(groups, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
     return {key: groups[key] for key in order}
 
 
-def wall_time(records: Iterable[Record]) -> float | None:
+def wall_time(records: Iterable[RunRecord]) -> float | None:
     """Total search wall time of the sessions that wrote ``records`` (None if any record lacks it).
 
     A session lasted as long as its last record, so resumed and killed runs add up.
     """
     sessions: dict[str, float] = {}
     for record in records:
-        info = record.get("run")
-        if not isinstance(info, Mapping):
+        if record.run is None:
             return None
-        elapsed, session = number(info.get("elapsed_s")), info.get("session")
-        if elapsed is None or not isinstance(session, str):
-            return None
-        sessions[session] = max(sessions.get(session, 0.0), elapsed)
+        sessions[record.run.session] = max(sessions.get(record.run.session, 0.0), record.run.elapsed_s)
     return sum(sessions.values()) if sessions else None
 
 
-def summarize(records: Iterable[Record], *, wall_time_s: float | None = None) -> dict[str, Any]:
-    """Accuracy, error counts and metric means of a set of problem records.
+class Summary:
+    """Running totals over problem results, added one at a time: the progress bar's figures and every
+    summary row (``summarize``).
 
-    ``accuracy`` is over records whose ``correct`` is a bool; ``accuracy_all`` counts every problem
-    with a reference, errors and missing answers as wrong (the paper's convention).
-    ``metrics_mean[k]`` averages metric ``k`` over the records that report it; ``metrics_sum`` sums
-    it. ``prefix_cache_hit_rate`` = sum(prefix_cached_tokens) / sum(prompt_tokens) over records that
-    report both. ``problems_per_s`` needs the run's total ``wall_time_s``.
+    ``accuracy`` is over results whose ``correct`` is a bool; ``accuracy_all`` counts every problem
+    with a reference, errors and missing answers as wrong (the paper's convention). A metric's mean
+    and sum are over the results that report it; the prefix-cache hit rate is sum(prefix_cached_tokens)
+    / sum(prompt_tokens) over results that report both.
     """
-    records = list(records)
-    n_graded = n_correct = n_with_reference = n_errors = n_no_answer = 0
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    cached_tokens = prompt_tokens = 0.0
-    has_cache_stats = False
-    for record in records:
-        correct = record.get("correct")
-        if record.get("error") is not None:
-            n_errors += 1
-        elif record.get("answer") is None:
-            n_no_answer += 1
-        if isinstance(correct, bool):
-            n_graded += 1
-            n_correct += correct
-        if record.get("reference") is not None or isinstance(correct, bool):
-            n_with_reference += 1
-        metrics = record.get("metrics")
-        if not isinstance(metrics, Mapping):
-            continue
+
+    def __init__(self) -> None:
+        self.problems = self.errors = self.no_answer = self.graded = self.correct = self.with_reference = 0
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.kv_tokens_peak: float | None = None
+        self.cached_tokens = self.prompt_tokens = 0.0
+        self.has_cache_stats = False
+
+    def add(self, result: ProblemResult) -> None:
+        self.problems += 1
+        if result.error is not None:
+            self.errors += 1
+        elif result.answer is None:
+            self.no_answer += 1
+        if result.correct is not None:
+            self.graded += 1
+            self.correct += result.correct
+        if result.reference is not None or result.correct is not None:
+            self.with_reference += 1
+        metrics = result.metrics
         for key, value in metrics.items():
-            if (value := number(value)) is not None:
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-        cached, prompt = number(metrics.get("prefix_cached_tokens")), number(metrics.get("prompt_tokens"))
-        if cached is not None and prompt is not None:
-            has_cache_stats = True
-            cached_tokens += cached
-            prompt_tokens += prompt
-    return {
-        "n_problems": len(records),
-        "n_errors": n_errors,
-        "n_no_answer": n_no_answer,
-        "n_graded": n_graded,
-        "n_correct": n_correct,
-        "accuracy": n_correct / n_graded if n_graded else None,
-        "n_with_reference": n_with_reference,
-        "accuracy_all": n_correct / n_with_reference if n_with_reference else None,
-        "metrics_mean": {key: sums[key] / counts[key] for key in sorted(sums)},
-        "metrics_sum": {key: sums[key] for key in sorted(sums)},
-        "prefix_cache_hit_rate": (cached_tokens / prompt_tokens) if has_cache_stats and prompt_tokens > 0 else None,
-        "wall_time_s": wall_time_s,
-        "problems_per_s": len(records) / wall_time_s if wall_time_s else None,
-    }
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        if metrics.kv_tokens_peak is not None:
+            self.kv_tokens_peak = max(self.kv_tokens_peak or 0.0, metrics.kv_tokens_peak)
+        if metrics.prefix_cached_tokens is not None and metrics.prompt_tokens is not None:
+            self.has_cache_stats = True
+            self.cached_tokens += metrics.prefix_cached_tokens
+            self.prompt_tokens += metrics.prompt_tokens
+
+    def mean(self, key: str) -> float | None:
+        return self.sums[key] / self.counts[key] if key in self.sums else None
+
+    @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        return self.cached_tokens / self.prompt_tokens if self.has_cache_stats and self.prompt_tokens > 0 else None
+
+    def as_dict(self, wall_time_s: float | None = None) -> Row:
+        """The figures as one dict; ``problems_per_s`` needs the run's total ``wall_time_s``."""
+        return {
+            "n_problems": self.problems,
+            "n_errors": self.errors,
+            "n_no_answer": self.no_answer,
+            "n_graded": self.graded,
+            "n_correct": self.correct,
+            "accuracy": self.correct / self.graded if self.graded else None,
+            "n_with_reference": self.with_reference,
+            "accuracy_all": self.correct / self.with_reference if self.with_reference else None,
+            "metrics_mean": {key: self.sums[key] / self.counts[key] for key in sorted(self.sums)},
+            "metrics_sum": {key: self.sums[key] for key in sorted(self.sums)},
+            "prefix_cache_hit_rate": self.prefix_cache_hit_rate,
+            "wall_time_s": wall_time_s,
+            "problems_per_s": self.problems / wall_time_s if wall_time_s else None,
+        }
+
+    def postfix(self, elapsed_s: float) -> str:
+        """'acc 3/5 | hit 87% | KV 412 (peak 980) | 1.2k tok/s' (parts without data are left out)."""
+        parts = []
+        if self.graded:
+            parts.append(f"acc {self.correct}/{self.graded}")
+        if self.errors:
+            parts.append(f"err {self.errors}")
+        if (hit := self.prefix_cache_hit_rate) is not None:
+            parts.append(f"hit {100 * hit:.0f}%")
+        if (kv := self.mean("kv_tokens_mean")) is not None:
+            parts.append(f"KV {fmt(kv, 'compact')} (peak {fmt(self.kv_tokens_peak, 'compact')})")
+        if elapsed_s > 0 and self.problems:
+            parts.append(f"{fmt(self.sums.get('generated_tokens', 0.0) / elapsed_s, 'compact')} tok/s")
+        return " | ".join(parts)
+
+
+def summarize(results: Iterable[ProblemResult], *, wall_time_s: float | None = None) -> Row:
+    """``Summary.as_dict`` of a set of results."""
+    summary = Summary()
+    for result in results:
+        summary.add(result)
+    return summary.as_dict(wall_time_s)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -170,11 +175,13 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _summary(records: Sequence[Record], label: Any, method: Any, width: Any) -> dict[str, Any]:
+def _summary(records: Sequence[RunRecord], label: Any, method: Any, width: Any) -> Row:
     wall = wall_time(records)
-    detail = summarize(records, wall_time_s=wall)
+    summary = Summary()
+    for record in records:
+        summary.add(record)
+    detail = summary.as_dict(wall)
     means, sums = detail["metrics_mean"], detail["metrics_sum"]
-    peaks = [peak for r in records if (peak := number((r.get("metrics") or {}).get("kv_tokens_peak"))) is not None]
     generated = sums.get("generated_tokens")
     interval = wilson_interval(detail["n_correct"], detail["n_with_reference"])
     return {
@@ -191,7 +198,7 @@ def _summary(records: Sequence[Record], label: Any, method: Any, width: Any) -> 
         "errors": detail["n_errors"],
         "no_answer": detail["n_no_answer"],
         "kv_tokens_mean": means.get("kv_tokens_mean"),
-        "kv_tokens_peak": max(peaks) if peaks else None,
+        "kv_tokens_peak": summary.kv_tokens_peak,
         "kv_tokens_peak_mean": means.get("kv_tokens_peak"),
         "kv_blocks_mean": means.get("kv_blocks_mean"),
         "kv_blocks_peak_mean": means.get("kv_blocks_peak"),
@@ -209,7 +216,7 @@ def _one_or_all(values: set[Any]) -> Any:
     return values.pop() if len(values) == 1 else sorted(values, key=str)
 
 
-def summary_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
+def summary_rows(records: Iterable[RunRecord]) -> list[Row]:
     """One summary per run (label, width), sorted by label then width.
 
     ``accuracy`` counts every problem with a reference (errors and missing answers are wrong, as in
@@ -219,28 +226,28 @@ def summary_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
     problems. ``problems_per_s`` needs the ``run`` timing that ``ets-async run`` writes.
     """
     return [
-        _summary(group, label, _one_or_all({str(r.get("method")) for r in group}), width)
+        _summary(group, label, _one_or_all({r.method for r in group}), width)
         for (label, width), group in group_runs(records).items()
     ]
 
 
-def run_summary(records: Sequence[Record]) -> dict[str, Any]:
+def run_summary(records: Sequence[RunRecord]) -> Row:
     """The summary of one run file (all its records together)."""
     return _summary(
         records,
-        _one_or_all({record_label(r) for r in records}),
-        _one_or_all({str(r.get("method")) for r in records}),
-        _one_or_all({r.get("width") for r in records}),
+        _one_or_all({r.label for r in records}),
+        _one_or_all({r.method for r in records}),
+        _one_or_all({r.width for r in records}),
     )
 
 
 def paired_difference(
-    runs: Sequence[Record], baseline: Sequence[Record], *, resamples: int = 10_000, seed: int = 0
-) -> dict[str, Any]:
+    runs: Sequence[ProblemResult], baseline: Sequence[ProblemResult], *, resamples: int = 10_000, seed: int = 0
+) -> Row:
     """Accuracy of ``runs`` minus ``baseline`` on the problems both graded, with a 95% paired
     bootstrap interval (problems resampled with replacement), and the problems only one solved."""
-    ours = {r["id"]: bool(r.get("correct")) for r in runs if r.get("reference") is not None}
-    theirs = {r["id"]: bool(r.get("correct")) for r in baseline if r.get("reference") is not None}
+    ours = {r.id: bool(r.correct) for r in runs if r.reference is not None}
+    theirs = {r.id: bool(r.correct) for r in baseline if r.reference is not None}
     shared = sorted(ours.keys() & theirs.keys())
     deltas = [int(ours[i]) - int(theirs[i]) for i in shared]
     if not deltas:
@@ -258,14 +265,14 @@ def paired_difference(
     }
 
 
-def accuracy_text(row: Record) -> str:
+def accuracy_text(row: Row) -> str:
     """'56.7% (17/30)'."""
     if row["accuracy"] is None:
         return "-"
     return f"{fmt(row['accuracy'], 'pct')} ({row['correct']}/{row['with_reference']})"
 
 
-def format_summary(row: Record, title: str) -> str:
+def format_summary(row: Row, title: str) -> str:
     """A run's summary, one figure per line."""
     interval = ""
     if row.get("accuracy_low") is not None:
@@ -301,7 +308,7 @@ SUMMARY_COLUMNS: list[Column] = [
 ]
 
 
-def table(rows: Sequence[Record], columns: Sequence[Column], left: int = 1) -> str:
+def table(rows: Sequence[Any], columns: Sequence[Column], left: int = 1) -> str:
     """A plain-text table: the first ``left`` columns left-aligned, the others right-aligned."""
     cells = [[name for name, _ in columns]] + [[cell(row) for _, cell in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
@@ -313,7 +320,7 @@ def table(rows: Sequence[Record], columns: Sequence[Column], left: int = 1) -> s
     return "\n".join(text)
 
 
-def format_table(rows: Sequence[Record]) -> str:
+def format_table(rows: Sequence[Row]) -> str:
     """A plain-text table of ``summary_rows``."""
     return table(rows, SUMMARY_COLUMNS)
 
@@ -323,37 +330,34 @@ def _clip(text: Any, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _verdict(record: Record) -> str:
-    if record.get("error"):
-        return "error: " + _clip(record["error"], 60)
-    return {True: "right", False: "wrong", None: "-"}[record.get("correct")]
+def _verdict(result: ProblemResult) -> str:
+    if result.error:
+        return "error: " + _clip(result.error, 60)
+    return {True: "right", False: "wrong", None: "-"}[result.correct]
 
 
 PROBLEM_COLUMNS: list[Column] = [
-    ("id", lambda r: str(r.get("id"))),
-    ("problem", lambda r: _clip(r.get("problem"), 48)),
-    ("answer", lambda r: _clip(r.get("answer"), 12)),
-    ("reference", lambda r: _clip(r.get("reference"), 12)),
+    ("id", lambda r: r.id),
+    ("problem", lambda r: _clip(r.problem, 48)),
+    ("answer", lambda r: _clip(r.answer, 12)),
+    ("reference", lambda r: _clip(r.reference, 12)),
     ("result", _verdict),
-    ("tokens", lambda r: fmt((r.get("metrics") or {}).get("generated_tokens"))),
-    ("KV mean", lambda r: fmt((r.get("metrics") or {}).get("kv_tokens_mean"))),
-    ("time s", lambda r: fmt((r.get("metrics") or {}).get("wall_time_s"), "rate")),
+    ("tokens", lambda r: fmt(r.metrics.generated_tokens)),
+    ("KV mean", lambda r: fmt(r.metrics.kv_tokens_mean)),
+    ("time s", lambda r: fmt(r.metrics.wall_time_s, "rate")),
 ]
-"""One row per problem (the demo's table)."""
+"""One row per problem result (the demo's table)."""
 
 
-def regrade(records: Iterable[Record], selection: str, aggregation: str, *, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+def regrade(records: Iterable[RunRecord], selection: str, aggregation: str, *, timeout_s: float = 5.0) -> list[RunRecord]:
     """Copies of ``records`` with the answer re-selected from the stored candidates and re-graded."""
     from .grading import grade
     from .voting import select_answer
 
     regraded = []
     for record in records:
-        copy = dict(record)
-        if copy.get("error") is None:
-            candidates = copy.get("candidates") or []
-            pairs = [(c.get("answer"), c.get("step_scores") or ()) for c in candidates if isinstance(c, Mapping)]
-            copy["answer"] = select_answer(pairs, selection, aggregation)  # type: ignore[arg-type]
-            copy["correct"] = grade(copy["answer"], copy.get("reference"), timeout_s=timeout_s)
-        regraded.append(copy)
+        if record.error is None:
+            answer = select_answer([(c.answer, c.step_scores) for c in record.candidates], selection, aggregation)  # type: ignore[arg-type]
+            record = replace(record, answer=answer, correct=grade(answer, record.reference, timeout_s=timeout_s))
+        regraded.append(record)
     return regraded

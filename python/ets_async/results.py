@@ -9,14 +9,17 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .records import RunRecord
 
 try:  # advisory lock against two runs appending to one file; POSIX only
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HEADER_KEY", "ResultWriter", "read_results", "read_runs", "settings_changed"]
+__all__ = ["HEADER_KEY", "ResultWriter", "read_header", "read_lines", "read_results", "read_runs", "settings_changed"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,24 +33,35 @@ def settings_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     run files. Runtime fields (how fast a run goes, not what it computes: ``SearchConfig``'s fields
     marked ``runtime``) may differ. A field that one side does not have was written by a version of
     the package without it, which behaved as its default does: it counts as the default (None for a
-    field this version does not know), so adding a setting does not stop older runs from resuming."""
-    defaults, runtime = _search_fields()
+    field this version does not know), so adding a setting does not stop older runs from resuming. A
+    value written under a former name (a field marked ``renamed``) counts as its new name."""
+    defaults, runtime, renamed = _search_fields()
+
+    def value(config: Mapping[str, Any], key: str) -> Any:
+        found = config.get(key, defaults.get(key))
+        return renamed.get(key, {}).get(found, found) if isinstance(found, str) else found
+
     keys = sorted(k for k in set(old) | set(new) if k not in runtime)
-    values = {k: (old.get(k, defaults.get(k)), new.get(k, defaults.get(k))) for k in keys}
+    values = {k: (value(old, k), value(new, k)) for k in keys}
     return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in values.items() if a != b]
 
 
-def _search_fields() -> tuple[dict[str, Any], set[str]]:
-    """SearchConfig's defaults as a run file writes them, and its runtime fields (imported here: this
-    module also runs standalone, with every field compared and no defaults)."""
+def _search_fields() -> tuple[dict[str, Any], set[str], dict[str, Mapping[str, Any]]]:
+    """SearchConfig's defaults as a run file writes them, its runtime fields, and its renamed values
+    (field -> {old: new}) (imported here: this module also runs standalone, with every field compared
+    as written and no defaults)."""
     try:
         from .config import SearchConfig
     except ImportError:
-        return {}, set()
+        return {}, set(), {}
     fields = SearchConfig.model_fields
     defaults = {name: json.loads(json.dumps(field.default)) for name, field in fields.items()}
-    runtime = {name for name, field in fields.items() if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("runtime")}
-    return defaults, runtime
+    marks = {name: field.json_schema_extra for name, field in fields.items() if isinstance(field.json_schema_extra, dict)}
+    runtime = {name for name, extra in marks.items() if extra.get("runtime")}
+    renamed: dict[str, Mapping[str, Any]] = {
+        name: old_to_new for name, extra in marks.items() if isinstance(old_to_new := extra.get("renamed"), dict)
+    }
+    return defaults, runtime, renamed
 
 
 def _json_default(value: Any) -> Any:
@@ -182,8 +196,10 @@ class ResultWriter:
             view = view[written:]
         os.fsync(self._fd)
 
-    def write(self, record: Mapping[str, Any]) -> bool:
+    def write(self, record: RunRecord | Mapping[str, Any]) -> bool:
         """Append one problem's record durably; False (and a warning) if its id is already written."""
+        if not isinstance(record, Mapping):
+            record = record.to_dict()
         problem_id = record.get("id")
         if not isinstance(problem_id, str):
             raise ValueError(f"a result record needs a string 'id', got {problem_id!r}")
@@ -243,16 +259,35 @@ def _read_file(path: Path) -> tuple[dict[str, Any] | None, list[tuple[int, dict[
     return header, records
 
 
-def read_results(paths: PathLike | Iterable[PathLike]) -> list[dict[str, Any]]:
-    """Problem records from one or more run files, in file order.
+def read_header(path: PathLike) -> dict[str, Any] | None:
+    """The run header of a run file (its first ``run_header`` line), or None."""
+    return _read_file(Path(path))[0]
+
+
+def read_lines(paths: PathLike | Iterable[PathLike]) -> list[dict[str, Any]]:
+    """The JSON objects with an ``id`` of one or more files written by ``ResultWriter``, in file order:
+    any records (``read_results`` reads them as run records).
 
     Tolerant: blank lines and header lines are skipped; invalid lines, lines without an id, a torn
     last line and repeated ids within a file (the first is kept) are skipped with a warning that
     names the file and line number.
     """
+    return [line for _, _, line in _unique_lines(paths)]
+
+
+def read_results(paths: PathLike | Iterable[PathLike]) -> list[RunRecord]:
+    """The run records of one or more run files, in file order; as tolerant as ``read_lines``, and a
+    line that is not a run record is skipped with a warning that names the file, the line and why."""
+    records = []
+    for path, number, line in _unique_lines(paths):
+        if (record := _run_record(path, number, line)) is not None:
+            records.append(record)
+    return records
+
+
+def _unique_lines(paths: PathLike | Iterable[PathLike]) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    records: list[dict[str, Any]] = []
     for path in map(Path, paths):
         seen: dict[str, int] = {}
         for number, record in _read_file(path)[1]:
@@ -261,8 +296,17 @@ def read_results(paths: PathLike | Iterable[PathLike]) -> list[dict[str, Any]]:
                 logger.warning("%s:%d: skipped: id %r already on line %d", path, number, problem_id, seen[problem_id])
                 continue
             seen[problem_id] = number
-            records.append(record)
-    return records
+            yield path, number, record
+
+
+def _run_record(path: Path, number: int, line: Mapping[str, Any]) -> RunRecord | None:
+    from .records import RunRecord  # imported here: this module also runs standalone (see the tests)
+
+    try:
+        return RunRecord.from_dict(line)
+    except (KeyError, TypeError, ValueError) as exc:
+        logger.warning("%s:%d: skipped: not a run record (%s: %s)", path, number, type(exc).__name__, exc)
+        return None
 
 
 class _Row:
@@ -276,7 +320,7 @@ class _Row:
         self.shards: set[Any] = set()
 
 
-def read_runs(paths: Iterable[PathLike]) -> list[dict[str, Any]]:
+def read_runs(paths: Iterable[PathLike]) -> list[RunRecord]:
     """Problem records of run files to summarise together (``ets-async eval``), in file order: the
     shards of a run, or several runs; one summary row per (label, width) as in ``report.group_runs``.
 
@@ -289,30 +333,30 @@ def read_runs(paths: Iterable[PathLike]) -> list[dict[str, Any]]:
     """
     from .datasets import Shard  # imported here: this module also runs standalone (see the tests)
     from .errors import RunFileError
-    from .report import record_label
-
     files: dict[Path, Path] = {}  # resolved -> as named
     for path in map(Path, paths):
         if path.resolve() in files:
             logger.warning("%s is named twice; reading it once", path)
         files.setdefault(path.resolve(), path)
-    records: list[dict[str, Any]] = []
+    records: list[RunRecord] = []
     rows: dict[tuple[str, Any], _Row] = {}
     for path in files.values():
         header, lines = _read_file(path)
-        for number, record in lines:
-            key = (record_label(record), record.get("width"))
+        for number, line in lines:
+            if (record := _run_record(path, number, line)) is None:
+                continue
+            key = (record.label, record.width)
             where = f"{path}:{number}"
-            row = rows.setdefault(key, _Row(where, record.get("config") or {}))
+            row = rows.setdefault(key, _Row(where, record.config))
             name = f"{key[0]}, width {key[1]}"
-            if changed := settings_changed(row.config, record.get("config") or {}):
+            if changed := settings_changed(row.config, record.config):
                 raise RunFileError(
                     f"{row.first} and {where} are both {name} but were searched with different settings "
                     f"({', '.join(changed)}); one summary would mix them: eval them separately"
                 )
-            if (first := row.ids.setdefault(record["id"], where)) != where:
+            if (first := row.ids.setdefault(record.id, where)) != where:
                 raise RunFileError(
-                    f"problem {record['id']!r} is in {first} and in {where} (both {name}); a summary counts each "
+                    f"problem {record.id!r} is in {first} and in {where} (both {name}); a summary counts each "
                     "problem once: leave one of the files out (the shards of one run never share a problem)"
                 )
             row.shards.add((header or {}).get("shard"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from ets_async._core import EtsProgram
 from ets_async.errors import SolverError
+from ets_async.stdio import redirect_output
 
 __all__ = ["SolverError", "solve_program"]
 
@@ -52,15 +52,8 @@ def _silence_banner() -> None:
             return
         import highspy
 
-        sys.stdout.flush()
-        saved = os.dup(1)
-        try:
-            with open(os.devnull, "wb") as null:
-                os.dup2(null.fileno(), 1)
-                highspy.Highs()
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
+        with redirect_output(os.devnull):
+            highspy.Highs()
         _banner_silenced = True
 
 

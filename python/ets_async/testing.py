@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 from collections.abc import Sequence
 
@@ -37,15 +38,23 @@ class FakePolicy:
     Counts requests and tracks those in flight; with ``record`` it also keeps every request's prompt
     (``prompts``) so tests can check token-id extension (a memory cost per request: long runs leave
     it off). ``delay_s`` makes every expansion take that long (a slow engine); ``fail_on`` makes
-    expansions of prompts containing that string raise (an engine failure).
+    expansions of prompts containing that string raise (an engine failure); ``crash_on`` makes them
+    end this whole process at once (a crash that takes the engine's host down).
     """
 
     def __init__(
-        self, *, answer_depth: int = 3, delay_s: float = 0.0, fail_on: str | None = None, record: bool = True
+        self,
+        *,
+        answer_depth: int = 3,
+        delay_s: float = 0.0,
+        fail_on: str | None = None,
+        crash_on: str | None = None,
+        record: bool = True,
     ) -> None:
         self.answer_depth = answer_depth
         self.delay_s = delay_s
         self.fail_on = fail_on
+        self.crash_on = crash_on
         self.record = record
         self.prompts: list[tuple[int, ...]] = []
         self.samplings: list[Sampling] = []
@@ -64,6 +73,8 @@ class FakePolicy:
         prompt = bytes(prompt_token_ids).decode()
         if self.fail_on is not None and self.fail_on in prompt:
             raise RuntimeError(f"engine failure on {self.fail_on!r}")
+        if self.crash_on is not None and self.crash_on in prompt:
+            os._exit(70)  # no cleanup, no exception: as if the process was killed
         self.in_flight += 1
         try:
             await asyncio.sleep(self.delay_s)
@@ -135,9 +146,8 @@ class FakeEmbedder:
         return self._vectors[key]
 
 
-def fake_backends(*, delay_s: float = 0.0, answer_depth: int = 3) -> Backends:
+def fake_backends(*, delay_s: float = 0.0, answer_depth: int = 3, crash_on: str | None = None) -> Backends:
     """A scripted policy, PRM and embedder bundled like ``load_backends`` returns them; they keep no
     record of their requests, so their memory stays flat over any number of problems."""
-    return Backends(
-        FakePolicy(answer_depth=answer_depth, delay_s=delay_s, record=False), FakePRM(record=False), FakeEmbedder(record=False)
-    )
+    policy = FakePolicy(answer_depth=answer_depth, delay_s=delay_s, crash_on=crash_on, record=False)
+    return Backends(policy, FakePRM(record=False), FakeEmbedder(record=False))

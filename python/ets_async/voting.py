@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
-from .grading import answers_equivalent, numeric_value
+from .answers import numeric_value
+from .grading import answers_equivalent
 
 __all__ = [
     "ANSWER_SELECTIONS",
+    "RENAMED_SELECTIONS",
     "STEP_AGGREGATIONS",
     "AnswerSelection",
     "StepAggregation",
     "VoteClass",
     "aggregate_scores",
+    "resolve_selection",
     "select_answer",
     "vote_table",
 ]
 
 StepAggregation = Literal["last", "min", "prod", "mean"]
-AnswerSelection = Literal["weighted_majority", "majority", "best_of_n"]
+AnswerSelection = Literal["weighted_majority", "majority", "highest_score"]
 STEP_AGGREGATIONS: tuple[str, ...] = get_args(StepAggregation)
 ANSWER_SELECTIONS: tuple[str, ...] = get_args(AnswerSelection)
+RENAMED_SELECTIONS: dict[str, AnswerSelection] = {"best_of_n": "highest_score"}
+"""Former names of answer selections -> their names now. Configs and run files written before a rename
+still say the old name, so it is still accepted (``resolve_selection``)."""
 
 Candidates = Sequence[tuple[str | None, Sequence[float | None]]]
 Equivalence = Callable[[str, str], bool]
@@ -91,7 +98,7 @@ def _vote(
     As in the original evaluator, a candidate's weight goes to *every* class whose representative
     it matches (equivalence need not be transitive, SPEC §11 quirk 8), and a new class opens only
     if it matches none. The winner has the largest total weight; ties go to the class with more
-    members, then to one whose answer reads as a number (``grading.numeric_value``), then to the
+    members, then to one whose answer reads as a number (``answers.numeric_value``), then to the
     earlier class. (The original kept the class that reached the maximum first, which hands ties
     to whichever answer happened to be sampled early.) Candidates without an answer never vote.
     """
@@ -130,17 +137,23 @@ def vote_table(
 ) -> list[VoteClass]:
     """The equivalence classes a majority vote forms, with their weights, in creation order.
 
-    ``selection="majority"`` gives every candidate weight 1; ``best_of_n`` is reported like
+    ``selection="majority"`` gives every candidate weight 1; ``highest_score`` is reported like
     ``weighted_majority`` (the table is for inspection; the selection itself differs).
     """
-    _check_selection(selection)
-    classes, _ = _vote(candidates, selection != "majority", aggregation, equivalent)
+    classes, _ = _vote(candidates, resolve_selection(selection) != "majority", aggregation, equivalent)
     return classes
 
 
-def _check_selection(selection: str) -> None:
-    if selection not in ANSWER_SELECTIONS:
-        raise ValueError(f"unknown answer selection {selection!r}; expected one of {', '.join(ANSWER_SELECTIONS)}")
+def resolve_selection(name: str) -> AnswerSelection:
+    """The answer selection ``name`` names: itself, or the new name of a renamed selection (with a
+    DeprecationWarning). ValueError for an unknown name."""
+    if name in RENAMED_SELECTIONS:
+        new = RENAMED_SELECTIONS[name]
+        warnings.warn(f"answer selection {name!r} is now called {new!r}", DeprecationWarning, stacklevel=2)
+        return new
+    if name not in ANSWER_SELECTIONS:
+        raise ValueError(f"unknown answer selection {name!r}; expected one of {', '.join(ANSWER_SELECTIONS)}")
+    return cast(AnswerSelection, name)
 
 
 def select_answer(
@@ -155,12 +168,12 @@ def select_answer(
     ``weighted_majority``: equivalence classes weighted by the aggregated step score (see
     ``_vote`` for the tie and overlap rules: weight, then count, then a numeric answer, then the
     earlier class); ``majority``: the same with weight 1;
-    ``best_of_n``: the answer of the candidate with the highest aggregated score (first on ties).
-    Candidates without an answer are ignored; None if no candidate has one. Returns the winning
-    class's representative, i.e. the first answer string of that class.
+    ``highest_score``: the answer of the candidate with the highest aggregated score (first on
+    ties). Candidates without an answer are ignored; None if no candidate has one. Returns the
+    winning class's representative, i.e. the first answer string of that class.
     """
-    _check_selection(selection)
-    if selection == "best_of_n":
+    selection = resolve_selection(selection)
+    if selection == "highest_score":
         if aggregation not in STEP_AGGREGATIONS:
             raise ValueError(
                 f"unknown step aggregation {aggregation!r}; expected one of {', '.join(STEP_AGGREGATIONS)}"

@@ -21,7 +21,7 @@ terminal does not stop it first. It reads one command per line on stdin: ``watch
 Linux only (pidfd, /proc); elsewhere ``watch`` and ``adopt_children`` do nothing.
 
 ``process_tree`` and ``running`` record a process tree and later tell which of its members died;
-``vllm_engine.engine_failure`` names the dead process that way.
+``vllm_engine.InProcessEngine.failure`` names the dead process that way.
 """
 
 from __future__ import annotations

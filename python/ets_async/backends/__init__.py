@@ -6,32 +6,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import EngineConfig
 from ..errors import ConfigError, UnguardedScriptError
 from .prm_kinds import PRM_KINDS, PRMLike, as_prm
 from .protocols import PRM, Embedder, Expansion, Policy, Sampling, ScoreRequest, ScoringTransport
 
+if TYPE_CHECKING:
+    from .vllm_engine import InProcessEngine
+
 log = logging.getLogger("ets_async")
 
 
 @dataclass
 class Backends:
-    """A policy, a PRM and an embedder, plus the engines that own their resources."""
+    """A policy, a PRM and an embedder, plus the in-process engines they run on (none on servers)."""
 
     policy: Policy
     prm: PRM
     embedder: Embedder | None
-    engines: tuple[Any, ...] = ()
+    engines: tuple[InProcessEngine, ...] = ()
 
     def failure(self) -> str | None:
         """Why these backends cannot serve any more (one of their engines died), or None while they can.
-        After a failure, start new backends (``load_backends``); these stay unusable."""
-        from .vllm_engine import engine_failure
-
+        After a failure, start new backends (``load_backends``, or a ``BackendsSupervisor``); these stay
+        unusable."""
         for engine in self.engines:
-            if (why := engine_failure(engine)) is not None:
+            if (why := engine.failure()) is not None:
                 return why
         return None
 
@@ -132,32 +134,31 @@ def _check_memory_shares(config: EngineConfig) -> None:
 
 # What opening a policy gives: the policy, a PRM transport on its model, its tokenizer (on demand),
 # and the engines to shut down.
-_OpenedPolicy = tuple[Policy, ScoringTransport, Callable[[], Any], tuple[Any, ...]]
+_OpenedPolicy = tuple[Policy, ScoringTransport, Callable[[], Any], tuple["InProcessEngine", ...]]
 
 
 def _engine_policy(config: EngineConfig) -> _OpenedPolicy:
     from .. import models
-    from .vllm_engine import EngineTransport, create_engine
+    from .vllm_engine import EngineTransport, InProcessEngine
     from .vllm_policy import VllmPolicy
 
     policy_model = models.resolve_model(config.model)
     log.info("starting policy engine on %s", policy_model)
-    engine = create_engine(config, policy_model)
-    tokenizer = engine.get_tokenizer()
+    engine = InProcessEngine.start(config, policy_model)
+    tokenizer = engine.llm.get_tokenizer()
     limit = config.request_timeout_s
     policy = VllmPolicy(engine, tokenizer, temperature=models.measured_temperature(config.model), request_timeout_s=limit)
     return policy, EngineTransport(engine, request_timeout_s=limit), lambda: tokenizer, (engine,)
 
 
-def _engine_prm(config: EngineConfig, runner: Any) -> tuple[ScoringTransport, Any, tuple[Any, ...]]:
+def _engine_prm(config: EngineConfig, runner: Any) -> tuple[ScoringTransport, Any, tuple[InProcessEngine, ...]]:
     """The PRM's own in-process engine (a second AsyncLLM, with the PRM's memory share and devices)."""
-    from .. import models
-    from .vllm_engine import EngineTransport, create_engine
+    from .vllm_engine import EngineTransport, InProcessEngine
 
     prm_model = _prm_model(config)
     log.info("starting PRM engine on %s", prm_model)
-    engine = create_engine(config.prm_engine(), prm_model, runner=runner)
-    return EngineTransport(engine, request_timeout_s=config.request_timeout_s), engine.get_tokenizer(), (engine,)
+    engine = InProcessEngine.start(config.prm_engine(), prm_model, runner=runner)
+    return EngineTransport(engine, request_timeout_s=config.request_timeout_s), engine.llm.get_tokenizer(), (engine,)
 
 
 def _prm_model(config: EngineConfig) -> str:
@@ -176,7 +177,7 @@ def _fleet_policy(config: EngineConfig, endpoints: Any) -> _OpenedPolicy:
     return fleet.policy(), fleet.transport(), fleet.tokenizer.get, ()
 
 
-def _fleet_prm(config: EngineConfig, runner: Any) -> tuple[ScoringTransport, Any, tuple[Any, ...]]:
+def _fleet_prm(config: EngineConfig, runner: Any) -> tuple[ScoringTransport, Any, tuple[InProcessEngine, ...]]:
     from .fleet import connect
 
     if not config.prm_endpoints:

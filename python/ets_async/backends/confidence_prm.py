@@ -38,7 +38,7 @@ class ConfidencePRM:
     """Scores each step by the policy's confidence in it (``step_confidence``); no engine call.
 
     The default, the least confident 16-token window, separated right from wrong trajectories best
-    of the CPU scorers measured (bench/bench_scorers.py; README "Scorers").
+    of the CPU scorers measured (bench/bench_scorers.py; docs/BENCHMARKS.md "Scorers").
     """
 
     needs_step_logprobs = True

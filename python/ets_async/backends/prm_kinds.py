@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..answers import SHEPHERD_STEP_TAG
 from .confidence_prm import ArithmeticCheckedPRM, ConfidencePRM
 from .protocols import PRM, ScoreRequest, ScoringTransport
 
@@ -31,7 +32,6 @@ DEFAULT_QUESTION = "\n\nIs the last step above correct? Answer Yes or No.\nAnswe
 JUDGE_LABELS = (" Yes", " No")
 """The judge's positive and negative label (one token each)."""
 
-SHEPHERD_TAG = "ки"
 SHEPHERD_LABELS = ("+", "-")
 """Math-Shepherd's positive and negative label at the step tag."""
 
@@ -80,7 +80,7 @@ def judge_prompt(tokenizer: Any, question: str = DEFAULT_QUESTION) -> PromptIds:
 
 def shepherd_text(problem: str, steps: Sequence[str]) -> str:
     """Math-Shepherd input: the question, then each step followed by the step tag."""
-    return problem + " " + "".join(f"{s.strip()} {SHEPHERD_TAG}\n" for s in steps).rstrip("\n")
+    return problem + " " + "".join(f"{s.strip()} {SHEPHERD_STEP_TAG}\n" for s in steps).rstrip("\n")
 
 
 def shepherd_prompt(tokenizer: Any) -> PromptIds:

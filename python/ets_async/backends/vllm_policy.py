@@ -1,4 +1,4 @@
-"""Policy on an in-process vLLM AsyncLLM: children extend the parent's token ids exactly."""
+"""Policy on an in-process vLLM engine: children extend the parent's token ids exactly."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..types import Step
 from .protocols import Expansion, Sampling
-from .vllm_engine import run_request
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
-    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from .vllm_engine import InProcessEngine
 
 
 def render_chat(tokenizer: Any, problem: str, system_prompt: str | None, template: str) -> list[int]:
@@ -33,7 +33,7 @@ class VllmPolicy:
 
     def __init__(
         self,
-        engine: AsyncLLM,
+        engine: InProcessEngine,
         tokenizer: Any,
         *,
         temperature: float | None = None,
@@ -43,7 +43,7 @@ class VllmPolicy:
         self.tokenizer = tokenizer
         self.temperature = temperature  # measured for this model; used when a SearchConfig leaves it unset
         self.request_timeout_s = request_timeout_s
-        self.max_model_len: int | None = engine.model_config.max_model_len
+        self.max_model_len: int | None = engine.llm.model_config.max_model_len
         self.eos_token_id = tokenizer.eos_token_id
 
     def _step(self, output: Any) -> Step:
@@ -81,8 +81,8 @@ class VllmPolicy:
 
     async def expand(self, prompt_token_ids: Sequence[int], n: int, sampling: Sampling) -> Expansion:
         params = self.sampling_params(prompt_token_ids, n, sampling)
-        output, preemptions = await run_request(
-            self.engine, prompt_token_ids, params, tag="policy", timeout_s=self.request_timeout_s
+        output, preemptions = await self.engine.generate(
+            prompt_token_ids, params, tag="policy", timeout_s=self.request_timeout_s
         )
         steps = [self._step(o) for o in output.outputs]
         return Expansion(

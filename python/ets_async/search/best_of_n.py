@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 
 class BestOfN(StatelessMethod):
+    independent = True
+
     def __init__(self, config: SearchConfig) -> None:
         pass
 

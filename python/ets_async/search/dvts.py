@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class Dvts:
     settings: ClassVar[type[MethodSettings] | None] = DvtsSettings
     needs_embeddings = False
+    independent = False
     offload = False  # a few Rust calls per selection (well under a millisecond): cheaper inline than a thread hop
 
     def __init__(self, config: SearchConfig) -> None:

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..answers import extract_answer
 from ..backends.protocols import Policy, ProblemScope, Sampling, ScoreRequest, current_scope
 from ..config import SearchConfig
 from ..core import SearchTree
 from ..errors import ProblemError
-from ..grading import extract_answer
 from ..metrics import SearchMetrics
-from ..types import Candidate, Problem, ProblemResult, Step
+from ..stopping import settled
+from ..types import Candidate, Problem, ProblemResult, Step, TreeRecord
 from ..voting import select_answer
 from . import METHODS
 from .method import Frontier
@@ -98,9 +99,11 @@ def selection_threads(initializer: Callable[[], None]) -> Iterator[None]:
         pool.shutdown(wait=True)
 
 
-def request_seed(seed: int, problem_id: str, node: int) -> int:
-    """A per-request seed that depends only on (seed, problem id, node id), never on timing."""
-    digest = hashlib.blake2b(f"{seed}:{problem_id}:{node}".encode(), digest_size=4).digest()
+def request_seed(seed: int, problem_id: str, node: int, draw: int = 0) -> int:
+    """A per-request seed that depends only on (seed, problem id, node id, and how many times the node
+    was expanded before: the root, once per wave), never on timing."""
+    key = f"{seed}:{problem_id}:{node}" if draw == 0 else f"{seed}:{problem_id}:{node}:{draw}"
+    digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
@@ -116,16 +119,34 @@ class ProblemSearch:
         self.scope = ProblemScope(problem.id)  # what routing backends key this problem's requests on
         self.step_text: dict[int, str] = {0: ""}
         self.embedding: dict[int, np.ndarray] = {}
+        self.candidate: dict[int, Candidate] = {}  # per finished node, built once
+        self.tree: SearchTree  # made once the prompt is rendered (``_search``)
+        self.started = time.perf_counter()
 
     async def run(self) -> ProblemResult:
         current_scope.set(self.scope)  # this task's (and its children's) engine calls belong to this problem
+        self.started = time.perf_counter()
         try:
             return await self._search()
         finally:  # also when the search fails: its error result carries the moves too
             self.metrics.endpoint_moves = self.scope.endpoint_moves
 
+    async def result_so_far(self) -> ProblemResult:
+        """The anytime answer of a search stopped before its end (``run`` was cancelled at a
+        deadline): the vote over the trajectories finished so far (``answer`` None when none has),
+        with ``stop_reason`` "deadline". A cancellation lands at one of the loop's awaits, where the
+        tree is whole."""
+        self.metrics.stop_reason = "deadline"
+        self.metrics.wall_time_s = time.perf_counter() - self.started
+        if not hasattr(self, "tree"):  # stopped before its prompt was rendered: nothing to vote on
+            cfg = self.config
+            return ProblemResult(
+                id=self.problem.id, problem=self.problem.text, method=cfg.method, width=cfg.width,
+                reference=self.problem.reference, metrics=self.metrics.summary(),
+            )
+        return await self._result()
+
     async def _search(self) -> ProblemResult:
-        started = time.perf_counter()
         cfg = self.config
         prompt = self.ctx.policy.render(self.problem.text, cfg.system_prompt, cfg.prompt_template)
         limit = self.ctx.max_model_len
@@ -134,22 +155,61 @@ class ProblemSearch:
                 f"problem {self.problem.id}: prompt of {len(prompt)} tokens plus max_tokens={cfg.max_tokens} "
                 f"exceeds the engine's max_model_len={limit}"
             )
-        tree = self.tree = SearchTree(prompt, cfg.width, cfg.max_tokens)
+        tree = SearchTree(prompt, cfg.width, cfg.max_tokens)
+        self.tree = tree
         self.metrics.root_prompt_tokens = len(prompt)
-        expanding, counts = [0], [cfg.width]  # depth 0: the root gets the whole budget (SPEC §5.8)
-        for depth in range(1, cfg.max_depth + 1):
+        wave = self._wave_size()
+        started_trajectories = 0  # children of the root so far: the waves never start more than the width
+        expanding: list[int] = []
+        counts: list[int] = []
+        self.metrics.stop_reason = "complete"
+        while True:
+            if not expanding:  # a wave starts: the root gets its share of the budget (SPEC §3.4, §5.8)
+                if started_trajectories >= cfg.width:
+                    break
+                counts = [min(wave, cfg.width - started_trajectories)]
+                expanding = [0]
+                started_trajectories += counts[0]
+                self.metrics.waves += 1
+            depth = tree.depth(expanding[0]) + 1
             children = await self._expand_all(expanding, counts)
             frontier, retired = tree.retire(children)
             self.method.retired(tree, retired)
-            self.metrics.depth = depth
-            if not frontier or tree.remaining_budget <= 0 or depth == cfg.max_depth:
+            self.metrics.depth = max(self.metrics.depth, depth)
+            wave_over = not frontier or tree.remaining_budget <= 0 or depth == cfg.max_depth
+            goes_on = not wave_over or started_trajectories < cfg.width
+            test_now = wave_over if self.method.independent else any(tree.is_finished(v) for v in retired)
+            if goes_on and test_now and await self._settled():
+                self.metrics.stop_reason = "settled"
                 break
-            counts = await self._allocate(frontier, depth)
-            expanding = frontier
-            if not any(counts):
-                break
-        self.metrics.wall_time_s = time.perf_counter() - started
+            expanding = []
+            if not wave_over:
+                counts = await self._allocate(frontier, depth)
+                if any(counts):
+                    expanding = frontier
+        self.metrics.wall_time_s = time.perf_counter() - self.started
         return await self._result()
+
+    def _wave_size(self) -> int:
+        """Trajectories per wave from the root: the whole width, unless a stop rule is on and the
+        method's trajectories are independent samples (best-of-N), which are then drawn in waves and
+        tested between them. A tree method cannot start again from the root without giving up the
+        tree it grew, so it keeps one wave and tests whenever trajectories finish."""
+        cfg = self.config
+        if cfg.stop_when == "budget" or not self.method.independent:
+            return cfg.width
+        return cfg.wave_size or cfg.stop_min_finished
+
+    async def _settled(self) -> bool:
+        """Whether the finished trajectories settle the answer (``stopping.settled``).
+
+        Only finished trajectories vote. A live leaf's partial text has no final answer (the last
+        number in it is an intermediate result, not what it will conclude), so "every live leaf
+        agrees" cannot be read from it; the live leaves are abandoned when the rule holds, and the
+        settings (share or confidence, and ``stop_min_finished``) say how sure that must be."""
+        cfg = self.config
+        votes = [(c.answer, c.step_scores) for c in self._candidates()]
+        return await asyncio.to_thread(settled, votes, cfg, cfg.answer_selection, cfg.score_aggregation)
 
     async def _expand_all(self, nodes: Sequence[int], counts: Sequence[int]) -> list[int]:
         """Expand every node with a nonzero count concurrently; insert children in frontier order,
@@ -183,7 +243,7 @@ class ProblemSearch:
             temperature=cfg.sampling_temperature,
             top_p=cfg.top_p,
             stop=cfg.step_delimiter,
-            seed=request_seed(cfg.seed, self.problem.id, node),
+            seed=request_seed(cfg.seed, self.problem.id, node, self.metrics.waves - 1 if node == 0 else 0),
             logprobs=self.ctx.step_logprobs,
         )
         expansion = await self.ctx.policy.expand(prompt, n, sampling)
@@ -276,15 +336,21 @@ class ProblemSearch:
         metrics.record_allocation(allocation.counts, allocation.clusters)
         return allocation.counts
 
+    def _candidates(self) -> list[Candidate]:
+        """The finished trajectories so far, in node order."""
+        tree = self.tree
+        for node in tree.finished_nodes():
+            if node not in self.candidate:
+                text = "".join(self.step_text[v] for v in tree.path(node)[1:])
+                self.candidate[node] = Candidate(
+                    text, extract_answer(text), tuple(tree.path_scores(node)), tree.cum_tokens(node), node
+                )
+        return [self.candidate[v] for v in tree.finished_nodes()]
+
     async def _result(self) -> ProblemResult:
         cfg, tree = self.config, self.tree
         self.metrics.endpoint_moves = self.scope.endpoint_moves
-        candidates = []
-        for node in tree.finished_nodes():
-            text = "".join(self.step_text[v] for v in tree.path(node)[1:])
-            candidates.append(
-                Candidate(text, extract_answer(text), tuple(tree.path_scores(node)), tree.cum_tokens(node), node)
-            )
+        candidates = self._candidates()
         self.metrics.finished = len(candidates)
         answer = await asyncio.to_thread(
             select_answer,
@@ -300,12 +366,12 @@ class ProblemSearch:
             reference=self.problem.reference,
             answer=answer,
             candidates=candidates,
-            tree={
-                "parents": tree.parents(),
-                "step_tokens": tree.step_lengths(False),
-                "scores": [tree.score(v) for v in range(tree.num_nodes)],
-                "finished": [tree.is_finished(v) for v in range(tree.num_nodes)],
-                "texts": [self.step_text[v] for v in range(tree.num_nodes)],
-            },
-            metrics=self.metrics.as_dict(),
+            tree=TreeRecord(
+                parents=tuple(tree.parents()),
+                step_tokens=tuple(tree.step_lengths(False)),
+                scores=tuple(tree.score(v) for v in range(tree.num_nodes)),
+                finished=tuple(tree.is_finished(v) for v in range(tree.num_nodes)),
+                texts=tuple(self.step_text[v] for v in range(tree.num_nodes)),
+            ),
+            metrics=self.metrics.summary(),
         )

@@ -44,6 +44,7 @@ class SearchMethod(Protocol):
     settings: ClassVar[type[MethodSettings] | None]  # the method's own SearchConfig fields, if any
     needs_embeddings: bool
     offload: bool  # run ``allocate`` in the selection pool; False: inline, for rules cheaper than a thread hop
+    independent: bool  # trajectories are independent samples from the root, so a stop rule samples them in waves
 
     def allocate(self, frontier: Frontier) -> Allocation:
         """Children counts for ``frontier.candidates``; in the selection pool when ``offload``."""
@@ -61,6 +62,7 @@ class StatelessMethod:
     settings: ClassVar[type[MethodSettings] | None] = None
     needs_embeddings = False
     offload = False
+    independent = False
 
     def retired(self, tree: SearchTree, nodes: Sequence[int]) -> None:
         pass

@@ -36,6 +36,7 @@ def resampling_weights(scores: list[float], temperature: float) -> np.ndarray:
 class ParticleFilter:
     settings: ClassVar[type[MethodSettings] | None] = ParticleFilterSettings
     needs_embeddings = False
+    independent = False
     offload = False  # one draw of a few numbers: cheaper inline than a thread hop
 
     def __init__(self, config: SearchConfig) -> None:

@@ -1,5 +1,5 @@
 """The policy's hidden states at the end of every labelled step, read with a transformers forward of
-the same weights that vLLM serves (extraction only: the verifier is served by vLLM, ``checkpoint.py``).
+the same weights that vLLM serves (extraction only: the verifier is served by vLLM, ``verifier_checkpoint.py``).
 
 A feature of layer ``k`` is the residual stream after ``k`` decoder layers passed through the model's
 final norm: for ``k`` = the number of layers that is the last hidden state, which the served verifier

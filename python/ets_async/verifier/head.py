@@ -13,13 +13,12 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from ..verifier_checkpoint import HeadKind, TrainedHead
 from .features import TreeFeatures
-
-HeadKind = Literal["linear", "mlp"]
 
 
 @dataclass(frozen=True)
@@ -36,23 +35,6 @@ class TrainSettings:
     eval_every: int = 20
     folds: int = 5
     seed: int = 0
-
-
-@dataclass
-class TrainedHead:
-    """A head's weights as plain arrays, in the frame of raw hidden states (the standardisation folded
-    in): linear ``z = a @ h + c``; mlp ``z = v @ relu(U @ h + d) + e``; P(right) = sigmoid(z)."""
-
-    kind: HeadKind
-    layer: int
-    weights: dict[str, np.ndarray]
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        w = self.weights
-        if self.kind == "linear":
-            return features @ w["a"] + w["c"]
-        hidden = np.maximum(features @ w["U"].T + w["d"], 0.0)
-        return hidden @ w["v"] + w["e"]
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:

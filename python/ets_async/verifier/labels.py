@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..grading import grade
+from ..types import ProblemResult
 
 Grader = Callable[[str | None, str | None], bool | None]
 
@@ -62,27 +62,25 @@ def node_values(parents: Sequence[int], leaf_right: Mapping[int, bool]) -> dict[
     return {node: (right[node] / total[node], total[node]) for node in total}
 
 
-def label_tree(record: Mapping[str, Any], grader: Grader = grade) -> LabeledTree | None:
-    """The labelled tree of one run-file record, or None when it cannot be labelled (an error, no
+def label_tree(result: ProblemResult, grader: Grader = grade) -> LabeledTree | None:
+    """The labelled tree of one search result, or None when it cannot be labelled (an error, no
     reference answer, no tree or no finished trajectory)."""
-    tree = record.get("tree") or {}
-    reference = record.get("reference")
-    candidates = record.get("candidates") or []
-    if record.get("error") or reference is None or not tree.get("parents") or not candidates:
+    tree, reference = result.tree, result.reference
+    if result.error or reference is None or not tree.parents or not result.candidates:
         return None
-    parents = [int(p) for p in tree["parents"]]
-    leaf_right = {int(c["node"]): bool(grader(c.get("answer"), reference)) for c in candidates}
+    parents = list(tree.parents)
+    leaf_right = {c.node: bool(grader(c.answer, reference)) for c in result.candidates}
     values = node_values(parents, leaf_right)
     depth = [0] * len(parents)
     for node in range(1, len(parents)):  # parents come before their children
         depth[node] = depth[parents[node]] + 1
     nodes = sorted(n for n in values if n > 0)
-    scores = tree.get("scores") or [float("nan")] * len(parents)
+    scores = tree.scores or (float("nan"),) * len(parents)
     return LabeledTree(
-        problem_id=str(record["id"]),
-        problem=str(record.get("problem", "")),
+        problem_id=result.id,
+        problem=result.problem,
         parents=tuple(parents),
-        steps=tuple(tree.get("texts") or [""] * len(parents)),
+        steps=tree.texts or ("",) * len(parents),
         nodes=tuple(nodes),
         depth=tuple(depth[n] for n in nodes),
         value=tuple(values[n][0] for n in nodes),
@@ -92,6 +90,6 @@ def label_tree(record: Mapping[str, Any], grader: Grader = grade) -> LabeledTree
     )
 
 
-def label_trees(records: Iterable[Mapping[str, Any]], grader: Grader = grade) -> list[LabeledTree]:
-    """Every record that can be labelled, in order (a run file's header and failed problems are skipped)."""
-    return [t for r in records if "id" in r and (t := label_tree(r, grader)) is not None]
+def label_trees(results: Iterable[ProblemResult], grader: Grader = grade) -> list[LabeledTree]:
+    """Every result that can be labelled, in order (failed problems are skipped)."""
+    return [t for r in results if (t := label_tree(r, grader)) is not None]

@@ -1,7 +1,7 @@
 """Train a verifier from rollouts: run files of the policy's own searches on training problems ->
 value labels -> hidden-state features -> every head variant, judged by cross-validation over problems
 (each problem's nodes predicted by a head that never saw that problem) -> the best variant trained on
-every problem, saved as a head file (``checkpoint.save_head``). ``ets-async train-verifier`` runs it.
+every problem, saved as a head file (``verifier_checkpoint.save_head``). ``ets-async train-verifier`` runs it.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..results import HEADER_KEY, read_results
-from .checkpoint import save_head
+from ..results import read_header, read_results
+from ..verifier_checkpoint import HeadKind, TrainedHead, save_head
 from .features import HiddenStateReader, TreeFeatures, extract_features, prompt_renderer
-from .head import HeadKind, TrainedHead, TrainSettings, auroc, fold_of, train_head, within_problem_auroc
+from .head import TrainSettings, auroc, fold_of, train_head, within_problem_auroc
 from .labels import LabeledTree, label_trees
 
 log = logging.getLogger("ets_async")
@@ -44,10 +44,8 @@ def read_rollouts(paths: Sequence[str | Path]) -> tuple[list[LabeledTree], dict[
     trees: dict[str, LabeledTree] = {}
     config: dict[str, Any] = {}
     for path in paths:
-        records = read_results(path)
-        header: dict[str, Any] = next((r[HEADER_KEY] for r in records if HEADER_KEY in r), {})
-        config = config or dict(header.get("config") or {})
-        for tree in label_trees(records):
+        config = config or dict((read_header(path) or {}).get("config") or {})
+        for tree in label_trees(read_results(path)):
             trees.setdefault(tree.problem_id, tree)
     return list(trees.values()), config
 

@@ -9,6 +9,10 @@ Both head kinds fit the layout exactly: a linear head ``z = a.h + c`` as ``relu(
 rows of ``score.0``), an MLP head of width m <= hidden as its first m rows; class 0 gets logit 0, so
 softmax gives sigmoid(z). A head on a middle layer k is served by a policy truncated to its first k
 layers (the final norm kept), which is also k/L of the cost.
+
+This sits outside the ``verifier`` package, which trains heads (and reaches the backends through its
+features), so that the model registry builds a registered verifier's folder (``models.prepare_model``)
+without importing any of that.
 """
 
 from __future__ import annotations
@@ -18,12 +22,11 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-
-from .head import TrainedHead
 
 ARCHITECTURE = "Qwen2ForProcessRewardModel"
 HEAD_FILE = "verifier_head.safetensors"
@@ -31,8 +34,28 @@ SCORE_FILE = "score.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json", "vocab.json", "merges.txt")
 MARKER = "ets_async_verifier.json"
 
+HeadKind = Literal["linear", "mlp"]
+
+
+@dataclass
+class TrainedHead:
+    """A head's weights as plain arrays, in the frame of raw hidden states (the standardisation folded
+    in): linear ``z = a @ h + c``; mlp ``z = v @ relu(U @ h + d) + e``; P(right) = sigmoid(z)."""
+
+    kind: HeadKind
+    layer: int
+    weights: dict[str, np.ndarray]
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        w = self.weights
+        if self.kind == "linear":
+            return features @ w["a"] + w["c"]
+        hidden = np.maximum(features @ w["U"].T + w["d"], 0.0)
+        return hidden @ w["v"] + w["e"]
+
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
+    """A file's sha256 (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
