@@ -124,9 +124,9 @@ async def test_end_to_end_search(backends, engine, method):
     for r in results:
         assert r.error is None, r.error
         m = r.metrics
-        assert m["generated_tokens"] > 0 and m["policy_calls"] >= 2 and m["prm_calls"] == m["generated_steps"]
+        assert m.generated_tokens > 0 and m.policy_calls >= 2 and m.prm_calls == m.generated_steps
         assert len(r.tree.parents) > SMALL["width"]
-        assert m["kv_tokens_mean"] > 0 and m["kv_blocks_mean"] > 0
+        assert m.kv_tokens_mean > 0 and m.kv_blocks_mean > 0
         assert r.correct in (True, False)  # graded against the reference, even when no answer was found
     # later rounds extend prompts the engine has already computed
     assert sum(r.metrics.prefix_cached_tokens for r in results) > 0
