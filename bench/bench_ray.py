@@ -5,7 +5,8 @@ backends of ``ets_async.testing`` (zero latency: all the time is the search's ow
 bench_overhead.py), side by side in one run:
 
 1. the same problems on 1 actor, then on 2 actors: problems/s of each (timed from the moment every
-   actor has its backends to the last result) and their ratio;
+   actor has its backends to the last result) and their ratio, ``--repeats`` times in alternation
+   (a shared 2-core machine moves single figures by 10%); the median ratio is the result;
 2. 2 actors again, one SIGKILLed once a third of the problems are written: every result goes through
    a ``ResultWriter`` (the driver is the only writer), then the run file is read back and the
    problems lost (not in the file), duplicated (in it twice) and ended with an error are counted.
@@ -21,12 +22,12 @@ import asyncio
 import collections
 import os
 import signal
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import ray
-
 from ets_async import SearchConfig
 from ets_async.ray_batch import RayWorkers
 from ets_async.results import ResultWriter, read_lines
@@ -75,9 +76,15 @@ async def main(args: argparse.Namespace) -> None:
     items = problems(args.problems)
     print(f"{args.problems} problems, {args.method} width {args.width}, depth {args.depth}, "
           f"{args.concurrency} concurrent per actor, scripted backends, {os.cpu_count()} cores")
-    (one, one_cpu), (two, two_cpu) = [await throughput(config, items, n) for n in (1, 2)]
-    print(f"1 actor : {one:8.2f} problems/s  (the driver used {one_cpu:.2f} of a core)")
-    print(f"2 actors: {two:8.2f} problems/s  (the driver used {two_cpu:.2f} of a core)  {two / one:.2f}x")
+    ratios = []
+    for repeat in range(args.repeats):
+        (one, one_cpu), (two, two_cpu) = [await throughput(config, items, n) for n in (1, 2)]
+        ratios.append(two / one)
+        print(f"[{repeat + 1}/{args.repeats}] 1 actor : {one:8.2f} problems/s  (the driver used {one_cpu:.2f} of a core)")
+        print(f"[{repeat + 1}/{args.repeats}] 2 actors: {two:8.2f} problems/s  (the driver used {two_cpu:.2f} of a core)"
+              f"  {two / one:.2f}x")
+    print(f"2 actors against 1, median of {args.repeats}: {statistics.median(ratios):.2f}x "
+          f"(range {min(ratios):.2f}x-{max(ratios):.2f}x)")
     with tempfile.TemporaryDirectory() as folder:
         counts = await killed_actor(config, items, Path(folder) / "run.jsonl")
     print("an actor SIGKILLed a third of the way in: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -89,6 +96,7 @@ if __name__ == "__main__":
     parser.add_argument("--method", default="ets")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5, help="1-actor/2-actor pairs, alternated")
     parser.add_argument("--concurrency", type=int, default=16, help="max_concurrent_problems of each actor")
     args = parser.parse_args()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
