@@ -38,7 +38,6 @@ from ets_async.stopping import settled
 from ets_async.testing import fake_backends
 from ets_async.types import ProblemResult
 from ets_async.voting import select_answer
-
 from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
 
 RECIPE = "majority_adaptive_8"
@@ -80,7 +79,8 @@ def replay_problem(row: dict[str, Any], config: SearchConfig, scorer: str) -> Pr
     tokens = sum(s["tokens"] for s in samples[:used])
     return ProblemResult(
         id=str(row["id"]), problem="", method=config.method, width=config.width, reference=row["reference"],
-        answer=answer, correct=bool(correct), metrics=MetricsSummary(generated_tokens=tokens, waves=waves, finished=used, stop_reason=reason),
+        answer=answer, correct=bool(correct),
+        metrics=MetricsSummary(generated_tokens=tokens, waves=waves, finished=used, stop_reason=reason),
     )  # fmt: skip
 
 
@@ -88,20 +88,32 @@ def replay(path: Path, base: dict[str, Any], rules: list[str], scorer: str) -> N
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [row for row in rows if row.get("error") is None and row["trajectories"]]
     full = SearchConfig(**base)
-    runs = {(f"recipe {RECIPE}" if spec == "recipe" else spec): [replay_problem(row, full.replace(**stop_settings(spec)), scorer) for row in rows] for spec in rules}
-    print(f"replay of {path.name}: {len(rows)} problems, {full.answer_selection} over at most {full.width} stored samples each")
+    runs = {
+        (f"recipe {RECIPE}" if spec == "recipe" else spec): [
+            replay_problem(row, full.replace(**stop_settings(spec)), scorer) for row in rows
+        ]
+        for spec in rules
+    }
+    print(
+        f"replay of {path.name}: {len(rows)} problems, {full.answer_selection} over at most {full.width} stored "
+        "samples each"
+    )
     print_comparison(f"{full.answer_selection}@{full.width}", [replay_problem(row, full, scorer) for row in rows], runs)
 
 
 # --- engine -------------------------------------------------------------------------------------
 
 
-async def run(path: Path, label: str, config: SearchConfig, backends: Any, problems: list[dict[str, Any]]) -> list[ProblemResult]:
+async def run(
+    path: Path, label: str, config: SearchConfig, backends: Any, problems: list[dict[str, Any]]
+) -> list[ProblemResult]:
     """Search the problems not yet in ``path`` and return every record of it (resumable)."""
     header = {"label": label, "config": config.model_dump(mode="json")}
     with ResultWriter(path, run_header=header) as writer:
         if changed := writer.settings_changed(header):
-            raise SystemExit(f"{path} was written with other settings ({', '.join(changed)}); remove it or use another --out")
+            raise SystemExit(
+                f"{path} was written with other settings ({', '.join(changed)}); remove it or use another --out"
+            )
         todo = [p for p in problems if p["id"] not in writer.done_ids()]
         if todo:
             print(f"{label} (W={config.width}): {len(todo)} problems to run", flush=True)
@@ -109,7 +121,9 @@ async def run(path: Path, label: str, config: SearchConfig, backends: Any, probl
             session, started = f"{time.strftime('%Y%m%dT%H%M%S')}-{label}", time.perf_counter()
             for engine in backends.engines:
                 await engine.llm.reset_prefix_cache()
-            for result in await solve_many(todo, resolved, policy=backends.policy, prm=backends.prm, embedder=backends.embedder):
+            for result in await solve_many(
+                todo, resolved, policy=backends.policy, prm=backends.prm, embedder=backends.embedder
+            ):
                 elapsed = time.perf_counter() - started
                 writer.write(RunRecord.of(result, resolved, session=session, elapsed_s=elapsed, label=label))
     wanted = {p["id"] for p in problems}
@@ -127,7 +141,13 @@ async def engine_bench(args: argparse.Namespace, problems: list[dict[str, Any]])
         for name, fields in pairs:
             full = SearchConfig(**{**base, **fields})
             fixed = await run(args.out / f"{name}-{args.width}.jsonl", name, full, backends, problems)
-            early = await run(args.out / f"{name}_adaptive-{args.width}.jsonl", f"{name}_adaptive", full.replace(**stop), backends, problems)
+            early = await run(
+                args.out / f"{name}_adaptive-{args.width}.jsonl",
+                f"{name}_adaptive",
+                full.replace(**stop),
+                backends,
+                problems,
+            )
             print_comparison(f"{name}@{args.width}", fixed, {f"{name} adaptive": early})
     finally:
         backends.shutdown()
@@ -144,7 +164,10 @@ def print_comparison(baseline_label: str, baseline: list[ProblemResult], runs: d
         return sum(values) / len(values) if values else 0.0
 
     base_tokens = mean(baseline, "generated_tokens")
-    header = f"{'run':<72} {'accuracy':>8} {'tokens':>7} {'saved':>6} {'waves':>5} {'settled':>7}  paired difference [95% CI]"
+    header = (
+        f"{'run':<72} {'accuracy':>8} {'tokens':>7} {'saved':>6} {'waves':>5} {'settled':>7}"
+        "  paired difference [95% CI]"
+    )
     print(header)
     print("-" * len(header))
     for label, results in [(baseline_label, baseline), *runs.items()]:
@@ -160,25 +183,36 @@ def print_comparison(baseline_label: str, baseline: list[ProblemResult], runs: d
         )  # fmt: skip
         print(
             f"{label:<72} {report.fmt(accuracy, 'pct'):>8} {tokens:>7.0f} {report.fmt(saved, 'pct'):>6}"
-            f" {mean(results, 'waves'):>5.2f} {report.fmt(stopped / len(results) if results else None, 'pct'):>7}  {paired}"
+            f" {mean(results, 'waves'):>5.2f} {report.fmt(stopped / len(results) if results else None, 'pct'):>7}  "
+            f"{paired}"
         )
     print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--replay", type=Path, default=None, metavar="RUNFILE", help="replay stop rules over stored samples")
+    parser.add_argument(
+        "--replay", type=Path, default=None, metavar="RUNFILE", help="replay stop rules over stored samples"
+    )
     parser.add_argument("--rules", nargs="+", default=REPLAY_RULES, metavar="KEY=VALUE,...",
                         help="replay: stop settings to compare ('recipe': the recipe's)")
-    parser.add_argument("--scorer", default="verifier", help="replay: the stored step scores that weight a weighted_majority")
-    parser.add_argument("--selection", default="majority", choices=["majority", "weighted_majority"], help="replay's vote")
+    parser.add_argument(
+        "--scorer", default="verifier", help="replay: the stored step scores that weight a weighted_majority"
+    )
+    parser.add_argument(
+        "--selection", default="majority", choices=["majority", "weighted_majority"], help="replay's vote"
+    )
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--start", type=int, default=0, help="first problem (0-based) of the slice")
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--stop", default="recipe", metavar="KEY=VALUE,...", help=f"stop settings; default: recipe {RECIPE}'s")
+    parser.add_argument(
+        "--stop", default="recipe", metavar="KEY=VALUE,...", help=f"stop settings; default: recipe {RECIPE}'s"
+    )
     parser.add_argument("--trees", action="store_true", help="also REBASE and ETS with and without the stop rule")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="SearchConfig for every run")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="SearchConfig for every run"
+    )
     parser.add_argument("--engine-set", dest="engine_sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--fake", action="store_true", help="scripted backends instead of the engine (a smoke test)")
     parser.add_argument("--out", type=Path, default=Path("runs/adaptive"))

@@ -29,10 +29,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from ets_async import EngineConfig, load_backends
 from ets_async.backends.vllm_engine import next_request_id
-
 from gsm8k import DEFAULT_DATA, read_rows, solution_lines  # a sibling module: the script's folder is on sys.path
 
 
@@ -76,7 +74,11 @@ async def measure(engine, embedder, texts, args, threads: int | None) -> dict[st
     finally:
         stop.set()
         await asyncio.to_thread(worker.join)
-    return {"threads": threads, "engine_tokens_per_s": args.requests * args.tokens / seconds, "embedded_per_s": done[0] / seconds}
+    return {
+        "threads": threads,
+        "engine_tokens_per_s": args.requests * args.tokens / seconds,
+        "embedded_per_s": done[0] / seconds,
+    }
 
 
 async def batch_sizes(engine, args) -> None:
@@ -85,7 +87,10 @@ async def batch_sizes(engine, args) -> None:
         rates[size] = size * args.tokens / await decode_batch(engine, size, args.tokens)
         print(f"{size} sequences at once: {rates[size]:.1f} tokens/s", flush=True)
     first = rates[args.batch_sizes[0]]
-    print(f"tokens/s relative to {args.batch_sizes[0]} at once: " + ", ".join(f"{n}: x{r / first:.2f}" for n, r in rates.items()))
+    print(
+        f"tokens/s relative to {args.batch_sizes[0]} at once: "
+        + ", ".join(f"{n}: x{r / first:.2f}" for n, r in rates.items())
+    )
 
 
 async def contention(engine, embedder, args) -> None:
@@ -97,8 +102,11 @@ async def contention(engine, embedder, args) -> None:
         for threads in settings if round_ % 2 == 0 else settings[::-1]:
             row = await measure(engine, embedder, texts, args, threads)
             rows.append(row)
-            print(f"round {round_} embedder threads {row['threads']}: engine {row['engine_tokens_per_s']:.1f} tokens/s, "
-                  f"embedder {row['embedded_per_s']:.1f} steps/s", flush=True)
+            print(
+                f"round {round_} embedder threads {row['threads']}: engine {row['engine_tokens_per_s']:.1f} tokens/s, "
+                f"embedder {row['embedded_per_s']:.1f} steps/s",
+                flush=True,
+            )
     alone = statistics.fmean(r["engine_tokens_per_s"] for r in rows if r["threads"] == 0)
     print(f"engine alone: {alone:.1f} tokens/s (mean of {args.rounds} rounds)")
     for threads in args.threads:
@@ -121,11 +129,15 @@ async def run(args, backends) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 64, 256], help="sequences decoded at once, alone")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="*", default=[16, 64, 256], help="sequences decoded at once, alone"
+    )
     parser.add_argument("--requests", type=int, default=64, help="sequences decoded at once beside the embedder")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per sequence")
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="embedder thread counts to compare")
-    parser.add_argument("--embed-batch", type=int, default=128, help="steps per encode call (ETS sends up to 128 at once)")
+    parser.add_argument(
+        "--embed-batch", type=int, default=128, help="steps per encode call (ETS sends up to 128 at once)"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE", help="EngineConfig field")
     args = parser.parse_args()

@@ -33,7 +33,6 @@ from ets_async.backends.prm_kinds import judge_prm
 from ets_async.config import DEFAULT_SYSTEM_PROMPT, EngineConfig
 from ets_async.datasets import load_problems
 from ets_async.local_servers import ROUTER_POLICIES, local_router, local_servers
-
 from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
 
 
@@ -107,7 +106,9 @@ async def http_runs(
     for router_policy in routers:  # vllm-router in front of the same two servers, one endpoint for us
         with local_router(urls, router_policy, log_dir=log_dir) as router:
             policy, prm = fleet(Router, [router.url], model, max_model_len)
-            rows[f"vllm-router {router_policy}"] = await measure(f"router-{router_policy}", problems, config, policy, prm)
+            rows[f"vllm-router {router_policy}"] = await measure(
+                f"router-{router_policy}", problems, config, policy, prm
+            )
             await policy.aclose()
     return rows
 
@@ -170,7 +171,10 @@ def main() -> None:
     for name in ["affinity", "round_robin", *(f"vllm-router {p}" for p in args.routers)]:
         row = rows[name]
         label = {"affinity": "client-side affinity", "round_robin": "client-side round robin"}.get(name, name)
-        print(f"  {label:<30} {row['cached_share']:>12.3f} {row['tok_per_s']:>9.1f} {row['wall_s']:>7.1f}  {row['tok_per_s'] / base:.2f}x")
+        print(
+            f"  {label:<30} {row['cached_share']:>12.3f} {row['tok_per_s']:>9.1f} {row['wall_s']:>7.1f}  "
+            f"{row['tok_per_s'] / base:.2f}x"
+        )
 
 
 if __name__ == "__main__":

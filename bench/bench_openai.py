@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 
 import openai
 from aiohttp import web
-
 from ets_async import SearchConfig, iter_solve
 from ets_async.app import BackendPlan
 from ets_async.config import DEFAULT_SYSTEM_PROMPT, EngineConfig
@@ -65,7 +63,9 @@ async def through_openai(backends, config: SearchConfig, questions: list[str]) -
 
     async def ask(question: str) -> tuple[float, int, str]:
         started = time.perf_counter()
-        response = await client.chat.completions.create(model="ets-async", messages=[{"role": "user", "content": question}])
+        response = await client.chat.completions.create(
+            model="ets-async", messages=[{"role": "user", "content": question}]
+        )
         return time.perf_counter() - started, response.usage.completion_tokens, response.id
 
     try:
@@ -86,7 +86,7 @@ async def through_openai(backends, config: SearchConfig, questions: list[str]) -
 
 async def in_process(backends, config: SearchConfig, questions: list[str], ids: list[str]) -> dict[str, float]:
     config = config.replace(system_prompt=f"[proc] {DEFAULT_SYSTEM_PROMPT}", max_concurrent_problems=len(questions))
-    items = [Problem(id, question) for id, question in zip(ids, questions)]
+    items = [Problem(id, question) for id, question in zip(ids, questions, strict=True)]
     latencies, tokens = [], 0
     started = time.perf_counter()
     async for result in iter_solve(items, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder):
@@ -114,7 +114,11 @@ async def main() -> None:
     engine = EngineConfig(model=args.model, max_num_seqs=256) if args.backend == "vllm" else None
     plan = BackendPlan(args.backend, engine, fake_delay_s=args.fake_delay)
     questions = problems(args.requests)
-    where = f"fake backend ({args.fake_delay}s per request)" if args.backend == "fake" else f"model {args.model or 'default'}"
+    where = (
+        f"fake backend ({args.fake_delay}s per request)"
+        if args.backend == "fake"
+        else f"model {args.model or 'default'}"
+    )
     print(f"{args.requests} concurrent requests, {args.method} width {args.width}, {where}")
     with plan.open() as backends:
         http, ids = await through_openai(backends, config, questions)

@@ -31,19 +31,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ets_async import EngineConfig, load_backends, models  # noqa: E402
-from ets_async.backends.fleet import HttpClient, RetryPolicy, connect  # noqa: E402
-from ets_async.backends.fleet.transport import POOL_EVERY_TOKEN  # noqa: E402
-from ets_async.backends.prm_kinds import judge_prm, qwen_prm  # noqa: E402
-from ets_async.backends.protocols import PRM, PrefillCount, ScoreRequest  # noqa: E402
-from ets_async.backends.vllm_engine import EngineTransport  # noqa: E402
-from ets_async.local_servers import local_servers  # noqa: E402
-from tests import tiny_models  # noqa: E402
+from ets_async import EngineConfig, load_backends, models
+from ets_async.backends.fleet import HttpClient, RetryPolicy, connect
+from ets_async.backends.fleet.transport import POOL_EVERY_TOKEN
+from ets_async.backends.prm_kinds import judge_prm, qwen_prm
+from ets_async.backends.protocols import PRM, PrefillCount, ScoreRequest
+from ets_async.backends.vllm_engine import EngineTransport
+from ets_async.local_servers import local_servers
+from gsm8k import DEFAULT_DATA, read_rows, solution_lines  # a sibling module: the script's folder is on sys.path
 
-from gsm8k import DEFAULT_DATA, read_rows, solution_lines  # noqa: E402 - a sibling module: the script's folder is on sys.path
+from tests import tiny_models
 
 
-def tree_levels(problems: Sequence[str], depth: int, children: int, lines: Sequence[str]) -> list[list[tuple[str, tuple[str, ...]]]]:
+def tree_levels(
+    problems: Sequence[str], depth: int, children: int, lines: Sequence[str]
+) -> list[list[tuple[str, tuple[str, ...]]]]:
     """Per depth, the (problem, steps) of every scored child: the kept path plus one new step each."""
     levels = []
     for d in range(1, depth + 1):
@@ -66,7 +68,10 @@ async def measure(name: str, prm: PRM, prefill: PrefillCount, levels, to_request
         requests = prefill.requests - before[0]
         rows.append(((prefill.prompt_tokens - before[1]) / requests, (prefill.computed_tokens - before[2]) / requests))
     total = prefill.computed_tokens / prefill.prompt_tokens
-    print(f"  {name}: {prefill.requests} steps scored, computed {prefill.computed_tokens} of {prefill.prompt_tokens} prompt tokens ({total:.0%})")
+    print(
+        f"  {name}: {prefill.requests} steps scored, computed {prefill.computed_tokens} of {prefill.prompt_tokens} "
+        f"prompt tokens ({total:.0%})"
+    )
     return rows
 
 
@@ -91,7 +96,9 @@ def main() -> None:
 
     async def in_process() -> None:
         for kind in ("math_shepherd", "qwen_prm"):
-            backends = load_backends(EngineConfig(**base, prm=kind, prm_model=str(lm if kind == "math_shepherd" else prm_model)))
+            backends = load_backends(
+                EngineConfig(**base, prm=kind, prm_model=str(lm if kind == "math_shepherd" else prm_model))
+            )
             try:
                 tokenizer = backends.policy.tokenizer
                 if kind == "math_shepherd":  # the judge on the policy's engine, in the same run
@@ -99,35 +106,53 @@ def main() -> None:
                     delimiter = "\n\n"
 
                     def policy_ids(problem: str, steps: tuple[str, ...]) -> ScoreRequest:
-                        ids = backends.policy.render(problem, None, "{problem}")
-                        ids += tokenizer.encode("".join(s + delimiter for s in steps), add_special_tokens=False)
+                        ids = backends.policy.render(problem, None, "{problem}")  # noqa: B023 - called within this iteration
+                        ids += tokenizer.encode("".join(s + delimiter for s in steps), add_special_tokens=False)  # noqa: B023
                         return ScoreRequest(tuple(ids), problem, steps)
 
                     table["judge"] = await measure("judge", judge, judge.transport.prefill, levels, policy_ids)
                 name = kind if kind == "math_shepherd" else "qwen_prm (in process)"
-                table[name] = await measure(name, backends.prm, backends.prm.transport.prefill, levels, lambda p, s: ScoreRequest((), p, s))
+                table[name] = await measure(
+                    name, backends.prm, backends.prm.transport.prefill, levels, lambda p, s: ScoreRequest((), p, s)
+                )
             finally:
                 backends.shutdown()
 
     asyncio.run(in_process())
 
-    with local_servers(str(prm_model), 1, max_model_len=4096, extra_args=["--runner", "pooling", "--dtype", "float32", *POOL_EVERY_TOKEN]) as (server,):
+    with local_servers(
+        str(prm_model),
+        1,
+        max_model_len=4096,
+        extra_args=["--runner", "pooling", "--dtype", "float32", *POOL_EVERY_TOKEN],
+    ) as (server,):
 
         async def over_http() -> None:
             fleet = connect([server.url], str(prm_model), HttpClient(RetryPolicy(timeout_s=600.0)), role="PRM")
             prm = qwen_prm(fleet.transport(), fleet.tokenizer.get())
-            table["qwen_prm (HTTP)"] = await measure("qwen_prm (HTTP)", prm, prm.transport.prefill, levels, lambda p, s: ScoreRequest((), p, s))
+            table["qwen_prm (HTTP)"] = await measure(
+                "qwen_prm (HTTP)", prm, prm.transport.prefill, levels, lambda p, s: ScoreRequest((), p, s)
+            )
             await fleet.router.aclose()
             await fleet.router.client.aclose()
 
         asyncio.run(over_http())
 
-    print(f"\nPrefill tokens per scored step (computed / prompt), {args.problems} problems x {args.children} children per depth:")
+    print(
+        f"\nPrefill tokens per scored step (computed / prompt), {args.problems} problems x {args.children} children "
+        "per depth:"
+    )
     names = list(table)
     print("depth  " + "  ".join(f"{n:>24}" for n in names))
     for d in range(args.depth):
         print(f"{d + 1:>5}  " + "  ".join(f"{table[n][d][1]:>11.0f} / {table[n][d][0]:<10.0f}" for n in names))
-    print("mean   " + "  ".join(f"{statistics.mean(r[1] for r in table[n]):>11.0f} / {statistics.mean(r[0] for r in table[n]):<10.0f}" for n in names))
+    print(
+        "mean   "
+        + "  ".join(
+            f"{statistics.mean(r[1] for r in table[n]):>11.0f} / {statistics.mean(r[0] for r in table[n]):<10.0f}"
+            for n in names
+        )
+    )
 
 
 if __name__ == "__main__":

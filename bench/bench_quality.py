@@ -5,18 +5,18 @@
     python bench/bench_quality.py --out runs/quality --report-only
     python bench/bench_quality.py --verifier HEAD --variants majority weighted_verifier rebase_verifier pf_verifier
 
-Each variant is a predefined name (greedy, majority, weighted_majority, best_of_n, beam, dvts,
-rebase, ets, and with the verifier: weighted_verifier, rebase_verifier, ets_verifier, pf_verifier,
-pf) or ``[label=]method[:key=value,...]`` with any SearchConfig fields, plus ``prm=confidence`` (the
-default) or ``prm=verifier`` (the head given by ``--verifier``, on its own pooling engine, started
-once beside the policy's); ``--width`` applies unless a variant sets its own. Every variant runs on the same problems with the same seed, one after
-another on one engine (its prefix cache reset before each), and appends one line per problem to
-``OUT/<label>-<width>.jsonl``: an interrupted run resumes where it stopped, and a variant whose
-settings changed is refused. While a variant runs, the engine's own KV-cache usage
-(``vllm:kv_cache_usage_perc``) and the processes' memory are sampled every 0.25 s. A variant that
-differs from an earlier one only in ``answer_selection``/``score_aggregation`` (majority vote,
-weighted majority and the highest score over the same N samples) grows identical trees, so its answers are
-re-selected from the earlier run's candidates instead of searching again.
+Each variant is a predefined name (greedy, majority, weighted_majority, best_of_n, beam, dvts, rebase,
+ets, and with the verifier: weighted_verifier, rebase_verifier, ets_verifier, pf_verifier, pf) or
+``[label=]method[:key=value,...]`` with any SearchConfig fields, plus ``prm=confidence`` (the default)
+or ``prm=verifier`` (the head given by ``--verifier``, on its own pooling engine, started once beside
+the policy's); ``--width`` applies unless a variant sets its own. Every variant runs on the same
+problems with the same seed, one after another on one engine (its prefix cache reset before each), and
+appends one line per problem to ``OUT/<label>-<width>.jsonl``: an interrupted run resumes where it
+stopped, and a variant whose settings changed is refused. While a variant runs, the engine's own
+KV-cache usage (``vllm:kv_cache_usage_perc``) and the processes' memory are sampled every 0.25 s. A
+variant that differs from an earlier one only in ``answer_selection``/``score_aggregation`` (majority
+vote, weighted majority and the highest score over the same N samples) grows identical trees, so its
+answers are re-selected from the earlier run's candidates instead of searching again.
 
 The report (``OUT/summary.json``, ``OUT/quality.png`` and the printed table): accuracy with its 95%
 Wilson interval, the paired difference against ``--baseline`` on the same problems with a 95%
@@ -44,7 +44,6 @@ from ets_async.datasets import load_problems
 from ets_async.plots import plot_summaries
 from ets_async.records import RunRecord
 from ets_async.results import ResultWriter, read_results
-
 from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
 
 VARIANTS = {
@@ -107,7 +106,9 @@ async def sample_engine(kv_usage: list[float], rss_gib: list[float], period_s: f
     from vllm.v1.metrics.reader import Gauge, get_metrics_snapshot
 
     while True:
-        kv_usage.extend(m.value for m in get_metrics_snapshot() if m.name == "vllm:kv_cache_usage_perc" and isinstance(m, Gauge))
+        kv_usage.extend(
+            m.value for m in get_metrics_snapshot() if m.name == "vllm:kv_cache_usage_perc" and isinstance(m, Gauge)
+        )
         rss_gib.append(process_tree_rss_gib())
         await asyncio.sleep(period_s)
 
@@ -122,7 +123,9 @@ async def run_variant(backends: Any, prm: Any, problems: list[dict[str, Any]], v
     header = {"label": label, "config": config.model_dump(mode="json"), "prm": variant.prm}
     with ResultWriter(path, run_header=header) as writer:
         if changed := writer.settings_changed(header):
-            raise SystemExit(f"{path} was written with other settings ({', '.join(changed)}); remove it or use another --out")
+            raise SystemExit(
+                f"{path} was written with other settings ({', '.join(changed)}); remove it or use another --out"
+            )
         todo = [p for p in problems if p["id"] not in writer.done_ids()]
         if not todo:
             return
@@ -142,7 +145,9 @@ async def run_variant(backends: Any, prm: Any, problems: list[dict[str, Any]], v
         finally:
             sampler.cancel()
         with path.with_suffix(".engine.jsonl").open("a") as log:
-            log.write(json.dumps({"session": session, "kv_usage": usage, "rss_gib_peak": max(rss, default=None)}) + "\n")
+            log.write(
+                json.dumps({"session": session, "kv_usage": usage, "rss_gib_peak": max(rss, default=None)}) + "\n"
+            )
 
 
 _SELECTION_FIELDS = ("answer_selection", "score_aggregation")
@@ -216,7 +221,8 @@ def print_report(rows: list[dict[str, Any]], baseline: str | None) -> None:
         diff = row["vs_baseline"]
         if not diff or diff["difference"] is None or row["label"] == baseline:
             return "-"
-        return f"{100 * diff['difference']:+.1f} [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}] (+{diff['wins']}/-{diff['losses']})"
+        interval = f"[{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}]"
+        return f"{100 * diff['difference']:+.1f} {interval} (+{diff['wins']}/-{diff['losses']})"
 
     reference = next((row for row in rows if row["label"] == baseline), None)
 
@@ -248,12 +254,17 @@ def print_report(rows: list[dict[str, Any]], baseline: str | None) -> None:
 async def collect(args: argparse.Namespace, runs: list[Variant], problems: list[dict[str, Any]]) -> None:
     wants_verifier = any(v.prm == "verifier" for v in runs)
     if wants_verifier and not args.verifier:
-        raise SystemExit("a variant scores with the verifier: give --verifier HEAD (a head file or a registered verifier)")
+        raise SystemExit(
+            "a variant scores with the verifier: give --verifier HEAD (a head file or a registered verifier)"
+        )
     extra = ["prm=verifier", f"prm_model={args.verifier}"] if wants_verifier else []
     engine_config = EngineConfig.load(None, [*args.engine_set, *extra])
     started = time.perf_counter()
     backends = load_backends(engine_config)
-    print(f"engines started in {time.perf_counter() - started:.0f} s, {process_tree_rss_gib():.1f} GiB resident", flush=True)
+    print(
+        f"engines started in {time.perf_counter() - started:.0f} s, {process_tree_rss_gib():.1f} GiB resident",
+        flush=True,
+    )
     prms = {"confidence": ConfidencePRM(), "verifier": backends.prm} if wants_verifier else {"confidence": backends.prm}
     try:
         for i, variant in enumerate(runs):
@@ -273,9 +284,13 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=30)
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--variants", nargs="+", default=ISSUE_SET)
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="SearchConfig for every variant")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="SearchConfig for every variant"
+    )
     parser.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE", help="EngineConfig field")
-    parser.add_argument("--verifier", default=None, help="the verifier of prm=verifier variants: a head file or a registered verifier")
+    parser.add_argument(
+        "--verifier", default=None, help="the verifier of prm=verifier variants: a head file or a registered verifier"
+    )
     parser.add_argument("--baseline", default="majority", help="the run label paired differences are taken against")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"))
     parser.add_argument("--report-only", action="store_true", help="summarise the run files in --out")

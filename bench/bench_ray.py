@@ -80,9 +80,13 @@ async def main(args: argparse.Namespace) -> None:
     for repeat in range(args.repeats):
         (one, one_cpu), (two, two_cpu) = [await throughput(config, items, n) for n in (1, 2)]
         ratios.append(two / one)
-        print(f"[{repeat + 1}/{args.repeats}] 1 actor : {one:8.2f} problems/s  (the driver used {one_cpu:.2f} of a core)")
-        print(f"[{repeat + 1}/{args.repeats}] 2 actors: {two:8.2f} problems/s  (the driver used {two_cpu:.2f} of a core)"
-              f"  {two / one:.2f}x")
+        print(
+            f"[{repeat + 1}/{args.repeats}] 1 actor : {one:8.2f} problems/s  (the driver used {one_cpu:.2f} of a core)"
+        )
+        print(
+            f"[{repeat + 1}/{args.repeats}] 2 actors: {two:8.2f} problems/s  (the driver used {two_cpu:.2f} of a core)"
+            f"  {two / one:.2f}x"
+        )
     print(f"2 actors against 1, median of {args.repeats}: {statistics.median(ratios):.2f}x "
           f"(range {min(ratios):.2f}x-{max(ratios):.2f}x)")
     with tempfile.TemporaryDirectory() as folder:

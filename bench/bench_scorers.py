@@ -45,7 +45,6 @@ from ets_async.grading import grade
 from ets_async.results import ResultWriter, read_lines
 from ets_async.verifier.head import auroc
 from ets_async.voting import STEP_AGGREGATIONS, aggregate_scores, select_answer
-
 from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
 
 BASE_SCORERS = ("judge", "confidence_mean", "confidence_window", "arithmetic")
@@ -65,7 +64,7 @@ class RecordingPRM:
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
         judged = await self.judge.score(requests)
         verified = await self.verifier.score(requests) if self.verifier is not None else [None] * len(requests)
-        for request, judge, value in zip(requests, judged, verified):
+        for request, judge, value in zip(requests, judged, verified, strict=True):
             logprobs = request.step_logprobs or ()
             check = check_arithmetic(request.steps[-1])
             self.table[(request.scope.id if request.scope else "", "".join(request.steps))] = {
@@ -128,7 +127,9 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
                         "scores": scorer_values(steps),
                     }
                 )
-            writer.write({"id": result.id, "reference": result.reference, "error": result.error, "trajectories": trajectories})
+            writer.write(
+                {"id": result.id, "reference": result.reference, "error": result.error, "trajectories": trajectories}
+            )
             print(f"  {result.id}: {sum(t['correct'] for t in trajectories)}/{len(trajectories)} right", flush=True)
     backends.shutdown()
 
@@ -151,16 +152,20 @@ def report(records: list[dict[str, Any]]) -> None:
     print(f"{len(records)} problems, {len(trajectories)} finished trajectories ({right} right); "
           f"{len(mixed)} problems have both right and wrong ones; {oracle} have at least one right")
     print(f"majority vote (no scorer): {selection_accuracy(records, None, 'last', 'majority'):.3f}")
-    names = [n for n in trajectories[0]["scores"] if all(n in t["scores"] for t in trajectories)] if trajectories else []
+    names = (
+        [n for n in trajectories[0]["scores"] if all(n in t["scores"] for t in trajectories)] if trajectories else []
+    )
     print(f"\n{'scorer':<26}" + "".join(f"{agg:>16}" for agg in STEP_AGGREGATIONS))
     print(f"{'':<26}" + "".join(f"{'pooled / within':>16}" for _ in STEP_AGGREGATIONS))
     for name in names:
         cells = []
         for how in STEP_AGGREGATIONS:
             def value(t: dict[str, Any]) -> float:
-                return aggregate_scores(t["scores"][name], how)  # type: ignore[arg-type]
+                return aggregate_scores(t["scores"][name], how)  # type: ignore[arg-type]  # noqa: B023 - used in this iteration
 
-            pooled = auroc([value(t) for t in trajectories if t["correct"]], [value(t) for t in trajectories if not t["correct"]])
+            pooled = auroc(
+                [value(t) for t in trajectories if t["correct"]], [value(t) for t in trajectories if not t["correct"]]
+            )
             within = [
                 a for r in mixed
                 if (a := auroc([value(t) for t in r["trajectories"] if t["correct"]],
@@ -186,7 +191,11 @@ def within_at_depth(mixed: list[dict[str, Any]], name: str, depth: int) -> tuple
     labelled by its trajectory's correctness; and the problems that had both at that depth."""
     values = []
     for r in mixed:
-        at = [(t["scores"][name][depth - 1], bool(t["correct"])) for t in r["trajectories"] if len(t["scores"][name]) >= depth]
+        at = [
+            (t["scores"][name][depth - 1], bool(t["correct"]))
+            for t in r["trajectories"]
+            if len(t["scores"][name]) >= depth
+        ]
         a = auroc([v for v, ok in at if ok], [v for v, ok in at if not ok])
         if a is not None:
             values.append(a)
@@ -216,7 +225,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--model", default=models.DEFAULT_POLICY)
-    parser.add_argument("--verifier", default=None, help="also score with this verifier (a head file or a registered verifier)")
+    parser.add_argument(
+        "--verifier", default=None, help="also score with this verifier (a head file or a registered verifier)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/scorers.jsonl"))
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()

@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_quality import sample_engine  # sibling modules: the script's folder is on sys.path
 from ets_async import SearchConfig, load_backends, solve_many
 from ets_async.config import EngineConfig
 from ets_async.datasets import load_problems
-
-from bench_quality import sample_engine  # sibling modules: the script's folder is on sys.path
 from gsm8k import DEFAULT_DATA
 
 
@@ -68,7 +67,9 @@ async def run_once(backends, problems, config, label=None):
     before = engine_counters()
     started = time.perf_counter()
     try:
-        results = await solve_many(problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+        results = await solve_many(
+            problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder
+        )
     finally:
         sampler.cancel()
     wall = time.perf_counter() - started
@@ -142,7 +143,10 @@ async def compare(args, backends, problems):
         f"x{reference['kv_generated_mean'] / reference['kv_newest_layer_mean']:.2f} "
         "(no selection at this budget can shrink generated-only KV by more)"
     )
-    print(f"\nratios {reference['method']} / other (KV and tokens: >1 means the other is smaller; throughput: other / {reference['method']})")
+    print(
+        f"\nratios {reference['method']} / other (KV and tokens: >1 means the other is smaller; throughput: other / "
+        f"{reference['method']})"
+    )
     for row in rows[1:]:
         print(
             f"  {row['method']:>10}: KV tokens mean x{reference['kv_tokens_mean'] / row['kv_tokens_mean']:.2f}"
@@ -165,7 +169,10 @@ async def scaling(args, backends, problems):
         rows.append(await run_once(backends, problems, config, label))
     print_rows(rows, ["method", "concurrency", "problems", "errors", "generated_tokens", "wall_s", "problems_per_s"])
     base = rows[0]["problems_per_s"]
-    print("\nproblems/s relative to concurrency 1: " + ", ".join(f"{r['concurrency']}: x{r['problems_per_s'] / base:.2f}" for r in rows))
+    print(
+        "\nproblems/s relative to concurrency 1: "
+        + ", ".join(f"{r['concurrency']}: x{r['problems_per_s'] / base:.2f}" for r in rows)
+    )
     return rows
 
 
@@ -178,8 +185,11 @@ async def pressure(args, backends, problems):
         for label, overrides in variants if round_ % 2 == 0 else variants[::-1]:
             row = await run_once(backends, problems, base.replace(**overrides), label)
             rows.append({**row, "round": round_})
-            print(f"round {round_} {label}: {row['problems_per_s']:.4g} problems/s, {row['tokens_per_s']:.4g} tokens/s, "
-                  f"{row['engine_preemptions']:.0f} preemptions, prefix hits {row['engine_prefix_hit_rate']:.1%}", flush=True)
+            print(
+                f"round {round_} {label}: {row['problems_per_s']:.4g} problems/s, {row['tokens_per_s']:.4g} tokens/s, "
+                f"{row['engine_preemptions']:.0f} preemptions, prefix hits {row['engine_prefix_hit_rate']:.1%}",
+                flush=True,
+            )
     keys = ["method", "round", "accuracy", "kv_tokens_mean", "kv_blocks_mean", "kv_blocks_peak", "engine_kv_usage_mean",
             "engine_preemptions", "engine_prefix_hit_rate", "generated_tokens", "score_wait_share", "embed_wait_share",
             "wall_s", "problems_per_s", "tokens_per_s"]
@@ -188,7 +198,9 @@ async def pressure(args, backends, problems):
     for label, _ in variants[1:]:
         ratios = [
             other["problems_per_s"] / ref["problems_per_s"]
-            for ref, other in zip((r for r in rows if r["method"] == reference), (r for r in rows if r["method"] == label))
+            for ref, other in zip(
+                (r for r in rows if r["method"] == reference), (r for r in rows if r["method"] == label), strict=True
+            )
         ]
         print(f"\n{label} / {reference} problems/s per round: " + ", ".join(f"x{r:.2f}" for r in ratios)
               + f"; mean x{statistics.fmean(ratios):.2f}")

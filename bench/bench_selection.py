@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pulp
-
 from ets_async import _core, core
 from ets_async.search.loop import available_cores
 
@@ -230,14 +229,16 @@ def as_search_tree(case: dict) -> tuple[_core.SearchTree, list[int]]:
     for v, p in enumerate(parents):
         if p >= 0:
             children.setdefault(p, []).append(v)
-    score_of = dict(zip(case["candidates"], case["scores"]))
+    score_of = dict(zip(case["candidates"], case["scores"], strict=True))
     tree = _core.SearchTree([1], case["budget"], 1 << 40)
     ids = {0: 0}  # random_case numbers the root 0 and every parent before its children
     for v in range(len(parents)):
         kids = children.get(v, [])
         if kids:
-            new = tree.add_children(ids[v], [[7]] * len(kids), [score_of.get(k, 0.5) for k in kids], [False] * len(kids))
-            ids.update(zip(kids, new))
+            new = tree.add_children(
+                ids[v], [[7]] * len(kids), [score_of.get(k, 0.5) for k in kids], [False] * len(kids)
+            )
+            ids.update(zip(kids, new, strict=True))
     return tree, [ids[c] for c in case["candidates"]]
 
 
@@ -253,8 +254,8 @@ def parallel(rng: np.random.Generator, width: int, kinds: list[str], n: int) -> 
         trees = [as_search_tree(case) for case in cases]
 
         def one(i: int) -> list[int]:
-            tree, candidates = trees[i]
-            c = cases[i]
+            tree, candidates = trees[i]  # noqa: B023 - runs within this iteration
+            c = cases[i]  # noqa: B023
             args = (c["budget"], c["lambda_b"], c["lambda_s"], c["softmax_temperature"])
             return core.select(tree.ets_instance(candidates, c["cluster_labels"], *args)).counts
 

@@ -235,7 +235,7 @@ async def probe(args) -> None:
         # timeout via asyncio.wait_for on the consumer
         try:
             await asyncio.wait_for(run_one(engine, prompt, long, "c-timeout"), timeout=1.0)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             await asyncio.sleep(0.2)
             report("c.unfinished_after_wait_for_timeout", engine.get_num_unfinished_requests())
         # duplicate request id while the first is running
@@ -375,8 +375,15 @@ def main() -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         asyncio.run(probe(args))
-    report("warnings", sorted({f"{w.category.__name__}: {str(w.message)[:200]} ({os.path.basename(w.filename)}:{w.lineno})"
-                               for w in caught}))
+    report(
+        "warnings",
+        sorted(
+            {
+                f"{w.category.__name__}: {str(w.message)[:200]} ({os.path.basename(w.filename)}:{w.lineno})"
+                for w in caught
+            }
+        ),
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(RESULTS, fh, indent=1, default=str)

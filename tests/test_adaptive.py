@@ -9,13 +9,12 @@ import json
 import random
 
 import pytest
-from scipy.stats import beta
-
 from ets_async import METHODS, SearchConfig, solve_many
 from ets_async.backends import Expansion
 from ets_async.errors import ConfigError
 from ets_async.stopping import leader_probability, settled
 from ets_async.types import ProblemResult, Step
+from scipy.stats import beta
 
 from .fakes import FakeEmbedder, FakePolicy, FakePRM
 
@@ -73,7 +72,9 @@ def test_a_settled_problem_stops_after_its_first_wave():
 @pytest.mark.parametrize("rule", [SUPERMAJORITY, {"stop_when": "posterior", "stop_confidence": 0.9}])
 def test_an_unsettled_problem_uses_the_whole_width_in_waves(rule):
     """Alternating answers: no prefix of them has a 3/4 supermajority or a confident leader by count."""
-    config = SearchConfig(method="best_of_n", answer_selection="majority", width=16, max_tokens=512, max_depth=12, wave_size=4, **rule)
+    config = SearchConfig(
+        method="best_of_n", answer_selection="majority", width=16, max_tokens=512, max_depth=12, wave_size=4, **rule
+    )
     policy = VotingPolicy(["41", "42"])
     (result,) = asyncio.run(solve_many(["What is 6 * 7?"], config, policy=policy, prm=FakePRM(), embedder=None))
     assert (result.metrics.waves, result.metrics.stop_reason, result.metrics.finished) == (4, "complete", 16)
@@ -96,7 +97,11 @@ def test_a_tree_search_that_never_settles_is_the_search_without_a_stop_rule(meth
     full = search(method, ["41", "42"], answer_selection="majority")
     tested = search(method, ["41", "42"], answer_selection="majority", **SUPERMAJORITY)
     assert tested.metrics.stop_reason == "complete"
-    assert (tested.answer, tested.tree, tested.metrics.generated_tokens) == (full.answer, full.tree, full.metrics.generated_tokens)
+    assert (tested.answer, tested.tree, tested.metrics.generated_tokens) == (
+        full.answer,
+        full.tree,
+        full.metrics.generated_tokens,
+    )
 
 
 # (answer, generated tokens, sha1 of the tree's parents and texts) per problem of test_loop's PROBLEMS
@@ -116,7 +121,11 @@ def test_without_a_stop_rule_results_are_what_they_were(method):
     config = SearchConfig(method=method, width=8, max_step_tokens=32, max_tokens=256, max_depth=6)
     results = asyncio.run(solve_many(PROBLEMS, config, policy=FakePolicy(), prm=FakePRM(), embedder=FakeEmbedder()))
     got = [
-        (r.answer, r.metrics.generated_tokens, hashlib.sha1(json.dumps([r.tree.parents, r.tree.texts]).encode()).hexdigest()[:10])
+        (
+            r.answer,
+            r.metrics.generated_tokens,
+            hashlib.sha1(json.dumps([r.tree.parents, r.tree.texts]).encode()).hexdigest()[:10],
+        )
         for r in results
     ]
     assert got == BEFORE_STOP_RULES[method]
@@ -133,7 +142,9 @@ def test_the_stop_reason_and_waves_survive_a_run_file_round_trip():
 # --- the rule -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("lead", "runner_up"), [(0, 0), (4, 0), (3, 1), (6, 1), (4.2, 0), (2.5, 0.7), (30, 20), (0, 5)])
+@pytest.mark.parametrize(
+    ("lead", "runner_up"), [(0, 0), (4, 0), (3, 1), (6, 1), (4.2, 0), (2.5, 0.7), (30, 20), (0, 5)]
+)
 def test_leader_probability_is_the_beta_tail(lead, runner_up):
     assert leader_probability(lead, runner_up) == pytest.approx(beta.sf(0.5, lead + 1, runner_up + 1), abs=1e-6)
 
@@ -183,5 +194,10 @@ def test_bad_stop_settings_are_a_config_error(settings, message):
 
 def test_the_adaptive_recipe_turns_the_rule_on():
     config = SearchConfig.load("majority_adaptive_8")
-    assert (config.stop_when, config.stop_share, config.stop_min_finished, config.wave_size) == ("supermajority", 0.75, 2, 2)
+    assert (config.stop_when, config.stop_share, config.stop_min_finished, config.wave_size) == (
+        "supermajority",
+        0.75,
+        2,
+        2,
+    )
     assert SearchConfig().stop_when == "budget"

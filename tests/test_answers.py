@@ -5,7 +5,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
-
 from ets_async.answers import (
     SHEPHERD_STEP_TAG,
     extract_answer,
@@ -88,13 +87,20 @@ def test_a_zero_denominator_is_no_number() -> None:
 
 
 def test_read_numbers() -> None:
-    assert read_numbers("Pay $1,250.50 for 3 items, 1/4 of them red.") == [Fraction("1250.5"), Fraction(3), Fraction(1, 4)]
+    assert read_numbers("Pay $1,250.50 for 3 items, 1/4 of them red.") == [
+        Fraction("1250.5"),
+        Fraction(3),
+        Fraction(1, 4),
+    ]
     assert read_numbers("2X and x2 are not plain numbers") == []
     assert read_numbers("") == []
 
 
 def test_thousands_separators() -> None:
-    assert without_thousands_separators("1,000 and 12,345,678 but not 1,00 or 1,0000") == "1000 and 12345678 but not 1,00 or 1,0000"
+    assert (
+        without_thousands_separators("1,000 and 12,345,678 but not 1,00 or 1,0000")
+        == "1000 and 12345678 but not 1,00 or 1,0000"
+    )
     assert normalize_answer("1,000") == "1000" and normalize_answer("(1,000,2)") == "(1,000,2)"
 
 

@@ -7,11 +7,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from ets_async.calibrate import best_cut, equivalence_key, selection_groups, sweep_cuts
 from ets_async.cli import app
 from ets_async.records import RunRecord
+from typer.testing import CliRunner
 
 
 def test_equivalence_keys() -> None:
@@ -20,7 +19,11 @@ def test_equivalence_keys() -> None:
     assert equivalence_key("9 * 2 = $18 per day") == ("numbers", frozenset({Fraction(18)}))
     assert equivalence_key("First, 3 + 4 = 7, then 7 * 2 = 14.") == ("numbers", frozenset({Fraction(7), Fraction(14)}))
     # final steps compare their answers
-    assert equivalence_key(r"So the answer is \boxed{18}.") == equivalence_key("The answer is: $18.") == ("answer", Fraction(18))
+    assert (
+        equivalence_key(r"So the answer is \boxed{18}.")
+        == equivalence_key("The answer is: $18.")
+        == ("answer", Fraction(18))
+    )
     assert equivalence_key("Let us find how many eggs she sells.") is None  # nothing to judge
 
 
@@ -39,7 +42,14 @@ def test_selection_groups_are_the_unfinished_nodes_of_each_depth() -> None:
     assert groups == [["a", "b"], ["d", "e", "e"]]
     # one distinct text, or no texts recorded: nothing to calibrate on
     assert list(selection_groups([record(["", "x", "x"], [-1, 0, 0], [False] * 3)])) == []
-    assert list(selection_groups([RunRecord.from_dict({"id": "q", "tree": {"parents": [-1, 0], "finished": [False, False]}})])) == []
+    assert (
+        list(
+            selection_groups(
+                [RunRecord.from_dict({"id": "q", "tree": {"parents": [-1, 0], "finished": [False, False]}})]
+            )
+        )
+        == []
+    )
 
 
 def test_sweep_finds_the_cut_that_separates_equivalent_steps() -> None:

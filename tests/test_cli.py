@@ -13,18 +13,28 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from typer.testing import CliRunner
-
-from ets_async import SearchConfig, cli
+from ets_async import SearchConfig
 from ets_async.cli import app, build_search_config
-from ets_async.records import RunRecord
-from ets_async.report import Summary, regrade, wall_time
-from ets_async.search.ets import Ets
 from ets_async.config import recipe_names
 from ets_async.datasets import Shard
+from ets_async.records import RunRecord
+from ets_async.report import Summary, regrade, wall_time
 from ets_async.results import HEADER_KEY
+from ets_async.search.ets import Ets
+from typer.testing import CliRunner
 
-FAST = ["--backend", "fake", "--method", "rebase", "--width", "4", "--set", "max_step_tokens=32", "--set", "max_depth=6"]
+FAST = [
+    "--backend",
+    "fake",
+    "--method",
+    "rebase",
+    "--width",
+    "4",
+    "--set",
+    "max_step_tokens=32",
+    "--set",
+    "max_depth=6",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -37,7 +47,11 @@ def gsm8k_file(path: Path, n: int, *, start: int = 0) -> Path:
     """n GSM8K-style lines; the fake policy answers 40, 41 or 42, so references cycle through those."""
     with path.open("w") as handle:
         for i in range(start, start + n):
-            row = {"id": f"q{i}", "question": f"What is {i} + {40 - i + i % 3}?", "answer": f"steps...\n#### {40 + i % 3}"}
+            row = {
+                "id": f"q{i}",
+                "question": f"What is {i} + {40 - i + i % 3}?",
+                "answer": f"steps...\n#### {40 + i % 3}",
+            }
             handle.write(json.dumps(row) + "\n")
     return path
 
@@ -453,7 +467,9 @@ def test_ets_recipes_are_the_papers_settings(width, lambda_s):
 
 def test_every_recipe_loads():
     names = recipe_names()
-    papers = [f"{method}_{width}" for method in ("ets", "rebase", "beam", "dvts", "best_of_n") for width in (16, 64, 256)]
+    papers = [
+        f"{method}_{width}" for method in ("ets", "rebase", "beam", "dvts", "best_of_n") for width in (16, 64, 256)
+    ]
     assert set(papers) <= set(names)
     for name in names:
         config, _ = build_search_config(name)

@@ -8,6 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from ets_async import _core, core
+from ets_async.core import CoreError
+from ets_async.errors import EtsError
+from ets_async.solver import SolverError, solve_program
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -20,10 +24,6 @@ from .core_reference import (
     rebase_exact,
     rebase_reference,
 )
-from ets_async import _core, core
-from ets_async.core import CoreError
-from ets_async.errors import EtsError
-from ets_async.solver import SolverError, solve_program
 
 SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=80)
 
@@ -141,7 +141,7 @@ def test_reallocate_kept_matches_reference(data):
     got = core.reallocate_kept(scores, kept, budget, t)
     assert got == rebase_reference(scores, budget, t, kept=kept)
     assert sum(got) == budget
-    assert all(n == 0 for n, k in zip(got, kept) if not k)
+    assert all(n == 0 for n, k in zip(got, kept, strict=True) if not k)
     if all(kept):
         assert got == core.rebase_allocation(scores, budget, t)
 
@@ -226,7 +226,12 @@ def test_search_tree_instance_equals_parent_array_instance(data):
     cost = data.draw(st.sampled_from(["nodes", "tokens"]))
     got = tree.ets_instance(frontier, *args, cost=cost)
     expected = _core.ets_instance(
-        tree.parents(), frontier, [tree.score(v) for v in frontier], *args, cost=cost, step_tokens=tree.step_lengths(False)
+        tree.parents(),
+        frontier,
+        [tree.score(v) for v in frontier],
+        *args,
+        cost=cost,
+        step_tokens=tree.step_lengths(False),
     )
     assert (got.kept, got.outcome, got.ancestors) == (expected.kept, expected.outcome, expected.ancestors)
     everything = [True] * len(frontier)
@@ -261,7 +266,7 @@ def _toy_tree():
 
 
 def _live_parents(parents, candidates, counts):
-    return {parents[c] for c, n in zip(candidates, counts) if n > 0}
+    return {parents[c] for c, n in zip(candidates, counts, strict=True) if n > 0}
 
 
 def test_worked_example_without_coverage():
@@ -472,13 +477,19 @@ def test_search_tree_kv_agrees_with_free_functions(data):
         (lambda: core.kv_tokens([-1, 0], [1, -3], [0]), "negative"),
         (lambda: core.kv_tokens([-1, 0], [1, 1], [5]), "does not exist"),
         (lambda: core.kv_blocks([-1, 0], [1, 1], [1], 0), "block_size"),
-        (lambda: core.ets_allocation([-1, 0, 0], [1, 2], [0.5], None, 4, 1.0, 0.0, 0.2), "scores has 1 entries but candidates has 2"),
+        (
+            lambda: core.ets_allocation([-1, 0, 0], [1, 2], [0.5], None, 4, 1.0, 0.0, 0.2),
+            "scores has 1 entries but candidates has 2",
+        ),
         (lambda: core.ets_allocation([-1, 0, 1], [1, 2], [0.5, 0.5], None, 4, 1.0, 0.0, 0.2), "ancestor"),
         (lambda: core.ets_allocation([-1, 0, 0], [1, 1], [0.5, 0.5], None, 4, 1.0, 0.0, 0.2), "more than once"),
         (lambda: core.ets_allocation([-1, 0, 0], [1, 2], [0.5, 0.5], [0], 4, 1.0, 1.5, 0.2), "cluster_labels"),
         (lambda: core.ets_allocation([-1, 0, 0], [1, 2], [0.5, 0.5], None, 4, -1.0, 0.0, 0.2), "lambda_b"),
         (lambda: core.ets_allocation([-1, 0, 0], [1, 2], [0.5, 0.5], None, 4, 1.0, 0.0, 0.0), "softmax_temperature"),
-        (lambda: core.ets_allocation([-1, 0, 0], [1, 2], [0.5, 0.5], None, 4, 1.0, 0.0, 0.2, cost="tokens"), "needs step_tokens"),
+        (
+            lambda: core.ets_allocation([-1, 0, 0], [1, 2], [0.5, 0.5], None, 4, 1.0, 0.0, 0.2, cost="tokens"),
+            "needs step_tokens",
+        ),
         (lambda: core.ets_allocation([-1, 0, 0], [1, 2], [0.5, 0.5], None, 4, 1.0, 0.0, 0.2, cost="bytes"), "unknown"),
         (lambda: core.ets_allocation([-1, 0, 1, 2], [3, 1], [0.5, 0.5], None, 4, 1.0, 0.0, 0.2), "ancestor"),
         (lambda: core.cluster_steps(np.ones(4, dtype=np.float32), 0.05), "2-D"),

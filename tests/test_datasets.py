@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from ets_async.datasets import Shard, load_hf_dataset, load_problems, normalise_rows
 from ets_async.errors import ConfigError
 

@@ -8,13 +8,12 @@ import time
 
 import numpy as np
 import pytest
-
 from ets_async import SearchConfig, solve_many
 from ets_async.backends import Sampling, ScoreRequest
 from ets_async.backends.confidence_prm import ConfidencePRM
 from ets_async.backends.prm_kinds import judge_prm
-from ets_async.backends.vllm_engine import EngineTransport
 from ets_async.backends.protocols import current_scope
+from ets_async.backends.vllm_engine import EngineTransport
 from ets_async.backends.vllm_policy import VllmPolicy
 
 from .engine_probe import engine_idle
@@ -101,10 +100,14 @@ async def test_policy_returns_the_sampled_tokens_logprobs(backends):
     (step,) = (await policy.expand(root, 1, greedy)).steps
     assert step.logprobs is not None and len(step.logprobs) == len(step.token_ids)
     assert all(lp <= 0.0 for lp in step.logprobs)
-    sampled = await policy.expand(root, 4, Sampling(max_tokens=12, temperature=1.0, top_p=1.0, stop="\n\n", seed=2, logprobs=True))
+    sampled = await policy.expand(
+        root, 4, Sampling(max_tokens=12, temperature=1.0, top_p=1.0, stop="\n\n", seed=2, logprobs=True)
+    )
     assert all(s.logprobs is not None and len(s.logprobs) == len(s.token_ids) for s in sampled.steps)
     assert (await policy.expand(root, 1, sampling())).steps[0].logprobs is None  # only when asked for
-    (score,) = await ConfidencePRM().score([ScoreRequest(tuple(root) + step.token_ids, "q", (step.text,), step_logprobs=step.logprobs)])
+    (score,) = await ConfidencePRM().score(
+        [ScoreRequest(tuple(root) + step.token_ids, "q", (step.text,), step_logprobs=step.logprobs)]
+    )
     assert 0.0 < score <= 1.0
 
 
@@ -138,7 +141,11 @@ async def test_end_to_end_search(backends, engine, method):
 async def test_bad_problem_in_a_batch_on_the_engine(backends):
     problems = [PROBLEMS[0], {"answer": "3"}, "x" * 20000]
     results = await solve_many(
-        problems, SearchConfig(method="rebase", **SMALL), policy=backends.policy, prm=backends.prm, embedder=backends.embedder
+        problems,
+        SearchConfig(method="rebase", **SMALL),
+        policy=backends.policy,
+        prm=backends.prm,
+        embedder=backends.embedder,
     )
     assert results[0].error is None
     assert "missing problem text (expected one of problem/question)" in results[1].error

@@ -11,7 +11,6 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
-
 from ets_async import SearchConfig
 from ets_async.backends.protocols import current_scope
 from ets_async.backends.vllm_policy import VllmPolicy

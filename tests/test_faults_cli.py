@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ets_async import models, watchdog
 from ets_async.results import HEADER_KEY
 
@@ -30,7 +29,9 @@ def run_command(tmp_path: Path) -> list[str]:
     dataset = tmp_path / "d.jsonl"
     with dataset.open("w") as handle:
         for i in range(PROBLEMS):
-            handle.write(json.dumps({"id": f"q{i}", "question": f"What is {i} + {i + 2}?", "answer": f"#### {2 * i + 2}"}) + "\n")
+            handle.write(
+                json.dumps({"id": f"q{i}", "question": f"What is {i} + {i + 2}?", "answer": f"#### {2 * i + 2}"}) + "\n"
+            )
     return [sys.executable, "-m", "ets_async", "run", "--dataset", str(dataset), "--out", str(tmp_path / "out.jsonl"),
             *SEARCH, *ENGINE, "--quiet"]  # fmt: skip
 
@@ -110,7 +111,9 @@ def test_engine_death_stops_the_run_and_a_rerun_resumes(tmp_path, no_shared_engi
         assert proc.wait(timeout=120) == 1
         lines = [line for line in stderr.read_text().splitlines() if line.strip()]
         assert len(lines) == 1, lines
-        assert lines[0].startswith(f"Error: the vLLM engine died: its EngineCore process (pid {core}) was killed by SIGKILL; ")
+        assert lines[0].startswith(
+            f"Error: the vLLM engine died: its EngineCore process (pid {core}) was killed by SIGKILL; "
+        )
         assert lines[0].endswith(f"of {PROBLEMS} problems done; run the same command again to resume")
         assert not survivors(tree, within_s=15)[0]
     finally:

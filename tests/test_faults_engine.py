@@ -13,9 +13,7 @@ import time
 
 import pytest
 import pytest_asyncio
-
-from ets_async import EngineConfig, SearchConfig, load_backends, models, solve_many
-from ets_async import watchdog
+from ets_async import EngineConfig, SearchConfig, load_backends, models, solve_many, watchdog
 
 from .engine_probe import engine_idle
 

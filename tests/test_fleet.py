@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-
 from ets_async import SearchConfig, solve_many
 from ets_async.backends.fleet import HttpClient, HttpPolicy, HttpTransport, LazyTokenizer, RetryPolicy, Router
 from ets_async.backends.prm_kinds import judge_prm

@@ -10,15 +10,14 @@ import json
 import string
 from pathlib import Path
 
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
-
 from ets_async import EngineConfig, SearchConfig, solve_many
 from ets_async.config import read_recipe
 from ets_async.datasets import load_problems
 from ets_async.errors import ConfigError, ProblemError
 from ets_async.testing import fake_backends
 from ets_async.types import Problem
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from ets_async import math_verify_pool
 from ets_async.answers import normalize_answer
 from ets_async.grading import answers_equivalent, grade

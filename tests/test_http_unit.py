@@ -13,7 +13,6 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-
 from ets_async import SearchConfig, solve_many
 from ets_async.backends.fleet import (
     EndpointError,
@@ -131,11 +130,24 @@ class FakeServer:
         cached = max((len(p) for p in self.seen if prompt[: len(p)] == p), default=0)
         self.seen.add(prompt)
         if payload.get("logprobs"):
-            choices = [{"index": 0, "text": " Yes", "finish_reason": "length", "stop_reason": None,
-                        "logprobs": {"top_logprobs": [{f"token_id:{YES}": -0.25, f"token_id:{NO}": -1.5, "token_id:3": -0.1}]}}]
+            choices = [
+                {
+                    "index": 0,
+                    "text": " Yes",
+                    "finish_reason": "length",
+                    "stop_reason": None,
+                    "logprobs": {
+                        "top_logprobs": [{f"token_id:{YES}": -0.25, f"token_id:{NO}": -1.5, "token_id:3": -0.1}]
+                    },
+                }
+            ]
         else:
             choices = [self._step(prompt, payload, i) for i in range(payload["n"])]
-        usage = {"prompt_tokens": len(prompt), "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": cached}}
+        usage = {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": 1,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
         return web.json_response({"choices": choices, "usage": usage})
 
     @staticmethod
@@ -183,7 +195,9 @@ async def expand_as(policy: HttpPolicy, scope: ProblemScope | None, prompt: list
 
 
 def test_completion_payload_sends_token_ids_and_keeps_the_stop_string():
-    payload = completion_payload([1, 2, 3], 4, Sampling(max_tokens=9, temperature=0.7, top_p=0.9, stop="\n\n", seed=11), None)
+    payload = completion_payload(
+        [1, 2, 3], 4, Sampling(max_tokens=9, temperature=0.7, top_p=0.9, stop="\n\n", seed=11), None
+    )
     assert payload["prompt"] == [1, 2, 3]
     assert (payload["n"], payload["max_tokens"], payload["seed"]) == (4, 9, 11)
     assert payload["stop"] == ["\n\n"] and payload["include_stop_str_in_output"] is True
@@ -322,7 +336,7 @@ async def test_each_problem_sticks_to_one_endpoint_and_new_problems_spread(serve
     homes = {s.id: router.endpoint_of(s) for s in scopes}
     # four problems started together: two per endpoint (least outstanding requests at first use)
     assert sorted(e.problems for e in router.endpoints) == [2, 2]
-    for s, expansion in zip(scopes, first):
+    for s, expansion in zip(scopes, first, strict=True):
         child = prompts[s.id] + list(expansion.steps[0].token_ids)
         second = await expand_as(policy, s, child)
         assert router.endpoint_of(s) is homes[s.id]

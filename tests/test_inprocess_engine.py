@@ -8,7 +8,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-
 from ets_async import watchdog
 from ets_async.backends.vllm_engine import InProcessEngine
 

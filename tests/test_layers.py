@@ -24,12 +24,48 @@ ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 LAYERS: list[tuple[str, list[str]]] = [
     # Lowest first. A module may import modules of its own layer and of lower layers only.
     # "name/" is a package with all its modules; "__init__" is the root package (the public facade).
-    ("base", ["errors", "types", "records", "registry", "config", "metrics", "arithmetic", "answers", "math_verify_pool", "math_verify_worker", "grading", "voting", "stopping", "datasets", "models", "verifier_checkpoint", "watchdog", "stdio"]),
+    (
+        "base",
+        [
+            "errors",
+            "types",
+            "records",
+            "registry",
+            "config",
+            "metrics",
+            "arithmetic",
+            "answers",
+            "math_verify_pool",
+            "math_verify_worker",
+            "grading",
+            "voting",
+            "stopping",
+            "datasets",
+            "models",
+            "verifier_checkpoint",
+            "watchdog",
+            "stdio",
+        ],
+    ),
     ("core", ["_core", "solver", "core"]),
     ("backends", ["backends/", "batching", "testing", "supervisor"]),
     ("search", ["search/"]),
     ("api", ["api", "__init__"]),
-    ("edges", ["app", "report", "results", "progress", "plots", "calibrate", "local_servers", "ray_batch", "openai_api", "verifier/"]),
+    (
+        "edges",
+        [
+            "app",
+            "report",
+            "results",
+            "progress",
+            "plots",
+            "calibrate",
+            "local_servers",
+            "ray_batch",
+            "openai_api",
+            "verifier/",
+        ],
+    ),
     ("commands", ["cli", "service", "__main__"]),
 ]
 
@@ -183,7 +219,9 @@ def _upward(i: Import) -> bool:
 
 def test_every_module_has_a_layer():
     unplaced = sorted(_token(m) for m in MODULES if layer_of(m) is None)
-    assert not unplaced, f"modules in no layer of tests/test_layers.py LAYERS (place them, and in docs/ARCHITECTURE.md): {unplaced}"
+    assert not unplaced, (
+        f"modules in no layer of tests/test_layers.py LAYERS (place them, and in docs/ARCHITECTURE.md): {unplaced}"
+    )
 
 
 def test_every_layer_entry_names_a_module_once():

@@ -7,7 +7,6 @@ import itertools
 import threading
 
 import pytest
-
 from ets_async import METHODS, SearchConfig, iter_solve, solve_many
 from ets_async.api import resolve_config
 from ets_async.errors import ConfigError
@@ -77,7 +76,9 @@ def test_ets_embeds_only_steps_that_can_reach_a_selection(max_depth, max_tokens)
     for v in range(1, len(parents)):
         depth[v] = depth[parents[v]] + 1
         tokens[v] = tokens[parents[v]] + result.tree.step_tokens[v]
-    selectable = [v for v in range(1, len(parents)) if not finished[v] and depth[v] < max_depth and tokens[v] < max_tokens]
+    selectable = [
+        v for v in range(1, len(parents)) if not finished[v] and depth[v] < max_depth and tokens[v] < max_tokens
+    ]
     never = [v for v in range(1, len(parents)) if v not in selectable]
     assert selectable and never  # both kinds occur, so the check below can fail either way
     assert sorted(embedder.texts) == sorted(texts[v] for v in selectable)
@@ -182,7 +183,12 @@ def test_prm_none_drops_the_child():
 def test_prm_calls_are_batched_across_problems():
     prm = FakePRM()
     problems = [f"What is {i} + {i}?" for i in range(8)]
-    run(problems, SearchConfig(method="rebase", width=4, max_concurrent_problems=8), prm=prm, policy=FakePolicy(delay_s=0.002))
+    run(
+        problems,
+        SearchConfig(method="rebase", width=4, max_concurrent_problems=8),
+        prm=prm,
+        policy=FakePolicy(delay_s=0.002),
+    )
     assert max(prm.batches) > 4  # more children than one problem's expansion in one PRM call
 
 
@@ -263,7 +269,9 @@ def test_streamed_problems_leave_no_memory_behind():
     import tracemalloc
 
     backends = fake_backends()
-    config = SearchConfig(method="ets", width=2, max_step_tokens=16, max_tokens=64, max_depth=4, max_concurrent_problems=8)
+    config = SearchConfig(
+        method="ets", width=2, max_step_tokens=16, max_tokens=64, max_depth=4, max_concurrent_problems=8
+    )
     heap: dict[int, int] = {}
 
     async def main():

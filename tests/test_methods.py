@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ets_async import METHODS, SearchConfig, core
 from ets_async.core import SearchTree
 from ets_async.search.method import Frontier
@@ -15,9 +14,9 @@ def frontier_of(scores, parents_of_candidates, *, width=None, embeddings=None, t
     tree = SearchTree([1, 2, 3], width or len(scores), 1024)
     labels = sorted(set(parents_of_candidates))
     mids = tree.add_children(0, [[10 + i] for i in labels], [0.5] * len(labels), [False] * len(labels))
-    by_label = dict(zip(labels, mids))
+    by_label = dict(zip(labels, mids, strict=True))
     candidates = []
-    for label, score in zip(parents_of_candidates, scores):
+    for label, score in zip(parents_of_candidates, scores, strict=True):
         candidates += tree.add_children(by_label[label], [[100, 101]], [score], [False])
     return Frontier(
         tree=tree,

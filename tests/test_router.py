@@ -17,7 +17,6 @@ import time
 from collections import defaultdict
 
 import pytest
-
 from ets_async import EngineConfig, SearchConfig, load_backends, solve_many
 from ets_async.local_servers import LocalServer, local_router, local_servers
 

@@ -6,7 +6,6 @@ import asyncio
 import math
 
 import pytest
-
 from ets_async import SearchConfig, solve_many
 from ets_async.arithmetic import check_arithmetic
 from ets_async.backends import ScoreRequest
@@ -67,7 +66,9 @@ def test_confidence_and_arithmetic_prms() -> None:
     scores = asyncio.run(checked.score([request("2 + 2 = 4", sure), request("2 + 2 = 5", sure)]))
     assert scores == pytest.approx([0.9, 0.09])
     alone = ArithmeticCheckedPRM(penalty=0.1)
-    scores = asyncio.run(alone.score([request("2 + 2 = 4", None), request("no numbers", None), request("2 + 2 = 5", None)]))
+    scores = asyncio.run(
+        alone.score([request("2 + 2 = 4", None), request("no numbers", None), request("2 + 2 = 5", None)])
+    )
     assert scores == [1.0, 0.5, 0.1]
     with pytest.raises(BackendError, match="log-probabilities"):
         asyncio.run(confidence.score([request("2 + 2 = 4", None)]))
@@ -76,7 +77,9 @@ def test_confidence_and_arithmetic_prms() -> None:
 def test_the_search_asks_the_policy_for_logprobs_only_when_the_prm_reads_them() -> None:
     config = SearchConfig(method="rebase", width=4, max_depth=4, max_step_tokens=32, max_tokens=128)
     policy = FakePolicy()
-    results = asyncio.run(solve_many(["What is 1 + 1?"], config, policy=policy, prm=ConfidencePRM(), embedder=FakeEmbedder()))
+    results = asyncio.run(
+        solve_many(["What is 1 + 1?"], config, policy=policy, prm=ConfidencePRM(), embedder=FakeEmbedder())
+    )
     assert results[0].error is None
     scores = [s for c in results[0].candidates for s in c.step_scores]
     assert scores and all(0.0 < s <= 1.0 for s in scores) and len(set(scores)) > 1

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import Callable
 
 from aiohttp.test_utils import TestClient, TestServer
-
 from ets_async import SearchConfig
 from ets_async.backends import Backends
 from ets_async.service import ServiceConfig, create_app

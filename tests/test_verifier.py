@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from ets_async.verifier_checkpoint import TrainedHead, load_head, save_head, score_tensors
+from ets_async.records import RunRecord
 from ets_async.verifier.features import TreeFeatures
 from ets_async.verifier.head import TrainSettings, auroc, train_head, within_problem_auroc
-from ets_async.records import RunRecord
 from ets_async.verifier.labels import label_tree, node_values
 from ets_async.verifier.train import cross_validate
+from ets_async.verifier_checkpoint import TrainedHead, load_head, save_head, score_tensors
 
 from . import tiny_models
 
@@ -39,17 +38,22 @@ def test_node_values_are_the_share_of_right_leaves_below():
 
 
 def _record(pid="p", reference="12", error=None):
-    return RunRecord.from_dict({
-        "id": pid,
-        "problem": "A box holds 4 pens. How many pens are in 3 boxes?",
-        "reference": reference,
-        "error": error,
-        "candidates": [
-            {"node": 2, "answer": "12", "text": "", "step_scores": [], "tokens": 5},
-            {"node": 3, "answer": "7", "text": "", "step_scores": [], "tokens": 5},
-        ],
-        "tree": {"parents": [-1, 0, 1, 1, 0], "texts": ["", "4 * 3 = 12.\n\n", "The answer is 12.", "The answer is 7.", "Hmm"]},
-    })
+    return RunRecord.from_dict(
+        {
+            "id": pid,
+            "problem": "A box holds 4 pens. How many pens are in 3 boxes?",
+            "reference": reference,
+            "error": error,
+            "candidates": [
+                {"node": 2, "answer": "12", "text": "", "step_scores": [], "tokens": 5},
+                {"node": 3, "answer": "7", "text": "", "step_scores": [], "tokens": 5},
+            ],
+            "tree": {
+                "parents": [-1, 0, 1, 1, 0],
+                "texts": ["", "4 * 3 = 12.\n\n", "The answer is 12.", "The answer is 7.", "Hmm"],
+            },
+        }
+    )
 
 
 def test_label_tree_grades_candidates_against_the_reference():
@@ -74,7 +78,14 @@ def _synthetic_trees(n: int, seed: int, size: int = 32) -> list[TreeFeatures]:
         right[:2] = [True, False]
         x = offset + rng.normal(0, 1, (8, size)) + np.outer(np.where(right, 1.0, -1.0), direction)
         trees.append(
-            TreeFeatures(f"p{i}", np.arange(1, 9), np.full(8, 3), right.astype(np.float32), np.ones(8, bool), {4: x.astype(np.float32)})
+            TreeFeatures(
+                f"p{i}",
+                np.arange(1, 9),
+                np.full(8, 3),
+                right.astype(np.float32),
+                np.ones(8, bool),
+                {4: x.astype(np.float32)},
+            )
         )
     return trees
 
@@ -105,7 +116,9 @@ def test_the_prm_layout_reproduces_the_head_exactly(kind, tmp_path):
     if kind == "linear":
         weights = {"a": rng.normal(size=size).astype(np.float32), "c": np.array([0.3], np.float32)}
     else:
-        weights = {k: rng.normal(size=s).astype(np.float32) for k, s in (("U", (5, size)), ("d", 5), ("v", 5), ("e", 1))}
+        weights = {
+            k: rng.normal(size=s).astype(np.float32) for k, s in (("U", (5, size)), ("d", 5), ("v", 5), ("e", 1))
+        }
     head = TrainedHead(kind, 2, weights)  # type: ignore[arg-type]
     path = tmp_path / "head.safetensors"
     digest = save_head(head, path, {"note": "test"})
@@ -122,7 +135,13 @@ def test_the_prm_layout_reproduces_the_head_exactly(kind, tmp_path):
 
 # ---- the whole path on a real engine -----------------------------------------------------------
 
-STEPS = ["Each box holds 4 pens.\n\n", "3 boxes hold 4 * 3 = 12 pens.\n\n", "The answer is 12.", "The answer is 7.", "The answer is 13."]
+STEPS = [
+    "Each box holds 4 pens.\n\n",
+    "3 boxes hold 4 * 3 = 12 pens.\n\n",
+    "The answer is 12.",
+    "The answer is 7.",
+    "The answer is 13.",
+]
 
 
 def _run_file(path, problems: int):
@@ -137,9 +156,12 @@ def _run_file(path, problems: int):
             answer = rng.choice(["12", "7", "13"])
             texts.append(f"The answer is {answer}.")
             parents.append(leaf_parent)
-            candidates.append({"node": len(parents) - 1, "answer": str(answer), "text": "", "step_scores": [], "tokens": 9})
+            candidates.append(
+                {"node": len(parents) - 1, "answer": str(answer), "text": "", "step_scores": [], "tokens": 9}
+            )
         lines.append({
-            "id": f"q{i}", "problem": f"Problem {i}: a box holds 4 pens. How many pens are in 3 boxes?", "reference": "12",
+            "id": f"q{i}", "problem": f"Problem {i}: a box holds 4 pens. How many pens are in 3 boxes?",
+            "reference": "12",
             "error": None, "candidates": candidates, "tree": {"parents": parents, "texts": texts},
         })  # fmt: skip
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -154,7 +176,9 @@ def tiny_policy(tmp_path_factory):
 @pytest.mark.engine
 @pytest.mark.asyncio
 @pytest.mark.parametrize("layer", [2, 1])  # the last layer (weights linked), a truncated body (weights copied)
-async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(layer, tiny_policy, tmp_path, no_shared_engine):
+async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(
+    layer, tiny_policy, tmp_path, no_shared_engine
+):
     from ets_async import EngineConfig, load_backends
     from ets_async.backends import ScoreRequest
     from ets_async.backends.prm_kinds import PoolingPRM
@@ -164,8 +188,9 @@ async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(layer,
     rollouts = _run_file(tmp_path / "rollouts.jsonl", 12)
     head_path = tmp_path / "head.safetensors"
     done = subprocess.run(
-        [sys.executable, "-m", "ets_async", "train-verifier", str(rollouts), "--out", str(head_path), "--model", str(tiny_policy),
-         "--layer", str(layer), "--kind", "linear", "--steps", "30", "--features-dir", str(tmp_path / "features")],
+        [sys.executable, "-m", "ets_async", "train-verifier", str(rollouts), "--out", str(head_path),
+         "--model", str(tiny_policy), "--layer", str(layer), "--kind", "linear", "--steps", "30",
+         "--features-dir", str(tmp_path / "features")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -173,8 +198,8 @@ async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(layer,
     head, meta = load_head(head_path)
     assert head.layer == layer and meta["rollouts"] == ["rollouts.jsonl"]
 
-    config = EngineConfig(model=str(tiny_policy), dtype="float32", max_model_len=1024, max_num_seqs=16, cpu_kv_cache_gib=1,
-                          prm="verifier", prm_model=str(head_path))  # fmt: skip
+    config = EngineConfig(model=str(tiny_policy), dtype="float32", max_model_len=1024, max_num_seqs=16,
+                          cpu_kv_cache_gib=1, prm="verifier", prm_model=str(head_path))  # fmt: skip
     backends = await asyncio.to_thread(load_backends, config)
     try:
         prm = backends.prm
@@ -253,10 +278,9 @@ def test_a_registered_verifier_ships_the_head_its_registry_entry_pins():
 def test_a_registered_verifier_is_built_over_its_policy(tmp_path, monkeypatch):
     """Over the real prepared policy (scripts/setup.sh prepares it): the serving folder has the PRM
     architecture, the policy's weights, and the head in its layout."""
-    from safetensors.numpy import load_file
-
     from ets_async import models
     from ets_async.verifier_checkpoint import ARCHITECTURE, SCORE_FILE
+    from safetensors.numpy import load_file
 
     policy_dir = Path(models.prepare_model(_registered_verifiers()[0].policy))
     monkeypatch.setenv("ETS_ASYNC_CACHE", str(tmp_path))  # a fresh cache for the verifier ...

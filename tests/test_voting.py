@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ets_async.voting import aggregate_scores, resolve_selection, select_answer, vote_table
 
 
@@ -86,7 +85,9 @@ def test_the_former_name_best_of_n_still_selects_the_highest_score() -> None:
         assert resolve_selection("best_of_n") == "highest_score"
     with pytest.warns(DeprecationWarning):
         assert select_answer(CANDIDATES, "best_of_n", "last", equivalent=exact) == "6"  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="unknown answer selection 'best'; expected one of weighted_majority, majority, highest_score"):
+    with pytest.raises(
+        ValueError, match="unknown answer selection 'best'; expected one of weighted_majority, majority, highest_score"
+    ):
         resolve_selection("best")
 
 

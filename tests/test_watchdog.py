@@ -12,7 +12,6 @@ import textwrap
 import time
 
 import pytest
-
 from ets_async import watchdog
 
 pytestmark = pytest.mark.skipif(not watchdog.SUPPORTED, reason="the watchdog needs Linux (pidfd, /proc)")

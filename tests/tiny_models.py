@@ -49,7 +49,10 @@ def _tokenizer(path: Path, source: Path | None = None):
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=600,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     core.train_from_iterator(CORPUS * 4, trainer)
     core.add_tokens([SHEPHERD_STEP_TAG])
@@ -107,7 +110,9 @@ def process_reward_model(path: Path, seed: int = 0, tokenizer_source: Path | Non
     head = prm_head(config)
     weights = {f"model.{k}": v for k, v in body.state_dict().items()}
     weights |= {f"score.{k}": v for k, v in head.state_dict().items()}
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in weights.items()}, str(path / "model.safetensors"), metadata={"format": "pt"}
+    )
     config.save_pretrained(path)
     return path
 

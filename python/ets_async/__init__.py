@@ -23,9 +23,9 @@ from .errors import (
     SolverError,
     UnguardedScriptError,
 )
-from .search import METHODS
 from .metrics import MetricsSummary
 from .records import RunInfo, RunRecord
+from .search import METHODS
 from .types import Candidate, ErrorKind, Problem, ProblemResult, Step, TreeRecord
 
 __version__ = "0.1.0"

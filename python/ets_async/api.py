@@ -100,7 +100,9 @@ async def solve(problem: Any, config: SearchConfig | None = None, **backends: An
     return result
 
 
-def solve_many_sync(problems: Iterable[Any], config: SearchConfig | None = None, **backends: Any) -> list[ProblemResult]:
+def solve_many_sync(
+    problems: Iterable[Any], config: SearchConfig | None = None, **backends: Any
+) -> list[ProblemResult]:
     """``solve_many`` for scripts without an event loop."""
     return asyncio.run(solve_many(problems, config, **backends))
 
@@ -155,7 +157,9 @@ async def _iter_indexed(
                     next_item = asyncio.ensure_future(anext(items, None))
                 if not pending and next_item is None:
                     return
-                done, _ = await asyncio.wait({*pending, *([next_item] if next_item else [])}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {*pending, *([next_item] if next_item else [])}, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in pending & done:
                     pending.discard(task)
                     yield task.result()
@@ -205,7 +209,9 @@ async def _solve_one(index: int, item: Any, ctx: SearchContext) -> tuple[int, Pr
         error = _first_error(exc)
         level = logging.INFO if isinstance(error, EngineDiedError) else logging.WARNING  # one cause, many problems
         log.log(level, "problem %s failed: %s: %s", problem.id, type(error).__name__, error)
-        result = failed(problem, config, f"{type(error).__name__}: {error}", ErrorKind.of(error), search.metrics.summary())
+        result = failed(
+            problem, config, f"{type(error).__name__}: {error}", ErrorKind.of(error), search.metrics.summary()
+        )
     if result.error is None and problem.reference is not None:
         result.correct = await asyncio.to_thread(grade, result.answer, problem.reference)
     return index, result
@@ -297,4 +303,13 @@ class _ThrottledPolicy:
         return await self._policy.expand(prompt_token_ids, n, sampling)
 
 
-__all__ = ["failed", "iter_solve", "rejected", "resolve_config", "solve", "solve_many", "solve_many_sync", "ScoreRequest"]
+__all__ = [
+    "failed",
+    "iter_solve",
+    "rejected",
+    "resolve_config",
+    "solve",
+    "solve_many",
+    "solve_many_sync",
+    "ScoreRequest",
+]

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +38,7 @@ class EngineStartError(EtsError, RuntimeError):
 
 def session_id() -> str:
     """A name for this process's session of a run: its start time (UTC) and process id."""
-    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
 
 
 @contextlib.contextmanager
@@ -147,7 +147,9 @@ class RunPlan:
     session: str = field(default_factory=session_id)
 
 
-async def execute(plan: RunPlan, on_record: Callable[[RunRecord], None], on_ready: Callable[[], None] = lambda: None) -> None:
+async def execute(
+    plan: RunPlan, on_record: Callable[[RunRecord], None], on_ready: Callable[[], None] = lambda: None
+) -> None:
     """Search ``plan``'s problems, calling ``on_record`` with each finished problem's record.
 
     ``on_ready`` is called once the backends are up; the records' ``run.elapsed_s`` count from then.
@@ -161,11 +163,15 @@ async def execute(plan: RunPlan, on_record: Callable[[RunRecord], None], on_read
         try:
             config = resolve_config(plan.config, backends.policy, backends.embedder)  # records say what ran
             started = time.perf_counter()
-            results = iter_solve(plan.problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+            results = iter_solve(
+                plan.problems, config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder
+            )
             async with contextlib.aclosing(results):  # type: ignore[type-var]  # an async generator
                 async for result in results:
                     if result.error is not None and (failure := backends.failure()) is not None:
                         raise EngineDiedError(failure)
-                    on_record(RunRecord.of(result, config, session=plan.session, elapsed_s=time.perf_counter() - started))
+                    on_record(
+                        RunRecord.of(result, config, session=plan.session, elapsed_s=time.perf_counter() - started)
+                    )
         finally:
             del backends  # the traceback behind an error message must not keep the engine alive until exit

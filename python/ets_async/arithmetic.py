@@ -12,6 +12,7 @@ after a word is such a fragment and is not checked.
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -116,9 +117,9 @@ def check_arithmetic(text: str) -> ArithmeticCheck:
         sides = [_value(s) for s in raw]
         if _is_fragment(text, match.start(1)):
             sides[0] = None
-        if all(_is_number(side) for side, value in zip(raw, sides) if value is not None):
+        if all(_is_number(side) for side, value in zip(raw, sides, strict=True) if value is not None):
             continue
-        for a, b in zip(sides, sides[1:]):
+        for a, b in itertools.pairwise(sides):
             if a is None or b is None:
                 continue
             claims += 1

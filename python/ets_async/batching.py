@@ -63,7 +63,7 @@ class MicroBatcher(Generic[Item, Out]):
             raise RuntimeError("MicroBatcher is not running; use it as 'async with'")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Out]] = [loop.create_future() for _ in items]
-        self._queue.extend(zip(items, futures))
+        self._queue.extend(zip(items, futures, strict=True))
         self._arrived.set()
         return futures
 
@@ -99,7 +99,7 @@ class MicroBatcher(Generic[Item, Out]):
                     raise RuntimeError(f"batched call returned {len(outputs)} outputs for {len(batch)} inputs")
             except Exception as exc:  # noqa: BLE001 - handed to every caller of this batch
                 outputs = [exc] * len(batch)
-            for (_, future), out in zip(batch, outputs):
+            for (_, future), out in zip(batch, outputs, strict=True):
                 if future.done():
                     continue
                 if isinstance(out, BaseException):

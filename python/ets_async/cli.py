@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -62,7 +62,7 @@ Selection = enum.Enum("Selection", {name: name for name in ANSWER_SELECTIONS}, t
 Aggregation = enum.Enum("Aggregation", {name: name for name in STEP_AGGREGATIONS}, type=str)  # type: ignore[misc]
 
 
-class BackendName(str, enum.Enum):
+class BackendName(enum.StrEnum):
     vllm = "vllm"
     fake = "fake"
 
@@ -161,7 +161,12 @@ def _load_dataset(
     """(problems, issues prefixed with their source, a short name for default output files)."""
     from .datasets import load_hf_dataset, load_problems
 
-    fields: dict[str, Any] = {"limit": limit, "question_field": question_field, "answer_field": answer_field, "id_field": id_field}
+    fields: dict[str, Any] = {
+        "limit": limit,
+        "question_field": question_field,
+        "answer_field": answer_field,
+        "id_field": id_field,
+    }
     if spec.startswith("hf:"):
         name, _, split = spec[3:].partition(":")
         split = split or "test"
@@ -243,13 +248,13 @@ def run(
         "(split defaults to test) for a Hugging Face dataset, which needs the optional 'datasets' package "
         "and a reachable hub. Bad lines are reported with their line numbers and skipped.",
     ),
-    method: Optional[MethodName] = typer.Option(  # noqa: UP007 - typer needs Optional
+    method: MethodName | None = typer.Option(
         None, "--method", "-m", help="Search method. [default: ets, or the recipe's]"
     ),
-    width: Optional[int] = typer.Option(  # noqa: UP007
+    width: int | None = typer.Option(
         None, "--width", "-w", min=1, help="Search width W: trajectories per problem. [default: 16, or the recipe's]"
     ),
-    config: Optional[str] = typer.Option(  # noqa: UP007
+    config: str | None = typer.Option(
         None,
         "--config",
         "-c",
@@ -257,14 +262,14 @@ def run(
         help="Start from a shipped recipe (ets_16, ets_64, ets_256, rebase_16, ...: the paper's settings; "
         "see 'ets-async recipes') or a YAML file of SearchConfig fields. Flags override it.",
     ),
-    set_: Optional[list[str]] = typer.Option(  # noqa: UP007
+    set_: list[str] | None = typer.Option(
         None,
         "--set",
         metavar="KEY=VALUE",
         help="Set any SearchConfig field, e.g. --set lambda_s=1.2 --set max_depth=10 (value read as YAML). "
         "Repeatable; wins over --config and the other flags.",
     ),
-    out: Optional[Path] = typer.Option(  # noqa: UP007
+    out: Path | None = typer.Option(
         None,
         "--out",
         "-o",
@@ -272,10 +277,10 @@ def run(
         "If it exists the run resumes: problems already in it are skipped. "
         "[default: runs/<dataset>-<method>-<width>.jsonl]",
     ),
-    limit: Optional[int] = typer.Option(  # noqa: UP007
+    limit: int | None = typer.Option(
         None, "--limit", "-n", min=1, help="Use only the first N valid problems of the dataset."
     ),
-    shard: Optional[str] = typer.Option(  # noqa: UP007
+    shard: str | None = typer.Option(
         None,
         "--shard",
         metavar="I/N",
@@ -283,28 +288,28 @@ def run(
         "hashes to I, the same on every machine whatever the line order. Run I = 0..N-1, each with its own "
         "--out, then 'ets-async eval' the N run files together. [default: the whole dataset]",
     ),
-    question_field: Optional[str] = typer.Option(  # noqa: UP007
+    question_field: str | None = typer.Option(
         None, help="Field holding the problem text. [default: problem, else question]"
     ),
-    answer_field: Optional[str] = typer.Option(  # noqa: UP007
+    answer_field: str | None = typer.Option(
         None, help="Field holding the reference answer ('#### N' is reduced to N). [default: answer, else solution]"
     ),
-    id_field: Optional[str] = typer.Option(  # noqa: UP007
+    id_field: str | None = typer.Option(
         None, help="Field holding the problem id. [default: id, else unique_id, else the line index]"
     ),
-    hf_config: Optional[str] = typer.Option(  # noqa: UP007
+    hf_config: str | None = typer.Option(
         None, help="Configuration name of a Hugging Face dataset (e.g. 'main' for openai/gsm8k)."
     ),
-    model: Optional[str] = typer.Option(  # noqa: UP007
+    model: str | None = typer.Option(
         None, help=_MODEL_HELP
     ),
-    engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
+    engine_set: list[str] | None = typer.Option(
         None,
         "--engine-set",
         metavar="KEY=VALUE",
         help="Set any EngineConfig field, e.g. --engine-set prm=qwen_prm --engine-set prm_model=PATH. Repeatable.",
     ),
-    endpoint: Optional[list[str]] = typer.Option(  # noqa: UP007
+    endpoint: list[str] | None = typer.Option(
         None,
         "--endpoint",
         metavar="URL",
@@ -319,18 +324,18 @@ def run(
     fake_delay: float = typer.Option(
         0.0, min=0.0, help="With --backend fake: seconds each policy request takes (a slow engine)."
     ),
-    max_concurrent: Optional[int] = typer.Option(  # noqa: UP007
+    max_concurrent: int | None = typer.Option(
         None, min=1, help="Problems searched at once. [default: 8, or the recipe's]"
     ),
-    seed: Optional[int] = typer.Option(None, min=0, help="Sampling seed. [default: 0]"),  # noqa: UP007
-    selection: Optional[Selection] = typer.Option(  # noqa: UP007
+    seed: int | None = typer.Option(None, min=0, help="Sampling seed. [default: 0]"),
+    selection: Selection | None = typer.Option(
         None, help="Final answer selection. [default: weighted_majority]"
     ),
-    aggregation: Optional[Aggregation] = typer.Option(  # noqa: UP007
+    aggregation: Aggregation | None = typer.Option(
         None, help="Step-score aggregation for weighted voting and highest_score. [default: last]"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress messages; only the summary."),
-    ray: Optional[str] = typer.Option(  # noqa: UP007
+    ray: str | None = typer.Option(
         None,
         "--ray",
         metavar="local|auto|ADDRESS",
@@ -562,7 +567,7 @@ def eval_(
 def plot(
     files: list[Path] = typer.Argument(..., help="Run files written by 'ets-async run' (any methods and widths)."),
     output: Path = typer.Option(Path("plot.png"), "--output", "-o", help="PNG file to write."),
-    title: Optional[str] = typer.Option(None, help="Figure title."),  # noqa: UP007
+    title: str | None = typer.Option(None, help="Figure title."),
 ) -> None:
     """Plot accuracy against mean KV size and against generated tokens, and throughput, per method and width."""
     from .plots import plot_summaries
@@ -575,7 +580,7 @@ def plot(
 @app.command()
 def calibrate(
     files: list[Path] = typer.Argument(..., help="Run files of real searches ('ets-async run'; any method)."),
-    embedder: Optional[list[str]] = typer.Option(  # noqa: UP007
+    embedder: list[str] | None = typer.Option(
         None, "--embedder", "-e", help="Embedder to calibrate: a registry name or a sentence-transformers folder. "
         "Repeatable. [default: all-minilm-l6-v2]"
     ),
@@ -609,7 +614,9 @@ def calibrate(
         scores = sweep_cuts(groups, model.encode, grid)
         model.close()
         chosen = best_cut(scores)
-        shown = [asdict(s) for s in scores if abs(s.cut - chosen.cut) <= 5 * step + 1e-9 or s.cut in (grid[0], grid[-1])]
+        shown = [
+            asdict(s) for s in scores if abs(s.cut - chosen.cut) <= 5 * step + 1e-9 or s.cut in (grid[0], grid[-1])
+        ]
         typer.echo(f"\n{name}")
         typer.echo(report.table(shown, [
             ("cut", lambda s: f"{s['cut']:g}"),
@@ -618,8 +625,10 @@ def calibrate(
             ("F1", lambda s: f"{s['f1']:.3f}"),
             ("clusters/step", lambda s: f"{s['clusters_per_step']:.2f}"),
         ]))  # fmt: skip
-        typer.echo(f"best cut for {name}: {chosen.cut:g} (precision {chosen.precision:.3f}, recall {chosen.recall:.3f}, "
-                   f"F1 {chosen.f1:.3f}); use --set cluster_threshold={chosen.cut:g}")
+        typer.echo(
+            f"best cut for {name}: {chosen.cut:g} (precision {chosen.precision:.3f}, recall {chosen.recall:.3f}, "
+            f"F1 {chosen.f1:.3f}); use --set cluster_threshold={chosen.cut:g}"
+        )
 
 
 @app.command()
@@ -634,12 +643,12 @@ def recipes() -> None:
 @app.command()
 def demo(
     problems: int = typer.Option(8, "--problems", "-n", min=1, max=8, help="How many bundled problems to solve (1-8)."),
-    method: Optional[MethodName] = typer.Option(None, "--method", "-m", help="Search method. [default: ets]"),  # noqa: UP007
-    width: Optional[int] = typer.Option(None, "--width", "-w", min=1, help="Search width. [default: 4]"),  # noqa: UP007
-    set_: Optional[list[str]] = typer.Option(  # noqa: UP007
+    method: MethodName | None = typer.Option(None, "--method", "-m", help="Search method. [default: ets]"),
+    width: int | None = typer.Option(None, "--width", "-w", min=1, help="Search width. [default: 4]"),
+    set_: list[str] | None = typer.Option(
         None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
     ),
-    model: Optional[str] = typer.Option(  # noqa: UP007
+    model: str | None = typer.Option(
         None, help=_MODEL_HELP
     ),
     backend: BackendName = typer.Option(
@@ -667,7 +676,9 @@ def demo(
     if backend == BackendName.vllm:
         typer.echo(f"starting the engine, about a minute on a CPU{_log_note(backends.log)} ...")
     records: list[RunRecord] = []
-    _run_with_progress(functools.partial(execute, RunPlan(items, config, backends)), records.append, total=len(items), quiet=quiet)
+    _run_with_progress(
+        functools.partial(execute, RunPlan(items, config, backends)), records.append, total=len(items), quiet=quiet
+    )
     order = {item["id"]: i for i, item in enumerate(items)}
     records.sort(key=lambda r: order.get(r.id, len(order)))
     typer.echo("")
@@ -680,19 +691,19 @@ def demo(
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
-    config: Optional[str] = typer.Option(  # noqa: UP007
+    config: str | None = typer.Option(
         None, "--config", "-c", metavar="RECIPE|FILE", help="A shipped recipe or a YAML file of SearchConfig fields."
     ),
-    set_: Optional[list[str]] = typer.Option(  # noqa: UP007
+    set_: list[str] | None = typer.Option(
         None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
     ),
-    model: Optional[str] = typer.Option(  # noqa: UP007
+    model: str | None = typer.Option(
         None, help=_MODEL_HELP
     ),
-    engine_set: Optional[list[str]] = typer.Option(  # noqa: UP007
+    engine_set: list[str] | None = typer.Option(
         None, "--engine-set", metavar="KEY=VALUE", help="Set any EngineConfig field. Repeatable."
     ),
-    endpoint: Optional[list[str]] = typer.Option(  # noqa: UP007
+    endpoint: list[str] | None = typer.Option(
         None,
         "--endpoint",
         metavar="URL",
@@ -701,10 +712,10 @@ def serve(
     ),
     deadline: float = typer.Option(120.0, min=0.001, help="Seconds a request may take when it names no deadline_s."),
     max_deadline: float = typer.Option(600.0, min=0.001, help="The largest deadline_s a request may ask for."),
-    api_key: Optional[str] = typer.Option(  # noqa: UP007
+    api_key: str | None = typer.Option(
         None, envvar="ETS_ASYNC_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health."
     ),
-    served_model_name: Optional[str] = typer.Option(  # noqa: UP007
+    served_model_name: str | None = typer.Option(
         None, help="The model name /v1/models lists. [default: --model, or the default policy's name]"
     ),
     max_searches: int = typer.Option(64, min=1, help="Searches in flight at once; one more gets 429."),
@@ -751,25 +762,30 @@ def serve(
 @app.command("train-verifier")
 def train_verifier_(
     rollouts: list[Path] = typer.Argument(
-        ..., help="Run files of the policy's own searches on TRAINING problems with reference answers "
-        "('ets-async run --dataset train.jsonl ...'); never the problems you evaluate on."
+        ...,
+        help="Run files of the policy's own searches on TRAINING problems with reference answers "
+        "('ets-async run --dataset train.jsonl ...'); never the problems you evaluate on.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Head file to write (safetensors, a few KB to MB)."),
-    model: Optional[str] = typer.Option(  # noqa: UP007
+    model: str | None = typer.Option(
         None, help="The policy that generated the rollouts (its hidden states are the features). " + _MODEL_HELP
     ),
-    layers: Optional[list[int]] = typer.Option(  # noqa: UP007
+    layers: list[int] | None = typer.Option(
         None, "--layer", help="Decoder layer to read (repeatable). [default: the middle and the last]"
     ),
-    kinds: Optional[list[str]] = typer.Option(  # noqa: UP007
+    kinds: list[str] | None = typer.Option(
         None, "--kind", help="Head kind to try: linear or mlp (repeatable). [default: both]"
     ),
-    folds: int = typer.Option(5, min=2, help="Cross-validation folds over problems (choose the variant and the steps)."),
-    features_dir: Optional[Path] = typer.Option(  # noqa: UP007
-        None, help="Cache of the extracted hidden states (resumable). [default: <cache>/verifier-features/<policy>-<hash of its path>]"
+    folds: int = typer.Option(
+        5, min=2, help="Cross-validation folds over problems (choose the variant and the steps)."
+    ),
+    features_dir: Path | None = typer.Option(
+        None,
+        help="Cache of the extracted hidden states (resumable). "
+        "[default: <cache>/verifier-features/<policy>-<hash of its path>]",
     ),
     steps: int = typer.Option(400, min=1, help="Most optimiser steps per variant (cross-validation picks how many)."),
-    time_limit: Optional[float] = typer.Option(  # noqa: UP007
+    time_limit: float | None = typer.Option(
         None, min=1.0, help="Stop extracting new features after this many seconds and train on what is there."
     ),
 ) -> None:
@@ -814,7 +830,11 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app)
-_MODEL_ROLES = {models.DEFAULT_POLICY: "default policy", models.TEST_POLICY: "tests", models.DEFAULT_EMBEDDER: "embedder"}
+_MODEL_ROLES = {
+    models.DEFAULT_POLICY: "default policy",
+    models.TEST_POLICY: "tests",
+    models.DEFAULT_EMBEDDER: "embedder",
+}
 
 
 @models_app.command("list")
@@ -831,7 +851,7 @@ def models_list() -> None:
 
 @models_app.command("prepare")
 def models_prepare(
-    names: Optional[list[str]] = typer.Argument(  # noqa: UP007
+    names: list[str] | None = typer.Argument(
         None, metavar="NAME", help=f"Registered models. [default: {', '.join(models.SETUP_MODELS)}]", show_default=False
     ),
 ) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
@@ -79,7 +78,9 @@ def read_recipe(spec: str | Path) -> tuple[str, dict[str, Any]]:
         name = str(spec)[: -len(".yaml")] if str(spec).endswith(".yaml") else str(spec)
         resource = _recipe_dir() / f"{name}.yaml"
         if "/" in name or not resource.is_file():
-            raise ConfigError(f"{str(spec)!r} is neither a YAML file nor a shipped recipe; recipes: {', '.join(recipe_names())}")
+            raise ConfigError(
+                f"{str(spec)!r} is neither a YAML file nor a shipped recipe; recipes: {', '.join(recipe_names())}"
+            )
         label, text = f"recipe {name}", resource.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text) or {}
@@ -228,7 +229,9 @@ class SearchConfig(_SharedSearchConfig, EtsSettings, BeamSettings, DvtsSettings,
         if self.answer_selection == "highest_score":
             raise ValueError(f"stop_when={self.stop_when} settles a vote; answer_selection=highest_score takes no vote")
         if self.stop_min_finished > self.width:
-            raise ValueError(f"stop_min_finished ({self.stop_min_finished}) exceeds width ({self.width}): it could never stop")
+            raise ValueError(
+                f"stop_min_finished ({self.stop_min_finished}) exceeds width ({self.width}): it could never stop"
+            )
         if self.wave_size is not None and self.wave_size > self.width:
             raise ValueError(f"wave_size ({self.wave_size}) exceeds width ({self.width})")
         return self
@@ -243,7 +246,9 @@ class EngineConfig(_Validated):
         "else the embedded default",
     )
     prm: str = Field("confidence", description="; ".join(f"{c.name}: {c.summary}" for c in PRM_CHOICES))
-    arithmetic_check: bool = Field(False, description="cut a step's score to a tenth when its stated arithmetic is wrong")
+    arithmetic_check: bool = Field(
+        False, description="cut a step's score to a tenth when its stated arithmetic is wrong"
+    )
     prm_model: str | None = Field(
         None, description="PRM model; None = the policy model (judge PRM), the policy's registered verifier (verifier)"
     )
@@ -257,7 +262,9 @@ class EngineConfig(_Validated):
         description="CUDA_VISIBLE_DEVICES of the PRM's own engine, e.g. '1' (policy on one GPU, PRM on "
         "another); None = the devices this process sees, shared with the policy",
     )
-    embedder_model: str | None = Field(None, description="sentence-transformers model (path, name or registry name); None = all-MiniLM-L6-v2")
+    embedder_model: str | None = Field(
+        None, description="sentence-transformers model (path, name or registry name); None = all-MiniLM-L6-v2"
+    )
     dtype: Dtype = Field(
         "auto",
         description="model dtype; auto = bfloat16 on GPUs and on CPUs with native bf16, float32 on other CPUs",
@@ -267,7 +274,9 @@ class EngineConfig(_Validated):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     devices: str | None = Field(
-        None, pattern=r"^[0-9]+(,[0-9]+)*$", description="CUDA_VISIBLE_DEVICES of the policy engine; None = this process's"
+        None,
+        pattern=r"^[0-9]+(,[0-9]+)*$",
+        description="CUDA_VISIBLE_DEVICES of the policy engine; None = this process's",
     )
     cpu_kv_cache_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB) on CPU")
     cpu_cores: str = Field(
@@ -284,8 +293,12 @@ class EngineConfig(_Validated):
         "cpu_kv_cache_gib or gpu_memory_utilization allow. Must hold one max_model_len sequence plus one block",
     )
     # Scale-out (backends/fleet): run the policy and the PRM on OpenAI-compatible servers instead.
-    endpoints: tuple[str, ...] = Field((), description="vLLM/SGLang server URLs; empty = $ETS_ASYNC_ENDPOINTS or in-process")
-    prm_endpoints: tuple[str, ...] = Field((), description="servers of a trained PRM (prm='qwen_prm'/'math_shepherd') on a fleet")
+    endpoints: tuple[str, ...] = Field(
+        (), description="vLLM/SGLang server URLs; empty = $ETS_ASYNC_ENDPOINTS or in-process"
+    )
+    prm_endpoints: tuple[str, ...] = Field(
+        (), description="servers of a trained PRM (prm='qwen_prm'/'math_shepherd') on a fleet"
+    )
     request_timeout_s: float = Field(
         600.0,
         gt=0.0,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -60,8 +60,8 @@ def select(instance: EtsInstance) -> EtsSelection:
 
     A tree problem (coverage off or separable, or ``lambda_b == 0``) comes solved and re-allocated
     from Rust: the tree DP's kept set (``instance.kept``; its tie rule is in ``_core.pyi``) and
-    ``instance.counts``. Otherwise HiGHS solves ``instance.program()``. The budget is re-allocated over the kept candidates with REBASE's rule;
-    the counts sum to the budget.
+    ``instance.counts``. Otherwise HiGHS solves ``instance.program()``. The budget is re-allocated
+    over the kept candidates with REBASE's rule; the counts sum to the budget.
 
     If HiGHS fails (``SolverError``) the REBASE allocation is returned with ``fell_back=True`` and a
     warning is logged on the ``ets_async`` logger (searches count these in ``metrics.solver_fallbacks``).

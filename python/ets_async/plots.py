@@ -23,13 +23,17 @@ def _series(rows: Sequence[Mapping[str, Any]], x_key: str) -> dict[str, list[tup
             continue
         low, high = row.get("accuracy_low"), row.get("accuracy_high")
         low, high = (y, y) if low is None or high is None else (low, high)
-        series.setdefault(_name(row), []).append((float(x), 100.0 * float(y), row.get("width"), 100.0 * low, 100.0 * high))
+        series.setdefault(_name(row), []).append(
+            (float(x), 100.0 * float(y), row.get("width"), 100.0 * low, 100.0 * high)
+        )
     for points in series.values():
         points.sort(key=lambda p: (p[2] is None, p[2] or 0))
     return series
 
 
-def plot_summaries(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+def plot_summaries(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str | None = None
+) -> Path:
     """Write a PNG with three panels and return its path.
 
     ``rows`` are run summaries (``report.summary_rows``) with keys ``label`` (or ``method``),
@@ -46,7 +50,7 @@ def plot_summaries(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
 
     methods = sorted({_name(row) for row in rows})
     colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    markers = dict(zip(methods, "osD^vP*Xh<>"))
+    markers = dict(zip(methods, "osD^vP*Xh<>", strict=False))
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     panels = (
@@ -56,7 +60,10 @@ def plot_summaries(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     for ax, key, xlabel in panels:
         for method, points in sorted(_series(rows, key).items()):
             xs, ys = [p[0] for p in points], [p[1] for p in points]
-            errors = [[y - p[3] for y, p in zip(ys, points)], [p[4] - y for y, p in zip(ys, points)]]
+            errors = [
+                [y - p[3] for y, p in zip(ys, points, strict=True)],
+                [p[4] - y for y, p in zip(ys, points, strict=True)],
+            ]
             ax.errorbar(xs, ys, yerr=errors, marker=markers.get(method, "o"), color=colors[method], label=method,
                         linewidth=1, capsize=3, elinewidth=0.8)
             for x, y, width, _, _ in points:

@@ -103,7 +103,9 @@ class SearchActor:
             while True:
                 yield await self._queue.get()
 
-        results = iter_solve(queued(), self._config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder)
+        results = iter_solve(
+            queued(), self._config, policy=backends.policy, prm=backends.prm, embedder=backends.embedder
+        )
         try:
             async for result in results:
                 if result.error is not None and (failure := backends.failure()) is not None:
@@ -200,7 +202,9 @@ class RayWorkers:
     async def __aexit__(self, *exc: object) -> None:
         ray = self._ray
         with contextlib.suppress(Exception):  # stopped gracefully if they can be: engines release their memory
-            await asyncio.wait_for(asyncio.gather(*(a.stop.remote() for a in self.actors), return_exceptions=True), _STOP_TIMEOUT_S)
+            await asyncio.wait_for(
+                asyncio.gather(*(a.stop.remote() for a in self.actors), return_exceptions=True), _STOP_TIMEOUT_S
+            )
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
@@ -214,7 +218,12 @@ class RayWorkers:
             cpus = self.count * self.actor_options["num_cpus"]
             gpus = self.count * self.actor_options.get("num_gpus", 0)
             self._ray.init(
-                address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common
+                address="local",
+                num_cpus=cpus,
+                num_gpus=gpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                **common,
             )
         else:
             self._ray.init(address=self.address, **common)
@@ -251,7 +260,9 @@ class RayWorkers:
                     calls[asyncio.ensure_future(actor.handle.solve.remote(problem))] = (actor, problem)
                 if not calls:
                     if retries or not exhausted:
-                        raise EngineDiedError(f"every Ray actor is gone (each died more than max_restarts={self.max_restarts} times)")
+                        raise EngineDiedError(
+                            f"every Ray actor is gone (each died more than max_restarts={self.max_restarts} times)"
+                        )
                     return
                 done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
                 for call in done:
@@ -336,7 +347,9 @@ async def solve_on_ray(
     of the two). ``workers_options`` are ``RayWorkers``'s (``actors``, ``address``, ...)."""
     if engine is not None and make_backends is not None:
         raise ConfigError("give solve_on_ray an engine config or make_backends, not both")
-    workers = RayWorkers(config or SearchConfig(), make_backends or functools.partial(load_backends, engine), **workers_options)
+    workers = RayWorkers(
+        config or SearchConfig(), make_backends or functools.partial(load_backends, engine), **workers_options
+    )
     async with workers:
         async with contextlib.aclosing(workers.solve(problems)) as results:  # type: ignore[type-var]
             async for result in results:
@@ -344,7 +357,10 @@ async def solve_on_ray(
 
 
 async def record_on_ray(
-    workers: RayWorkers, plan: RunPlan, on_record: Callable[[RunRecord], Any], on_ready: Callable[[], None] = lambda: None
+    workers: RayWorkers,
+    plan: RunPlan,
+    on_record: Callable[[RunRecord], Any],
+    on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """``app.execute`` on Ray, what ``ets-async run --ray`` does: search ``plan``'s problems with
     ``workers`` (whose actors start the backends, not ``plan``) and call ``on_record`` with each
@@ -355,4 +371,6 @@ async def record_on_ray(
         started = time.perf_counter()
         async with contextlib.aclosing(workers.solve(plan.problems)) as results:  # type: ignore[type-var]
             async for result in results:
-                on_record(RunRecord.of(result, workers.config, session=plan.session, elapsed_s=time.perf_counter() - started))
+                on_record(
+                    RunRecord.of(result, workers.config, session=plan.session, elapsed_s=time.perf_counter() - started)
+                )

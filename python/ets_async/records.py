@@ -39,7 +39,9 @@ class RunRecord(ProblemResult):
     run: RunInfo | None = None
 
     @classmethod
-    def of(cls, result: ProblemResult, config: Any, *, session: str, elapsed_s: float, label: str | None = None) -> RunRecord:
+    def of(
+        cls, result: ProblemResult, config: Any, *, session: str, elapsed_s: float, label: str | None = None
+    ) -> RunRecord:
         """The record of ``result`` searched with ``config`` (a ``SearchConfig``) by ``session``."""
         fields = {name: getattr(result, name) for name in ProblemResult.__dataclass_fields__}
         return cls(**fields, config=config.model_dump(mode="json"), run=RunInfo(session, round(elapsed_s, 4), label))
@@ -61,9 +63,13 @@ class RunRecord(ProblemResult):
         run = data.get("run")
         version = data.get("version", 1)
         if not isinstance(version, int) or version > RECORD_VERSION:
-            raise ValueError(f"record version {version!r}: this version of ets_async reads versions 1 to {RECORD_VERSION}")
+            raise ValueError(
+                f"record version {version!r}: this version of ets_async reads versions 1 to {RECORD_VERSION}"
+            )
         return {
             **super()._fields_from_dict(data),
             "config": dict(data.get("config") or {}),
-            "run": None if not isinstance(run, Mapping) else RunInfo(str(run["session"]), float(run["elapsed_s"]), run.get("label")),
+            "run": None
+            if not isinstance(run, Mapping)
+            else RunInfo(str(run["session"]), float(run["elapsed_s"]), run.get("label")),
         }

@@ -48,7 +48,9 @@ class EtsSettings(MethodSettings):
 
 
 class BeamSettings(MethodSettings):
-    beam_keep: int | None = Field(None, ge=1, description="beams kept per step; None = ceil(sqrt(B)) of the budget left")
+    beam_keep: int | None = Field(
+        None, ge=1, description="beams kept per step; None = ceil(sqrt(B)) of the budget left"
+    )
 
 
 class DvtsSettings(MethodSettings):
@@ -69,9 +71,14 @@ class StopSettings(MethodSettings):
         "finished trajectories' votes; posterior: stop once the leading answer beats the runner-up with "
         "posterior probability stop_confidence. Votes are weighted as answer_selection weighs them",
     )
-    stop_share: float = Field(0.75, gt=0.5, le=1.0, description="supermajority: the leading answer's share of the votes")
+    stop_share: float = Field(
+        0.75, gt=0.5, le=1.0, description="supermajority: the leading answer's share of the votes"
+    )
     stop_confidence: float = Field(
-        0.95, gt=0.5, lt=1.0, description="posterior: P(leader's share > runner-up's) under Beta(lead + 1, runner-up + 1)"
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="posterior: P(leader's share > runner-up's) under Beta(lead + 1, runner-up + 1)",
     )
     stop_min_finished: int = Field(4, ge=1, description="finished trajectories with an answer before any stop")
     wave_size: int | None = Field(
@@ -94,7 +101,11 @@ METHOD_CHOICES: tuple[Choice, ...] = (
     Choice("beam", "beam search: the top-k candidates share the budget", BeamSettings),
     Choice("dvts", "DVTS: independent subtrees, a greedy beam in each", DvtsSettings),
     Choice("best_of_n", "best-of-N: independent samples, no pruning"),
-    Choice("particle_filter", "particle filtering: the budget resampled in proportion to the scores", ParticleFilterSettings),
+    Choice(
+        "particle_filter",
+        "particle filtering: the budget resampled in proportion to the scores",
+        ParticleFilterSettings,
+    ),
 )
 PRM_CHOICES: tuple[Choice, ...] = (
     Choice("confidence", "the policy's own token probabilities (no extra call)"),

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import replace
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .records import RunRecord
@@ -283,8 +283,14 @@ def format_summary(row: Row, title: str) -> str:
         ("KV tokens mean", fmt(row["kv_tokens_mean"])),
         ("KV tokens peak", fmt(row["kv_tokens_peak"])),
         ("KV blocks mean", fmt(row["kv_blocks_mean"])),
-        ("generated tokens", f"{fmt(row['generated_tokens_mean'])} per problem, {fmt(row['generated_tokens_total'])} total"),
-        ("throughput", f"{fmt(row['problems_per_s'], 'rate')} problems/s, {fmt(row['generated_tokens_per_s'], 'rate')} tokens/s"),
+        (
+            "generated tokens",
+            f"{fmt(row['generated_tokens_mean'])} per problem, {fmt(row['generated_tokens_total'])} total",
+        ),
+        (
+            "throughput",
+            f"{fmt(row['problems_per_s'], 'rate')} problems/s, {fmt(row['generated_tokens_per_s'], 'rate')} tokens/s",
+        ),
         ("prefix-cache hits", fmt(row["prefix_cache_hit_rate"], "pct")),
         ("search wall time", f"{fmt(row['wall_time_s'], 'rate')} s"),
     ]
@@ -297,7 +303,14 @@ SUMMARY_COLUMNS: list[Column] = [
     ("W", lambda r: fmt(r["width"])),
     ("problems", lambda r: fmt(r["problems"])),
     ("accuracy", accuracy_text),
-    ("95% CI", lambda r: f"{fmt(r['accuracy_low'], 'pct')}-{fmt(r['accuracy_high'], 'pct')}" if r["accuracy_low"] is not None else "-"),
+    (
+        "95% CI",
+        lambda r: (
+            f"{fmt(r['accuracy_low'], 'pct')}-{fmt(r['accuracy_high'], 'pct')}"
+            if r["accuracy_low"] is not None
+            else "-"
+        ),
+    ),
     ("KV mean", lambda r: fmt(r["kv_tokens_mean"])),
     ("KV peak", lambda r: fmt(r["kv_tokens_peak"])),
     ("KV blocks", lambda r: fmt(r["kv_blocks_mean"])),
@@ -314,7 +327,9 @@ def table(rows: Sequence[Any], columns: Sequence[Column], left: int = 1) -> str:
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     text = []
     for n, line in enumerate(cells):
-        text.append("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        text.append(
+            "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+        )
         if n == 0:
             text.append("  ".join("-" * w for w in widths))
     return "\n".join(text)
@@ -349,7 +364,9 @@ PROBLEM_COLUMNS: list[Column] = [
 """One row per problem result (the demo's table)."""
 
 
-def regrade(records: Iterable[RunRecord], selection: str, aggregation: str, *, timeout_s: float = 5.0) -> list[RunRecord]:
+def regrade(
+    records: Iterable[RunRecord], selection: str, aggregation: str, *, timeout_s: float = 5.0
+) -> list[RunRecord]:
     """Copies of ``records`` with the answer re-selected from the stored candidates and re-graded."""
     from .grading import grade
     from .voting import select_answer

@@ -56,7 +56,9 @@ def _search_fields() -> tuple[dict[str, Any], set[str], dict[str, Mapping[str, A
         return {}, set(), {}
     fields = SearchConfig.model_fields
     defaults = {name: json.loads(json.dumps(field.default)) for name, field in fields.items()}
-    marks = {name: field.json_schema_extra for name, field in fields.items() if isinstance(field.json_schema_extra, dict)}
+    marks = {
+        name: field.json_schema_extra for name, field in fields.items() if isinstance(field.json_schema_extra, dict)
+    }
     runtime = {name for name, extra in marks.items() if extra.get("runtime")}
     renamed: dict[str, Mapping[str, Any]] = {
         name: old_to_new for name, extra in marks.items() if isinstance(old_to_new := extra.get("renamed"), dict)

@@ -120,7 +120,9 @@ def _api_error(error: ApiError) -> web.Response:
 
 
 @web.middleware
-async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """The API key, and every refusal as an OpenAI error object (413 and 404 from aiohttp too)."""
     key = request.app[_CONFIG].api_key
     try:
@@ -152,7 +154,9 @@ def _deadline(value: Any, config: ServiceConfig) -> float:
     return float(value)
 
 
-async def _search(request: web.Request, problem: Problem, search: SearchConfig, deadline_s: float) -> tuple[ProblemResult, Backends]:
+async def _search(
+    request: web.Request, problem: Problem, search: SearchConfig, deadline_s: float
+) -> tuple[ProblemResult, Backends]:
     """One search, stopped at its deadline (its result then holds the anytime answer)."""
     backends = await request.app[_BACKENDS].get()
     config = search.replace(problem_timeout_s=deadline_s)
@@ -186,7 +190,9 @@ async def _solve(request: web.Request) -> web.Response:
             "id": result.id,
             "answer": result.answer,
             "correct": result.correct,
-            "candidates": [{"answer": c.answer, "text": c.text, "step_scores": c.step_scores} for c in result.candidates],
+            "candidates": [
+                {"answer": c.answer, "text": c.text, "step_scores": c.step_scores} for c in result.candidates
+            ],
             "metrics": result.metrics.to_dict(),
         }
     )
@@ -219,7 +225,9 @@ async def _openai(request: web.Request, kind: openai_api.Kind) -> web.StreamResp
     return web.json_response(openai_api.response_body(search, result, meta))
 
 
-async def _answered(result: ProblemResult, backends: Backends, search: SearchRequest, deadline_s: float) -> dict[str, Any]:
+async def _answered(
+    result: ProblemResult, backends: Backends, search: SearchRequest, deadline_s: float
+) -> dict[str, Any]:
     """The ``ets`` metadata of a result that answers (a finished search, or an anytime answer);
     ApiError for one that does not."""
     if result.error_kind == ErrorKind.TIMEOUT and result.answer is None:
@@ -284,8 +292,12 @@ async def serve(start_backends: Callable[[], Backends], config: ServiceConfig, h
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
-        log.warning("serving %s on http://%s:%d (POST /v1/chat/completions, /v1/completions, /solve; GET /v1/models, /health)",
-                    config.model_name, host, port)
+        log.warning(
+            "serving %s on http://%s:%d (POST /v1/chat/completions, /v1/completions, /solve; GET /v1/models, /health)",
+            config.model_name,
+            host,
+            port,
+        )
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

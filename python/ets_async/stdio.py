@@ -31,7 +31,7 @@ def redirect_output(path: str | os.PathLike[str], *, stderr: bool = False) -> It
             finally:
                 for stream in streams:
                     stream.flush()
-                for fd, copy in zip(fds, saved):
+                for fd, copy in zip(fds, saved, strict=True):
                     os.dup2(copy, fd)
     finally:
         for copy in saved:

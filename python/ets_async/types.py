@@ -48,7 +48,11 @@ class Problem:
             raise ProblemError(f"problem {problem.id}: empty problem text")
         from .datasets import check_unicode
 
-        for value, what in ((problem.id, "id"), (problem.text, "problem text"), (problem.reference, "reference answer")):
+        for value, what in (
+            (problem.id, "id"),
+            (problem.text, "problem text"),
+            (problem.reference, "reference answer"),
+        ):
             if value is not None:
                 try:
                     check_unicode(value, f"the {what}")
@@ -185,7 +189,13 @@ class ProblemResult:
             "error": error,
             "error_kind": None if error is None else ErrorKind(kind) if kind else ErrorKind.from_message(str(error)),
             "candidates": [
-                Candidate(c.get("text", ""), c.get("answer"), tuple(c.get("step_scores") or ()), c.get("tokens", 0), c.get("node", -1))
+                Candidate(
+                    c.get("text", ""),
+                    c.get("answer"),
+                    tuple(c.get("step_scores") or ()),
+                    c.get("tokens", 0),
+                    c.get("node", -1),
+                )
                 for c in data.get("candidates") or ()
             ],
             "tree": TreeRecord.from_dict(data.get("tree") or {}),

@@ -31,7 +31,14 @@ import numpy as np
 ARCHITECTURE = "Qwen2ForProcessRewardModel"
 HEAD_FILE = "verifier_head.safetensors"
 SCORE_FILE = "score.safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json", "vocab.json", "merges.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+)
 MARKER = "ets_async_verifier.json"
 
 HeadKind = Literal["linear", "mlp"]
@@ -152,11 +159,15 @@ def write_checkpoint(policy_dir: str | os.PathLike[str], head_path: str | os.Pat
             shutil.copyfile(policy / name, into / name)
     save_file(score_tensors(head, int(config["hidden_size"])), str(into / SCORE_FILE), metadata={"format": "pt"})
     (into / MARKER).write_text(
-        json.dumps({"head_sha256": sha256_of(head_path), "kind": head.kind, "layer": head.layer, "head": metadata}, indent=1)
+        json.dumps(
+            {"head_sha256": sha256_of(head_path), "kind": head.kind, "layer": head.layer, "head": metadata}, indent=1
+        )
     )
 
 
-def build_checkpoint(policy_dir: str | os.PathLike[str], head_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+def build_checkpoint(
+    policy_dir: str | os.PathLike[str], head_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> Path:
     """Write the serving folder of a head file at ``out_dir``, replacing it whole and atomically."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,9 @@ def _engine_policy(config: EngineConfig) -> _OpenedPolicy:
     engine = InProcessEngine.start(config, policy_model)
     tokenizer = engine.llm.get_tokenizer()
     limit = config.request_timeout_s
-    policy = VllmPolicy(engine, tokenizer, temperature=models.measured_temperature(config.model), request_timeout_s=limit)
+    policy = VllmPolicy(
+        engine, tokenizer, temperature=models.measured_temperature(config.model), request_timeout_s=limit
+    )
     return policy, EngineTransport(engine, request_timeout_s=limit), lambda: tokenizer, (engine,)
 
 

@@ -71,4 +71,4 @@ class ArithmeticCheckedPRM:
         if self.inner is None:
             return [self.penalty if c.wrong else (1.0 if c.claims else 0.5) for c in checks]
         scores = await self.inner.score(requests)
-        return [s if s is None or c.all_right else s * self.penalty for s, c in zip(scores, checks)]
+        return [s if s is None or c.all_right else s * self.penalty for s, c in zip(scores, checks, strict=True)]

@@ -65,7 +65,7 @@ def newest_step_reward(token_ids: Sequence[int], rows: Sequence[Sequence[float]]
     if len(rows) > len(token_ids):
         raise ValueError(f"{len(rows)} rows of probabilities for {len(token_ids)} tokens")
     tail = token_ids[len(token_ids) - len(rows) :]
-    rewards = [float(row[1]) for token, row in zip(tail, rows) if token == separator_id]
+    rewards = [float(row[1]) for token, row in zip(tail, rows, strict=True) if token == separator_id]
     return rewards[-1] if rewards else None
 
 
@@ -175,10 +175,11 @@ def as_prm(prm: PRMLike) -> PRM:
     """``prm`` itself when it has a ``score`` method, an async function wrapped as one, else a TypeError."""
     if isinstance(prm, PRM):
         return prm
-    if asyncio.iscoroutinefunction(prm) or asyncio.iscoroutinefunction(getattr(prm, "__call__", None)):
+    if asyncio.iscoroutinefunction(prm) or (callable(prm) and asyncio.iscoroutinefunction(type(prm).__call__)):
         return CallablePRM(prm)
     raise TypeError(
-        f"prm must be an object with 'async def score(requests)' or an async function of the requests, got {type(prm).__name__}"
+        "prm must be an object with 'async def score(requests)' or an async function of the requests, got "
+        f"{type(prm).__name__}"
     )
 
 

@@ -175,12 +175,19 @@ class InProcessEngine:
         cores = [(core.name, core.pid, core.exitcode) for core in self._cores()]
         core_pids = {pid for _, pid, _ in cores}
         dead_workers = [
-            (pid, title) for pid, start, title in self.processes if pid not in core_pids and not watchdog.running(pid, start)
+            (pid, title)
+            for pid, start, title in self.processes
+            if pid not in core_pids and not watchdog.running(pid, start)
         ]
         if killed := [(name, pid, -code) for name, pid, code in cores if code is not None and code < 0]:
-            causes = [f"its {name} process (pid {pid}) was killed by {signal.Signals(sig).name}" for name, pid, sig in killed]
+            causes = [
+                f"its {name} process (pid {pid}) was killed by {signal.Signals(sig).name}" for name, pid, sig in killed
+            ]
         elif dead_workers:
-            causes = [f"its {title.removeprefix('VLLM::') or 'engine'} process (pid {pid}) died" for pid, title in dead_workers]
+            causes = [
+                f"its {title.removeprefix('VLLM::') or 'engine'} process (pid {pid}) died"
+                for pid, title in dead_workers
+            ]
         elif failed := [(name, pid, code) for name, pid, code in cores if code]:
             causes = [f"its {name} process (pid {pid}) exited with code {code}" for name, pid, code in failed]
         else:

@@ -52,7 +52,9 @@ class VllmPolicy:
         ids = tuple(output.token_ids)
         logprobs = None
         if output.logprobs is not None:
-            logprobs = tuple(float(position[token].logprob) for token, position in zip(ids, output.logprobs))
+            logprobs = tuple(
+                float(position[token].logprob) for token, position in zip(ids, output.logprobs, strict=True)
+            )
         ended = output.finish_reason == "stop" and output.stop_reason is None
         if ended and ids and ids[-1] == self.eos_token_id:
             ids = ids[:-1]

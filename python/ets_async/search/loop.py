@@ -215,7 +215,7 @@ class ProblemSearch:
         """Expand every node with a nonzero count concurrently; insert children in frontier order,
         so node ids (and the seeds derived from them) never depend on completion order."""
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._grow(v, k)) for v, k in zip(nodes, counts) if k > 0]
+            tasks = [group.create_task(self._grow(v, k)) for v, k in zip(nodes, counts, strict=True) if k > 0]
         grown_all = [t.result() for t in tasks]
         self._record_waits(grown_all)
         children: list[int] = []
@@ -228,7 +228,7 @@ class ProblemSearch:
                 [float(grown.scores[i]) for i in kept],  # type: ignore[arg-type]
                 [grown.steps[i].finished for i in kept],
             )
-            for node, i in zip(ids, kept):
+            for node, i in zip(ids, kept, strict=True):
                 self.step_text[node] = grown.steps[i].text
                 if grown.embeddings[i] is not None:
                     self.embedding[node] = grown.embeddings[i]  # type: ignore[assignment]
@@ -270,7 +270,7 @@ class ProblemSearch:
             scores = [await f for f in score_futures]
             scored_at = time.perf_counter()
             embeddings: list[np.ndarray | None] = [None] * len(steps)
-            for i, pending in zip(to_embed, embed_futures):
+            for i, pending in zip(to_embed, embed_futures, strict=True):
                 embeddings[i] = await pending
             embedded_at = time.perf_counter() if embed_futures else scored_at
         except BaseException:  # an error or a cancellation: nobody waits for the rest

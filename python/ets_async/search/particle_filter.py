@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
 from ..core import SearchTree
 from ..registry import MethodSettings, ParticleFilterSettings
 from .method import Allocation, Frontier

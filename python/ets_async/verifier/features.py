@@ -54,16 +54,25 @@ class TreeFeatures:
     @classmethod
     def load(cls, path: Path) -> TreeFeatures:
         with np.load(path) as data:
-            layers = {int(k.removeprefix("layer_")): data[k].astype(np.float32) for k in data.files if k.startswith("layer_")}
+            layers = {
+                int(k.removeprefix("layer_")): data[k].astype(np.float32) for k in data.files if k.startswith("layer_")
+            }
             return cls(
-                str(data["problem_id"]), data["nodes"], data["depth"], data["value"].astype(np.float32), data["is_leaf"], layers
+                str(data["problem_id"]),
+                data["nodes"],
+                data["depth"],
+                data["value"].astype(np.float32),
+                data["is_leaf"],
+                layers,
             )
 
 
 class HiddenStateReader:
     """A transformers forward of a policy's decoder body (no LM head), reading normed hidden states."""
 
-    def __init__(self, model_path: str, layers: Sequence[int], *, dtype: str = "bfloat16", threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: str, layers: Sequence[int], *, dtype: str = "bfloat16", threads: int | None = None
+    ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging
@@ -88,7 +97,10 @@ class HiddenStateReader:
         torch = self.torch
         with torch.inference_mode():
             out = self.model(
-                input_ids=torch.tensor([list(token_ids)]), past_key_values=cache, output_hidden_states=True, use_cache=cache is not None
+                input_ids=torch.tensor([list(token_ids)]),
+                past_key_values=cache,
+                output_hidden_states=True,
+                use_cache=cache is not None,
             )
             features = {}
             for k in self.layers:

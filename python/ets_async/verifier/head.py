@@ -63,7 +63,7 @@ def within_problem_auroc(
     problem (by default the finished trajectories: leaves, value 1 against 0), and how many problems
     had both. ``select`` picks other nodes (a boolean mask per tree), whose value is rounded to right/wrong."""
     values = []
-    for tree, score in zip(trees, scores):
+    for tree, score in zip(trees, scores, strict=True):
         mask = np.asarray(tree.is_leaf, dtype=bool) if select is None else select(tree)
         right = np.asarray(tree.value)[mask] >= 0.5
         score = np.asarray(score)[mask]
@@ -141,7 +141,9 @@ def _folded(model, settings: TrainSettings, mean: np.ndarray, std: np.ndarray) -
     if settings.kind == "linear":
         w, b = params[0][0], params[1][0]
         a = w / std
-        return TrainedHead("linear", settings.layer, {"a": a.astype(np.float32), "c": np.float32(b - a @ mean).reshape(1)})
+        return TrainedHead(
+            "linear", settings.layer, {"a": a.astype(np.float32), "c": np.float32(b - a @ mean).reshape(1)}
+        )
     u, d, v, e = params[0], params[1], params[2][0], params[3][0]
     u_raw = u / std[None, :]
     weights = {"U": u_raw, "d": d - u_raw @ mean, "v": v, "e": np.array([e])}

@@ -44,7 +44,7 @@ class LabeledTree:
     @property
     def mixed(self) -> bool:
         """Whether the tree has both right and wrong leaves (only those can rank within a problem)."""
-        leaf_values = {v for v, leaf in zip(self.value, self.is_leaf) if leaf}
+        leaf_values = {v for v, leaf in zip(self.value, self.is_leaf, strict=True) if leaf}
         return leaf_values == {0.0, 1.0}
 
 

@@ -50,7 +50,9 @@ def read_rollouts(paths: Sequence[str | Path]) -> tuple[list[LabeledTree], dict[
     return list(trees.values()), config
 
 
-def depth_aurocs(trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray], max_depth: int = 8) -> dict[int, float | None]:
+def depth_aurocs(
+    trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray], max_depth: int = 8
+) -> dict[int, float | None]:
     """Within-problem AUROC at each depth, over nodes whose leaves below are all right or all wrong."""
     out: dict[int, float | None] = {}
     for depth in range(1, max_depth + 1):
@@ -61,10 +63,22 @@ def depth_aurocs(trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray], ma
     return out
 
 
-def report_scores(kind: HeadKind, layer: int, steps: int, trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray]) -> VariantReport:
+def report_scores(
+    kind: HeadKind, layer: int, steps: int, trees: Sequence[TreeFeatures], scores: Sequence[np.ndarray]
+) -> VariantReport:
     leaf, problems = within_problem_auroc(trees, scores)
-    right = [s for t, sc in zip(trees, scores) for s, v, is_leaf in zip(sc, t.value, t.is_leaf) if is_leaf and v >= 0.5]
-    wrong = [s for t, sc in zip(trees, scores) for s, v, is_leaf in zip(sc, t.value, t.is_leaf) if is_leaf and v < 0.5]
+    right = [
+        s
+        for t, sc in zip(trees, scores, strict=True)
+        for s, v, is_leaf in zip(sc, t.value, t.is_leaf, strict=True)
+        if is_leaf and v >= 0.5
+    ]
+    wrong = [
+        s
+        for t, sc in zip(trees, scores, strict=True)
+        for s, v, is_leaf in zip(sc, t.value, t.is_leaf, strict=True)
+        if is_leaf and v < 0.5
+    ]
     return VariantReport(kind, layer, steps, leaf, problems, auroc(right, wrong), depth_aurocs(trees, scores))
 
 
@@ -72,7 +86,10 @@ def cross_validate(features: Sequence[TreeFeatures], settings: TrainSettings) ->
     """Train on all folds but one, score the held-out fold, for every fold; the number of steps is the
     one with the best mean within-problem AUROC over the folds, and the report is of the out-of-fold
     scores at that step."""
-    folds = [[f for f in features if fold_of(f.problem_id, settings.folds, settings.seed) == k] for k in range(settings.folds)]
+    folds = [
+        [f for f in features if fold_of(f.problem_id, settings.folds, settings.seed) == k]
+        for k in range(settings.folds)
+    ]
     # out-of-fold scores by evaluation step: step -> problem id -> scores
     scores: dict[int, dict[str, np.ndarray]] = {}
     for k, held in enumerate(folds):
@@ -84,7 +101,9 @@ def cross_validate(features: Sequence[TreeFeatures], settings: TrainSettings) ->
             scores.setdefault(step, {}).update({t.problem_id: head.logits(t.layers[settings.layer]) for t in held})
 
         train_head(train, settings, record)
-    by_step = {step: within_problem_auroc(features, [oof[f.problem_id] for f in features])[0] for step, oof in scores.items()}
+    by_step = {
+        step: within_problem_auroc(features, [oof[f.problem_id] for f in features])[0] for step, oof in scores.items()
+    }
     best = max(by_step, key=lambda step: (by_step[step] if by_step[step] is not None else -1.0, -step))
     return report_scores(settings.kind, settings.layer, best, features, [scores[best][f.problem_id] for f in features])
 
@@ -110,13 +129,17 @@ def train_verifier(
     reader = HiddenStateReader(policy_dir, layers)
     echo(f"{len(trees)} labelled problems ({sum(t.mixed for t in trees)} with right and wrong trajectories), "
          f"{sum(len(t.nodes) for t in trees)} labelled nodes; layers {list(reader.layers)} of {reader.num_layers}")
-    features = extract_features(trees, reader, prompt_renderer(reader.tokenizer, config), features_dir, limit_s=time_limit_s)
+    features = extract_features(
+        trees, reader, prompt_renderer(reader.tokenizer, config), features_dir, limit_s=time_limit_s
+    )
     by_id = {t.problem_id: t for t in trees}
     scored = [by_id[f.problem_id] for f in features if not np.isnan(by_id[f.problem_id].search_score).any()]
     baseline, mixed = within_problem_auroc(scored, [np.asarray(t.search_score) for t in scored])
     echo(f"features of {len(features)} problems; the rollouts' own PRM scores: within-problem AUROC {_fmt(baseline)} "
          f"over {mixed} problems; {settings.folds}-fold cross-validation over problems")
-    reports = [cross_validate(features, replace(settings, layer=layer, kind=kind)) for layer in reader.layers for kind in kinds]
+    reports = [
+        cross_validate(features, replace(settings, layer=layer, kind=kind)) for layer in reader.layers for kind in kinds
+    ]
     for rep in reports:
         echo(format_report(rep))
     chosen = max(reports, key=lambda r: -1.0 if r.leaf_auroc is None else r.leaf_auroc)

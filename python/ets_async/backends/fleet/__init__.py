@@ -51,7 +51,9 @@ def connect(
             f"directory holding it (servers report {served.root if served else 'nothing'!r})"
         )
     name = served.name if served else None
-    return Fleet(Router(urls, client), LazyTokenizer(local[0]), name, (served.max_model_len if served else None) or max_model_len)
+    return Fleet(
+        Router(urls, client), LazyTokenizer(local[0]), name, (served.max_model_len if served else None) or max_model_len
+    )
 
 
 __all__ = [

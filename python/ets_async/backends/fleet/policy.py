@@ -34,7 +34,9 @@ class LazyTokenizer:
         return self._tokenizer
 
 
-def completion_payload(prompt_token_ids: Sequence[int], n: int, sampling: Sampling, model: str | None) -> dict[str, Any]:
+def completion_payload(
+    prompt_token_ids: Sequence[int], n: int, sampling: Sampling, model: str | None
+) -> dict[str, Any]:
     """The ``/v1/completions`` body of one expansion: stop at the step delimiter and keep it, return
     the generated token ids (vLLM's ``return_token_ids``), per-request seed."""
     payload: dict[str, Any] = {
@@ -88,7 +90,9 @@ def parse_completion(
         logprobs = None if token_logprobs is None else tuple(float(lp or 0.0) for lp in token_logprobs)
         steps.append(Step(tuple(int(t) for t in token_ids), text, finished=finished, logprobs=logprobs))
     usage = data.get("usage") or {}
-    return Expansion(steps, prompt_tokens=int(usage.get("prompt_tokens") or prompt_tokens), cached_tokens=cached_prompt_tokens(data))
+    return Expansion(
+        steps, prompt_tokens=int(usage.get("prompt_tokens") or prompt_tokens), cached_tokens=cached_prompt_tokens(data)
+    )
 
 
 class HttpPolicy:

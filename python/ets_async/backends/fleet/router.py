@@ -213,7 +213,9 @@ class Router:
     async def aclose(self) -> None:
         """Stop the health checks of the current loop."""
         loop = asyncio.get_running_loop()
-        tasks = [e.health_task for e in self.endpoints if e.health_task is not None and e.health_task.get_loop() is loop]
+        tasks = [
+            e.health_task for e in self.endpoints if e.health_task is not None and e.health_task.get_loop() is loop
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
