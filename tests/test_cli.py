@@ -67,6 +67,26 @@ def run_lines(path: Path) -> tuple[list[dict], list[dict]]:
     return headers, records
 
 
+def kill_run_midway(command: list[str], out: Path, problems: int = 3) -> None:
+    """Start ``command`` (an ``ets-async run``) and SIGKILL it once ``out`` holds the header and
+    ``problems`` problem lines; fails if the run ends first."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and out.read_bytes().count(b"\n") >= problems + 1:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+
+
 def invoke(runner: CliRunner, *args: str):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
@@ -216,26 +236,7 @@ def test_resume_after_sigkill_leaves_exactly_one_line_per_problem(tmp_path):
     dataset = gsm8k_file(tmp_path / "d.jsonl", n)
     out = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "ets_async", "run", "--dataset", str(dataset), "--out", str(out), *FAST]
-    proc = subprocess.Popen(
-        [*command, "--quiet", "--fake-delay", "0.15", "--max-concurrent", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if out.exists() and out.read_bytes().count(b"\n") >= 4:  # the header and at least 3 problems
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
+    kill_run_midway([*command, "--quiet", "--fake-delay", "0.15", "--max-concurrent", "2"], out)
     _, written = run_lines(out)
     assert 3 <= len(written) < n
     # Simulate the kill landing inside a write: a torn, newline-less last line.

@@ -23,7 +23,7 @@ from ets_async.testing import fake_backends
 from ets_async.types import ErrorKind
 from typer.testing import CliRunner
 
-from .test_cli import FAST, gsm8k_file, invoke, run_lines
+from .test_cli import FAST, gsm8k_file, invoke, kill_run_midway, run_lines
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -163,24 +163,7 @@ def test_a_driver_killed_mid_run_resumes_with_every_problem_written_once(cluster
         "2",
         "--quiet",
     ]
-    proc = subprocess.Popen([*command, "--fake-delay", "0.1", "--max-concurrent", "2"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while (
-            time.monotonic() < deadline
-            and proc.poll() is None
-            and not (out.exists() and out.read_bytes().count(b"\n") >= 4)
-        ):
-            time.sleep(0.05)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
+    kill_run_midway([*command, "--fake-delay", "0.1", "--max-concurrent", "2"], out)
     _, written = run_lines(out)
     assert 3 <= len(written) < n
     resumed = subprocess.run(command, capture_output=True, timeout=150)

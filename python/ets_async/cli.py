@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -85,6 +85,38 @@ _MODEL_HELP = (
     "Policy model: a registry name (ets-async models list), a path or a hub name. "
     f"[default: ${POLICY_ENV}, else {DEFAULT_POLICY}]"
 )
+
+# Options that several commands take, declared once.
+SearchSets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Set any SearchConfig field, e.g. --set lambda_s=1.2 --set max_depth=10 (value read as YAML). "
+        "Repeatable; wins over every other setting.",
+    ),
+]
+EngineSets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--engine-set",
+        metavar="KEY=VALUE",
+        help="Set any EngineConfig field, e.g. --engine-set prm=verifier --engine-set max_model_len=4096. "
+        "Repeatable.",
+    ),
+]
+Endpoints = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--endpoint",
+        metavar="URL",
+        help="An OpenAI-compatible vLLM/SGLang server (or a router) to search on instead of the in-process "
+        "engine (repeatable: the work is spread over them, each problem pinned to one; also "
+        "$ETS_ASYNC_ENDPOINTS).",
+    ),
+]
+PolicyModel = Annotated[str | None, typer.Option(help=_MODEL_HELP)]
+Backend = Annotated[BackendName, typer.Option(help=_BACKEND_HELP)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,6 +245,16 @@ def _log_note(log_path: Path | None) -> str:
     return f"; its output goes to {log_path} (--verbose shows it)" if log_path else ""
 
 
+def _engine_config_for(
+    backend: BackendName, model: str | None, engine_sets: Sequence[str] | None, endpoints: Sequence[str] | None
+) -> EngineConfig | None:
+    """The engine configuration of a run or a service: None for scripted backends; with ``endpoints``
+    the policy (and a judge PRM) run on those servers instead of an in-process engine."""
+    if backend != BackendName.vllm:
+        return None
+    return _engine_config(model, engine_sets or (), base={"endpoints": tuple(endpoints)} if endpoints else None)
+
+
 def _backend_plan(backend: BackendName, engine_config: EngineConfig | None, fake_delay: float = 0.0) -> BackendPlan:
     if backend == BackendName.fake:
         return BackendPlan("fake", fake_delay_s=fake_delay)
@@ -262,13 +304,7 @@ def run(
         help="Start from a shipped recipe (ets_16, ets_64, ets_256, rebase_16, ...: the paper's settings; "
         "see 'ets-async recipes') or a YAML file of SearchConfig fields. Flags override it.",
     ),
-    set_: list[str] | None = typer.Option(
-        None,
-        "--set",
-        metavar="KEY=VALUE",
-        help="Set any SearchConfig field, e.g. --set lambda_s=1.2 --set max_depth=10 (value read as YAML). "
-        "Repeatable; wins over --config and the other flags.",
-    ),
+    set_: SearchSets = None,
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -300,27 +336,10 @@ def run(
     hf_config: str | None = typer.Option(
         None, help="Configuration name of a Hugging Face dataset (e.g. 'main' for openai/gsm8k)."
     ),
-    model: str | None = typer.Option(
-        None, help=_MODEL_HELP
-    ),
-    engine_set: list[str] | None = typer.Option(
-        None,
-        "--engine-set",
-        metavar="KEY=VALUE",
-        help="Set any EngineConfig field, e.g. --engine-set prm=qwen_prm --engine-set prm_model=PATH. Repeatable.",
-    ),
-    endpoint: list[str] | None = typer.Option(
-        None,
-        "--endpoint",
-        metavar="URL",
-        help="An OpenAI-compatible vLLM/SGLang server to search on instead of the in-process engine "
-        "(repeatable: problems are spread over the servers, each pinned to one; also $ETS_ASYNC_ENDPOINTS).",
-    ),
-    backend: BackendName = typer.Option(
-        BackendName.vllm,
-        help="vllm: the in-process vLLM engine. fake: scripted backends (ets_async.testing), a dry run that "
-        "exercises the whole pipeline without a model; its answers are noise.",
-    ),
+    model: PolicyModel = None,
+    engine_set: EngineSets = None,
+    endpoint: Endpoints = None,
+    backend: Backend = BackendName.vllm,
     fake_delay: float = typer.Option(
         0.0, min=0.0, help="With --backend fake: seconds each policy request takes (a slow engine)."
     ),
@@ -369,8 +388,7 @@ def run(
         answer_selection=selection,
         score_aggregation=aggregation,
     )
-    fleet = {"endpoints": tuple(endpoint)} if endpoint else None
-    engine_config = _engine_config(model, engine_set or (), base=fleet) if backend == BackendName.vllm else None
+    engine_config = _engine_config_for(backend, model, engine_set, endpoint)
     problems, issues, stem = _load_dataset(
         dataset,
         limit=limit,
@@ -645,15 +663,9 @@ def demo(
     problems: int = typer.Option(8, "--problems", "-n", min=1, max=8, help="How many bundled problems to solve (1-8)."),
     method: MethodName | None = typer.Option(None, "--method", "-m", help="Search method. [default: ets]"),
     width: int | None = typer.Option(None, "--width", "-w", min=1, help="Search width. [default: 4]"),
-    set_: list[str] | None = typer.Option(
-        None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
-    ),
-    model: str | None = typer.Option(
-        None, help=_MODEL_HELP
-    ),
-    backend: BackendName = typer.Option(
-        BackendName.vllm, help=_BACKEND_HELP
-    ),
+    set_: SearchSets = None,
+    model: PolicyModel = None,
+    backend: Backend = BackendName.vllm,
     fake_delay: float = typer.Option(0.0, min=0.0, help="With --backend fake: seconds each policy request takes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -694,22 +706,10 @@ def serve(
     config: str | None = typer.Option(
         None, "--config", "-c", metavar="RECIPE|FILE", help="A shipped recipe or a YAML file of SearchConfig fields."
     ),
-    set_: list[str] | None = typer.Option(
-        None, "--set", metavar="KEY=VALUE", help="Set any SearchConfig field (value read as YAML). Repeatable."
-    ),
-    model: str | None = typer.Option(
-        None, help=_MODEL_HELP
-    ),
-    engine_set: list[str] | None = typer.Option(
-        None, "--engine-set", metavar="KEY=VALUE", help="Set any EngineConfig field. Repeatable."
-    ),
-    endpoint: list[str] | None = typer.Option(
-        None,
-        "--endpoint",
-        metavar="URL",
-        help="A vLLM/SGLang server (or a router) to search on instead of the in-process engine: the service "
-        "is then a search proxy in front of it (repeatable; also $ETS_ASYNC_ENDPOINTS).",
-    ),
+    set_: SearchSets = None,
+    model: PolicyModel = None,
+    engine_set: EngineSets = None,
+    endpoint: Endpoints = None,
     deadline: float = typer.Option(120.0, min=0.001, help="Seconds a request may take when it names no deadline_s."),
     max_deadline: float = typer.Option(600.0, min=0.001, help="The largest deadline_s a request may ask for."),
     api_key: str | None = typer.Option(
@@ -721,9 +721,7 @@ def serve(
     max_searches: int = typer.Option(64, min=1, help="Searches in flight at once; one more gets 429."),
     max_width: int = typer.Option(64, min=1, help="The widest search a request may ask for."),
     max_body_bytes: int = typer.Option(1 << 20, min=1024, help="The largest request body; a larger one gets 413."),
-    backend: BackendName = typer.Option(
-        BackendName.vllm, help=_BACKEND_HELP
-    ),
+    backend: Backend = BackendName.vllm,
 ) -> None:
     """Serve searches over HTTP: OpenAI's API (POST /v1/chat/completions, /v1/completions, GET
     /v1/models), POST /solve with a problem as JSON, GET /health.
@@ -737,8 +735,7 @@ def serve(
     from .service import serve as run_service
 
     search_config, _ = build_search_config(config, set_ or ())
-    fleet = {"endpoints": tuple(endpoint)} if endpoint else None
-    engine_config = _engine_config(model, engine_set or (), base=fleet) if backend == BackendName.vllm else None
+    engine_config = _engine_config_for(backend, model, engine_set, endpoint)
     name = served_model_name or (engine_config.model if engine_config else "fake") or default_policy()
     service_config = ServiceConfig(
         search_config,
