@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ets_async import EngineConfig, SearchConfig, load_backends, report, solve_many
+from ets_async import EngineConfig, SearchConfig, iter_solve, load_backends, report
 from ets_async.api import resolve_config
 from ets_async.datasets import load_problems
 from ets_async.metrics import MetricsSummary
@@ -121,7 +121,7 @@ async def run(
             session, started = f"{time.strftime('%Y%m%dT%H%M%S')}-{label}", time.perf_counter()
             for engine in backends.engines:
                 await engine.llm.reset_prefix_cache()
-            for result in await solve_many(
+            async for result in iter_solve(  # each result written as it finishes: a killed run resumes
                 todo, resolved, policy=backends.policy, prm=backends.prm, embedder=backends.embedder
             ):
                 elapsed = time.perf_counter() - started
