@@ -17,7 +17,7 @@ import pytest
 from ets_async.errors import BackendError, CoreError, EngineDiedError, ProblemError, RequestTimeoutError, RunFileError
 from ets_async.records import RECORD_VERSION, RunRecord
 from ets_async.report import group_runs, summarize
-from ets_async.results import HEADER_KEY, ResultWriter, read_lines, read_results, read_runs
+from ets_async.results import HEADER_KEY, ResultWriter, header_differences, read_lines, read_results, read_runs
 from ets_async.types import ErrorKind
 
 RESULTS_PY = Path(ets_async.results.__file__).resolve()
@@ -87,9 +87,16 @@ def test_run_header_is_written_once_and_is_not_a_problem(tmp_path: Path, caplog)
     assert "differs" not in caplog.text
     with ResultWriter(path, run_header={"method": "rebase", "width": 16}):
         pass
-    assert "differs" in caplog.text
+    assert "differs from the file's first one: method: 'ets' -> 'rebase'" in caplog.text
     assert path.read_text().count("run_header") == 1
     assert [r.id for r in read_results(path)] == ["a"]
+
+
+def test_header_differences_name_nested_and_added_keys() -> None:
+    old = {"dataset": "d.jsonl", "config": {"width": 8, "seed": 0}}
+    new = {"dataset": "d.jsonl", "config": {"width": 16, "seed": 0, "pf_temperature": 1.0}}
+    assert header_differences(old, new) == ["config.pf_temperature: (absent) -> 1.0", "config.width: 8 -> 16"]
+    assert header_differences(old, old) == []
 
 
 def test_a_resume_may_change_the_runtime_but_not_the_search_or_the_shard(tmp_path: Path) -> None:

@@ -46,6 +46,28 @@ def settings_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in values.items() if a != b]
 
 
+class _Absent:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
+def header_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every value that differs between two run headers, nested keys dotted
+    (``config.width``); a key only one side has reads as ``(absent)`` on the other, as when a newer
+    version of the package added a setting."""
+    differences: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            differences += header_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differences.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return differences
+
+
 def _search_fields() -> tuple[dict[str, Any], set[str], dict[str, Mapping[str, Any]]]:
     """SearchConfig's defaults as a run file writes them, its runtime fields, and its renamed values
     (field -> {old: new}) (imported here: this module also runs standalone, with every field compared
@@ -103,7 +125,7 @@ class ResultWriter:
     is a single ``os.write`` of ``json.dumps(record) + "\\n"`` followed by ``os.fsync``, so a
     SIGKILL leaves at most one torn line, at the end. Ids already written are not written again.
     An exclusive advisory lock keeps a second writer off the same file. ``run_header`` is written
-    as the first line of a new file; on resume a different header is only warned about.
+    as the first line of a new file; on resume a different header is only warned about, naming what differs.
     """
 
     def __init__(self, path: PathLike, *, run_header: Mapping[str, Any] | None = None) -> None:
@@ -129,10 +151,16 @@ class ResultWriter:
             if run_header is not None:
                 if os.fstat(self._fd).st_size == 0:
                     self._append({HEADER_KEY: dict(run_header)})
-                elif self.existing_header is not None and self.existing_header != json.loads(
-                    json.dumps(dict(run_header), default=_json_default)
+                elif self.existing_header is not None and (
+                    differences := header_differences(
+                        self.existing_header, json.loads(json.dumps(dict(run_header), default=_json_default))
+                    )
                 ):
-                    logger.warning("%s: resuming with a run header that differs from the file's first one", self.path)
+                    logger.warning(
+                        "%s: resuming with a run header that differs from the file's first one: %s",
+                        self.path,
+                        "; ".join(differences),
+                    )
         except BaseException:
             self.close()
             raise
