@@ -19,7 +19,16 @@ try:  # advisory lock against two runs appending to one file; POSIX only
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HEADER_KEY", "ResultWriter", "read_header", "read_lines", "read_results", "read_runs", "settings_changed"]
+__all__ = [
+    "HEADER_KEY",
+    "ResultWriter",
+    "header_differences",
+    "read_header",
+    "read_lines",
+    "read_results",
+    "read_runs",
+    "settings_changed",
+]
 
 logger = logging.getLogger(__name__)
 
