@@ -10,7 +10,8 @@ aggregated score against correctness: pooled over all trajectories, and the mean
 (over problems that have both right and wrong trajectories: that is what choosing among one
 problem's candidates needs). Scorers:
 
-* judge: the LM judge, P(Yes) / (P(Yes) + P(No)) for "Is the last step above correct?" (one engine call);
+* judge: the LM judge, P(Yes) / (P(Yes) + P(No)) for "Is the last step above correct?" (one engine call;
+  ``--no-judge`` leaves it out);
 * confidence_mean / confidence_window: the policy's own geometric-mean token probability over the
   step, or over its least confident 16-token window (read from the logprobs returned with the step);
 * arithmetic: 1 if the step's stated arithmetic checks out exactly, 0.5 if it states none, 0.1 if wrong;
@@ -21,8 +22,11 @@ problem's candidates needs). Scorers:
 The within-problem AUROC of every scorer is also reported by step depth: over the steps at that depth
 of finished trajectories (each labelled by its trajectory's correctness).
 
-One JSON line per problem goes to ``--out`` (the run resumes from it); the report is recomputed
-from the file, so ``--report-only`` re-prints it without an engine.
+One JSON line per problem goes to ``--out`` (the run resumes from it), with every trajectory's step
+texts; the report is recomputed from the file, so ``--report-only`` re-prints it without an engine.
+``--rescore KEPT.jsonl --verifier NEW`` judges another verifier on the same samples: it re-scores
+every step of the kept run with NEW (its engine only, no sampling; each step's text encoded on its
+own after the prompt, as training reads them) and writes the run with NEW's scores to ``--out``.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from ets_async import EngineConfig, SearchConfig, load_backends, models
 from ets_async.arithmetic import check_arithmetic
 from ets_async.backends import ScoreRequest
 from ets_async.backends.confidence_prm import step_confidence
-from ets_async.backends.prm_kinds import judge_prm
-from ets_async.backends.vllm_engine import EngineTransport
+from ets_async.backends.prm_kinds import judge_prm, verifier_prm
+from ets_async.backends.vllm_engine import EngineTransport, InProcessEngine
+from ets_async.backends.vllm_policy import render_chat
+from ets_async.config import DEFAULT_SYSTEM_PROMPT
 from ets_async.datasets import load_problems
 from ets_async.grading import grade
 from ets_async.results import ResultWriter, read_lines
@@ -52,44 +58,54 @@ ARITH_PENALTY = 0.1
 
 
 class RecordingPRM:
-    """Drives the search with the judge and records every scorer's value for every step."""
+    """Drives the search with the judge (without one: the verifier, or else the windowed confidence)
+    and records every scorer's value for every step. Best-of-N samples every trajectory whatever the
+    scores, so which scorer drives it changes nothing but the run's own pick."""
 
     needs_step_logprobs = True
 
-    def __init__(self, judge: Any, verifier: Any | None) -> None:
+    def __init__(self, judge: Any | None, verifier: Any | None) -> None:
         self.judge = judge
         self.verifier = verifier
         self.table: dict[tuple[str, str], dict[str, float]] = {}
+        self.steps: dict[tuple[str, str], tuple[str, ...]] = {}
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[float | None]:
-        judged = await self.judge.score(requests)
-        verified = await self.verifier.score(requests) if self.verifier is not None else [None] * len(requests)
+        nothing: list[float | None] = [None] * len(requests)
+        judged = await self.judge.score(requests) if self.judge is not None else nothing
+        verified = await self.verifier.score(requests) if self.verifier is not None else nothing
         for request, judge, value in zip(requests, judged, verified, strict=True):
             logprobs = request.step_logprobs or ()
             check = check_arithmetic(request.steps[-1])
-            self.table[(request.scope.id if request.scope else "", "".join(request.steps))] = {
-                "judge": judge,
+            key = (request.scope.id if request.scope else "", "".join(request.steps))
+            self.steps[key] = tuple(request.steps)
+            self.table[key] = {
                 "confidence_mean": step_confidence(logprobs, "mean"),
                 "confidence_window": step_confidence(logprobs, "lowest_window"),
                 "arithmetic": ARITH_PENALTY if check.wrong else (1.0 if check.claims else 0.5),
                 "arith_wrong": float(check.wrong > 0),
+                **({"judge": judge} if judge is not None else {}),
                 **({"verifier": value} if value is not None else {}),
             }
-        return judged
+        if self.judge is not None:
+            return judged
+        if self.verifier is not None:
+            return verified
+        return [self.table[(r.scope.id if r.scope else "", "".join(r.steps))]["confidence_window"] for r in requests]
 
 
-def step_features(table: dict[tuple[str, str], dict[str, float]], problem_id: str, text: str) -> list[dict[str, float]]:
-    """The recorded steps of one finished trajectory, root first (its prefixes in the table)."""
+def recorded_prefixes(table: dict[tuple[str, str], Any], problem_id: str, text: str) -> list[tuple[str, str]]:
+    """The table keys of one finished trajectory's recorded steps, root first (its prefixes)."""
     prefixes = [key for (pid, key) in table if pid == problem_id and text.startswith(key)]
-    return [table[(problem_id, key)] for key in sorted(prefixes, key=len)]
+    return [(problem_id, key) for key in sorted(prefixes, key=len)]
 
 
 def scorer_values(steps: list[dict[str, float]]) -> dict[str, list[float]]:
-    values = {name: [s[name] for s in steps] for name in BASE_SCORERS}
-    if steps and all("verifier" in s for s in steps):
-        values["verifier"] = [s["verifier"] for s in steps]
-    for name in ("judge", "confidence_mean", "confidence_window"):
-        values[f"{name}+arith"] = [s[name] * (ARITH_PENALTY if s["arith_wrong"] else 1.0) for s in steps]
+    present = [name for name in (*BASE_SCORERS, "verifier") if steps and all(name in s for s in steps)]
+    values = {name: [s[name] for s in steps] for name in present}
+    for name in ("judge", "confidence_mean", "confidence_window", "verifier"):
+        if name in present:
+            values[f"{name}+arith"] = [s[name] * (ARITH_PENALTY if s["arith_wrong"] else 1.0) for s in steps]
     return values
 
 
@@ -97,11 +113,11 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
     if args.verifier:  # the verifier on its own engine; the judge asks the policy's
         backends = load_backends(EngineConfig(model=args.model, prm="verifier", prm_model=args.verifier))
         policy_engine = backends.engines[0]
-        judge = judge_prm(EngineTransport(policy_engine), policy_engine.llm.get_tokenizer())
+        judge = None if args.no_judge else judge_prm(EngineTransport(policy_engine), policy_engine.llm.get_tokenizer())
         recorder = RecordingPRM(judge, backends.prm)
     else:
-        backends = load_backends(EngineConfig(model=args.model, prm="judge"))
-        recorder = RecordingPRM(backends.prm, None)
+        backends = load_backends(EngineConfig(model=args.model, prm="confidence" if args.no_judge else "judge"))
+        recorder = RecordingPRM(None if args.no_judge else backends.prm, None)
     config = SearchConfig(
         method="best_of_n",
         width=args.width,
@@ -118,13 +134,14 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
         async for result in iter_solve(todo, config, policy=backends.policy, prm=recorder, embedder=None):
             trajectories = []
             for candidate in result.candidates:
-                steps = step_features(recorder.table, result.id, candidate.text)
+                keys = recorded_prefixes(recorder.table, result.id, candidate.text)
                 trajectories.append(
                     {
                         "answer": candidate.answer,
                         "correct": grade(candidate.answer, result.reference),
                         "tokens": candidate.tokens,
-                        "scores": scorer_values(steps),
+                        "scores": scorer_values([recorder.table[key] for key in keys]),
+                        "steps": list(recorder.steps[keys[-1]]) if keys else [],
                     }
                 )
             writer.write(
@@ -132,6 +149,40 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
             )
             print(f"  {result.id}: {sum(t['correct'] for t in trajectories)}/{len(trajectories)} right", flush=True)
     backends.shutdown()
+
+
+async def rescore(args: argparse.Namespace, problems: list[dict[str, Any]]) -> None:
+    """The kept run ``args.rescore`` with its verifier scores replaced by ``args.verifier``'s."""
+    kept = [r for r in read_lines(args.rescore) if "id" in r]
+    unscorable = [r["id"] for r in kept if any(t["scores"] and not t.get("steps") for t in r["trajectories"])]
+    if unscorable:
+        raise SystemExit(f"{args.rescore} has no step texts for problems {unscorable[:5]}: re-run bench_scorers.py")
+    text = {p["id"]: p["problem"] for p in problems}
+    config = EngineConfig(model=args.model, prm="verifier", prm_model=args.verifier)
+    engine = InProcessEngine.start(
+        config.prm_engine(), models.resolve_verifier(args.verifier, args.model), runner="pooling"
+    )
+    tokenizer = engine.llm.get_tokenizer()
+    verifier = verifier_prm(EngineTransport(engine), tokenizer)
+    try:
+        with ResultWriter(args.out) as writer:
+            todo = [r for r in kept if r["id"] not in writer.done_ids()]
+            print(f"{len(kept) - len(todo)} problems already in {args.out}; re-scoring {len(todo)}", flush=True)
+            for record in todo:
+                prompt = render_chat(tokenizer, text[record["id"]], DEFAULT_SYSTEM_PROMPT, "{problem}")
+                requests = []
+                for t in record["trajectories"]:
+                    ids = list(prompt)
+                    for k, step in enumerate(t["steps"]):
+                        ids += tokenizer.encode(step, add_special_tokens=False)
+                        requests.append(ScoreRequest(tuple(ids), text[record["id"]], tuple(t["steps"][: k + 1])))
+                values = iter(await verifier.score(requests))
+                for t in record["trajectories"]:
+                    t["scores"]["verifier"] = [next(values) for _ in t["steps"]]
+                writer.write(record)
+                print(f"  {record['id']}: {len(requests)} steps re-scored", flush=True)
+    finally:
+        engine.shutdown()
 
 
 def selection_accuracy(records: list[dict[str, Any]], name: str | None, how: str, selection: str) -> float:
@@ -229,9 +280,22 @@ def main() -> None:
         "--verifier", default=None, help="also score with this verifier (a head file or a registered verifier)"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/scorers.jsonl"))
+    parser.add_argument(
+        "--no-judge",
+        action="store_true",
+        help="leave the LM judge out (a prefill per step saved; --rescore scores the samples with a verifier later)",
+    )
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--rescore", type=Path, default=None, help="a kept run file to re-score with --verifier (no sampling)"
+    )
     args = parser.parse_args()
-    if not args.report_only:
+    if args.rescore is not None and not args.verifier:
+        parser.error("--rescore needs --verifier (the verifier to judge on the kept samples)")
+    if args.rescore is not None:
+        problems, _ = load_problems(args.dataset)
+        asyncio.run(rescore(args, problems))
+    elif not args.report_only:
         problems, _ = load_problems(args.dataset)
         asyncio.run(collect(args, problems[args.start : args.start + args.problems]))
     report(read_lines(args.out))
