@@ -9,6 +9,8 @@ the kind and on the engine's prefix cache:
 * math_shepherd: the question and the steps with their tags, on its own engine (generate runner);
 * qwen_prm in process: token classification on its own pooling engine, which reads the scored prefix
   from its cache (``EngineTransport.pool``);
+* verifier: the policy's own token ids on its own pooling engine (a head learned from rollouts, read
+  at the last token), which reads the scored prefix from its cache the same way;
 * qwen_prm over HTTP: the same model behind ``vllm serve --runner pooling``, where a token pooling
   request cannot read the cache, so it prefills the whole trajectory.
 
@@ -23,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +43,7 @@ from ets_async.backends.prm_kinds import judge_prm, qwen_prm
 from ets_async.backends.protocols import PRM, PrefillCount, ScoreRequest
 from ets_async.backends.vllm_engine import EngineTransport
 from ets_async.local_servers import local_servers
+from ets_async.verifier_checkpoint import TrainedHead, save_head
 from gsm8k import DEFAULT_DATA, read_rows, solution_lines  # a sibling module: the script's folder is on sys.path
 
 from tests import tiny_models
@@ -91,30 +97,32 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench_prm_cost_"))
     lm = tiny_models.causal_lm(root / "lm", tokenizer_source=qwen_tokenizer)
     prm_model = tiny_models.process_reward_model(root / "prm", tokenizer_source=qwen_tokenizer)
+    head = root / "verifier.safetensors"  # a random linear head on the last layer: only token counts matter
+    size, layers = (int(json.loads((lm / "config.json").read_text())[k]) for k in ("hidden_size", "num_hidden_layers"))
+    weights = np.random.default_rng(0).standard_normal(size).astype(np.float32)
+    save_head(TrainedHead("linear", layers, {"a": weights, "c": np.zeros(1, np.float32)}), head, {})
+    prm_models = {"math_shepherd": lm, "qwen_prm": prm_model, "verifier": head}
     base = dict(model=str(lm), dtype="float32", max_model_len=4096, max_num_seqs=64, cpu_kv_cache_gib=2)
     table: dict[str, list[tuple[float, float]]] = {}
 
     async def in_process() -> None:
-        for kind in ("math_shepherd", "qwen_prm"):
-            backends = load_backends(
-                EngineConfig(**base, prm=kind, prm_model=str(lm if kind == "math_shepherd" else prm_model))
-            )
+        for kind, prm_path in prm_models.items():
+            backends = load_backends(EngineConfig(**base, prm=kind, prm_model=str(prm_path)))
             try:
                 tokenizer = backends.policy.tokenizer
+                delimiter = "\n\n"
+
+                def policy_ids(problem: str, steps: tuple[str, ...]) -> ScoreRequest:
+                    ids = backends.policy.render(problem, None, "{problem}")  # noqa: B023 - called within this iteration
+                    ids += tokenizer.encode("".join(s + delimiter for s in steps), add_special_tokens=False)  # noqa: B023
+                    return ScoreRequest(tuple(ids), problem, steps)
+
                 if kind == "math_shepherd":  # the judge on the policy's engine, in the same run
                     judge = judge_prm(EngineTransport(backends.engines[0]), tokenizer)
-                    delimiter = "\n\n"
-
-                    def policy_ids(problem: str, steps: tuple[str, ...]) -> ScoreRequest:
-                        ids = backends.policy.render(problem, None, "{problem}")  # noqa: B023 - called within this iteration
-                        ids += tokenizer.encode("".join(s + delimiter for s in steps), add_special_tokens=False)  # noqa: B023
-                        return ScoreRequest(tuple(ids), problem, steps)
-
                     table["judge"] = await measure("judge", judge, judge.transport.prefill, levels, policy_ids)
-                name = kind if kind == "math_shepherd" else "qwen_prm (in process)"
-                table[name] = await measure(
-                    name, backends.prm, backends.prm.transport.prefill, levels, lambda p, s: ScoreRequest((), p, s)
-                )
+                name = {"qwen_prm": "qwen_prm (in process)"}.get(kind, kind)
+                to_request = policy_ids if kind == "verifier" else (lambda p, s: ScoreRequest((), p, s))
+                table[name] = await measure(name, backends.prm, backends.prm.transport.prefill, levels, to_request)
             finally:
                 backends.shutdown()
 
