@@ -158,6 +158,9 @@ async def rescore(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
     if unscorable:
         raise SystemExit(f"{args.rescore} has no step texts for problems {unscorable[:5]}: re-run bench_scorers.py")
     text = {p["id"]: p["problem"] for p in problems}
+    unknown = [r["id"] for r in kept if r["id"] not in text]
+    if unknown:
+        raise SystemExit(f"ids {unknown[:5]} of {args.rescore} are not in {args.dataset}: give the run's --dataset")
     config = EngineConfig(model=args.model, prm="verifier", prm_model=args.verifier)
     engine = InProcessEngine.start(
         config.prm_engine(), models.resolve_verifier(args.verifier, args.model), runner="pooling"
@@ -178,7 +181,12 @@ async def rescore(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
                         requests.append(ScoreRequest(tuple(ids), text[record["id"]], tuple(t["steps"][: k + 1])))
                 values = iter(await verifier.score(requests))
                 for t in record["trajectories"]:
-                    t["scores"]["verifier"] = [next(values) for _ in t["steps"]]
+                    scores = t["scores"]
+                    scores["verifier"] = [next(values) for _ in t["steps"]]
+                    scores["verifier+arith"] = [
+                        v * (ARITH_PENALTY if a == ARITH_PENALTY else 1.0)
+                        for v, a in zip(scores["verifier"], scores["arithmetic"], strict=True)
+                    ]
                 writer.write(record)
                 print(f"  {record['id']}: {len(requests)} steps re-scored", flush=True)
     finally:

@@ -243,6 +243,30 @@ def test_a_head_file_is_built_over_the_policy_once_per_head(tiny_policy, tmp_pat
     assert models.resolve_verifier("/some/served/folder", None) == "/some/served/folder"
 
 
+def test_a_verifier_over_a_policy_it_cannot_be_served_on_is_refused(tiny_policy, tmp_path):
+    """A Llama body loaded into the Qwen2 serving layout scores NaN (no attention biases): refuse it when
+    building the serving folder, and before train-verifier extracts anything."""
+    from ets_async.verifier_checkpoint import build_checkpoint
+
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    config = json.loads((tiny_policy / "config.json").read_text()) | {"architectures": ["LlamaForCausalLM"]}
+    (llama / "config.json").write_text(json.dumps(config))
+    head_path = tmp_path / "head.safetensors"
+    size = config["hidden_size"]
+    save_head(TrainedHead("linear", 2, {"a": np.ones(size, np.float32), "c": np.zeros(1, np.float32)}), head_path, {})
+    with pytest.raises(ValueError, match="LlamaForCausalLM: a verifier is served as Qwen2ForProcessRewardModel"):
+        build_checkpoint(llama, head_path, tmp_path / "served")
+    assert not (tmp_path / "served").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "ets_async", "train-verifier", str(_run_file(tmp_path / "rollouts.jsonl", 2)),
+         "--out", str(tmp_path / "out.safetensors"), "--model", str(llama)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "LlamaForCausalLM" in done.stderr, done.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_without_a_registered_verifier_the_error_says_how_to_get_one():
     from ets_async import models
 

@@ -130,13 +130,30 @@ def _truncated_weights(source: Path, target: Path, layers: int) -> None:
     save_file(tensors, str(target), metadata={"format": "pt"})
 
 
+SERVABLE_POLICIES = ("Qwen2ForCausalLM",)
+
+
+def check_servable(policy_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The policy's config, if a verifier over it can be served: the serving layout is the Qwen2 body's,
+    and another body's weights would load into it wrongly (a Llama has no attention biases: the scores
+    come out NaN)."""
+    config: dict[str, Any] = json.loads((Path(policy_dir) / "config.json").read_text())
+    architectures = config.get("architectures") or []
+    if not set(architectures) & set(SERVABLE_POLICIES):
+        raise ValueError(
+            f"{policy_dir} is a {', '.join(architectures) or 'model without architectures'}: a verifier is served as "
+            f"{ARCHITECTURE} over the policy's weights, which only a {' or '.join(SERVABLE_POLICIES)} policy fits"
+        )
+    return config
+
+
 def write_checkpoint(policy_dir: str | os.PathLike[str], head_path: str | os.PathLike[str], into: Path) -> None:
     """Fill the empty folder ``into`` with the verifier's serving checkpoint."""
     from safetensors.numpy import save_file
 
     policy = Path(policy_dir)
     head, metadata = load_head(head_path)
-    config = json.loads((policy / "config.json").read_text())
+    config = check_servable(policy)
     total = int(config["num_hidden_layers"])
     if not 1 <= head.layer <= total:
         raise ValueError(f"the head reads layer {head.layer}, the policy has {total}")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..results import read_header, read_results
-from ..verifier_checkpoint import HeadKind, TrainedHead, save_head
+from ..verifier_checkpoint import HeadKind, TrainedHead, check_servable, save_head
 from .features import HiddenStateReader, TreeFeatures, extract_features, prompt_renderer
 from .head import TrainSettings, auroc, fold_of, train_head, within_problem_auroc
 from .labels import LabeledTree, label_trees
@@ -121,6 +121,7 @@ def train_verifier(
     echo: Callable[[str], None] = print,
 ) -> tuple[TrainedHead, list[VariantReport], str]:
     """The whole recipe; returns the chosen head, every variant's report and the head file's sha256."""
+    check_servable(policy_dir)  # before hours of extraction, not after
     trees, config = read_rollouts(rollouts)
     if not trees:
         raise ValueError(f"no labelled trees in {', '.join(map(str, rollouts))} (no graded finished trajectories)")
