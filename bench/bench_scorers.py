@@ -100,12 +100,18 @@ def recorded_prefixes(table: dict[tuple[str, str], Any], problem_id: str, text: 
     return [(problem_id, key) for key in sorted(prefixes, key=len)]
 
 
+def arith_penalised(values: Sequence[float], wrong: Sequence[bool]) -> list[float]:
+    """A scorer's step values cut to ARITH_PENALTY of themselves on the steps with wrong arithmetic (X+arith)."""
+    return [v * (ARITH_PENALTY if w else 1.0) for v, w in zip(values, wrong, strict=True)]
+
+
 def scorer_values(steps: list[dict[str, float]]) -> dict[str, list[float]]:
     present = [name for name in (*BASE_SCORERS, "verifier") if steps and all(name in s for s in steps)]
     values = {name: [s[name] for s in steps] for name in present}
+    wrong = [bool(s["arith_wrong"]) for s in steps]
     for name in ("judge", "confidence_mean", "confidence_window", "verifier"):
         if name in present:
-            values[f"{name}+arith"] = [s[name] * (ARITH_PENALTY if s["arith_wrong"] else 1.0) for s in steps]
+            values[f"{name}+arith"] = arith_penalised(values[name], wrong)
     return values
 
 
@@ -183,10 +189,9 @@ async def rescore(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
                 for t in record["trajectories"]:
                     scores = t["scores"]
                     scores["verifier"] = [next(values) for _ in t["steps"]]
-                    scores["verifier+arith"] = [
-                        v * (ARITH_PENALTY if a == ARITH_PENALTY else 1.0)
-                        for v, a in zip(scores["verifier"], scores["arithmetic"], strict=True)
-                    ]
+                    # the kept file has no arith_wrong flags: the arithmetic score is ARITH_PENALTY iff wrong
+                    wrong = [a == ARITH_PENALTY for a in scores["arithmetic"]]
+                    scores["verifier+arith"] = arith_penalised(scores["verifier"], wrong)
                 writer.write(record)
                 print(f"  {record['id']}: {len(requests)} steps re-scored", flush=True)
     finally:

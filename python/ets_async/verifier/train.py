@@ -6,7 +6,6 @@ every problem, saved as a head file (``verifier_checkpoint.save_head``). ``ets-a
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 from collections.abc import Callable, Sequence
@@ -121,12 +120,12 @@ def train_verifier(
     echo: Callable[[str], None] = print,
 ) -> tuple[TrainedHead, list[VariantReport], str]:
     """The whole recipe; returns the chosen head, every variant's report and the head file's sha256."""
-    check_servable(policy_dir)  # before hours of extraction, not after
+    policy_config = check_servable(policy_dir)  # before hours of extraction, not after
     trees, config = read_rollouts(rollouts)
     if not trees:
         raise ValueError(f"no labelled trees in {', '.join(map(str, rollouts))} (no graded finished trajectories)")
     if layers is None:
-        layers = default_layers(int(json.loads((Path(policy_dir) / "config.json").read_text())["num_hidden_layers"]))
+        layers = default_layers(int(policy_config["num_hidden_layers"]))
     reader = HiddenStateReader(policy_dir, layers)
     echo(f"{len(trees)} labelled problems ({sum(t.mixed for t in trees)} with right and wrong trajectories), "
          f"{sum(len(t.nodes) for t in trees)} labelled nodes; layers {list(reader.layers)} of {reader.num_layers}")
