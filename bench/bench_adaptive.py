@@ -1,16 +1,17 @@
 """Adaptive budgets: accuracy and generated tokens with a stop rule against the full width, same problems.
 
     python bench/bench_adaptive.py --replay data/bench/gsm8k_test-0-99-scorers-verifier.jsonl
-    python bench/bench_adaptive.py --problems 100 --width 8 --out runs/adaptive [--trees]
+    python bench/bench_adaptive.py --problems 100 --width 8 --out runs/adaptive [--methods majority rebase ets]
     python bench/bench_adaptive.py --fake --problems 2    # scripted backends: a smoke test, answers are noise
 
-Engine mode runs majority@W (best-of-N, majority vote) and the same with the stop rule (the
-``majority_adaptive_8`` recipe's settings unless ``--stop`` says otherwise) on the same problems with
-the same seed, one after another on one engine (the embedded default unless ``--engine-set
-model=...``); with ``--trees`` also REBASE and ETS with and without the stop rule. Each run appends
-to ``OUT/<label>-<W>.jsonl`` (an interrupted run resumes). It prints, per run against its full-width
-counterpart: accuracy, generated tokens per problem, the share of tokens saved, waves, the share of
-problems the rule settled, and the paired accuracy difference with its 95% bootstrap interval.
+Engine mode runs, for each of ``--methods`` (default: majority only; also ``rebase`` and ``ets``),
+the method at the full width and the same with the stop rule (the ``majority_adaptive_8`` recipe's
+settings unless ``--stop`` says otherwise; majority is best-of-N with a majority vote) on the same
+problems with the same seed, one after another on one engine (the embedded default unless
+``--engine-set model=...``). Each run appends to ``OUT/<label>-<W>.jsonl`` (an interrupted run
+resumes). It prints, per run against its full-width counterpart: accuracy, generated tokens per
+problem, the share of tokens saved, waves, the share of problems the rule settled, and the paired
+accuracy difference with its 95% bootstrap interval.
 
 ``--replay RUNFILE`` needs no engine: it replays stop rules over stored independent samples (a
 ``bench_scorers.py`` file: per problem, trajectories with answer, correct, tokens and per-step
@@ -48,6 +49,11 @@ REPLAY_RULES = [
     "stop_when=posterior,stop_confidence=0.85,stop_min_finished=3",
     "stop_when=posterior,stop_confidence=0.95,stop_min_finished=4",
 ]
+METHODS: dict[str, dict[str, Any]] = {
+    "majority": {"method": "best_of_n", "answer_selection": "majority"},
+    "rebase": {"method": "rebase"},
+    "ets": {"method": "ets"},
+}
 STOP_FIELDS = ("stop_when", "stop_share", "stop_confidence", "stop_min_finished", "wave_size")
 
 
@@ -104,6 +110,12 @@ def replay(path: Path, base: dict[str, Any], rules: list[str], scorer: str) -> N
 # --- engine -------------------------------------------------------------------------------------
 
 
+def missing(path: Path, problems: list[dict[str, Any]]) -> bool:
+    """Whether some of ``problems`` have no record in ``path`` yet."""
+    done = {r.id for r in read_results(path)} if path.exists() else set()
+    return any(p["id"] not in done for p in problems)
+
+
 async def run(
     path: Path, label: str, config: SearchConfig, backends: Any, problems: list[dict[str, Any]]
 ) -> list[ProblemResult]:
@@ -133,48 +145,53 @@ async def run(
 async def engine_bench(args: argparse.Namespace, problems: list[dict[str, Any]]) -> None:
     base = {"width": args.width, **SearchConfig.parse_settings(args.sets)}
     stop = stop_settings(args.stop)
-    pairs = [("majority", {"method": "best_of_n", "answer_selection": "majority"})]
-    if args.trees:
-        pairs += [("rebase", {"method": "rebase"}), ("ets", {"method": "ets"})]
-    backends = fake_backends() if args.fake else load_backends(EngineConfig.load(None, args.engine_sets))
+    runs = []  # (method, label, config, run file): each method at full width, then with the stop rule
+    for name in args.methods:
+        full = SearchConfig(**{**base, **METHODS[name]})
+        runs.append((name, name, full, args.out / f"{name}-{args.width}.jsonl"))
+        runs.append((name, f"{name}_adaptive", full.replace(**stop), args.out / f"{name}_adaptive-{args.width}.jsonl"))
+    # a folder where every problem is written only reports: no engine is started
+    if not any(missing(path, problems) for *_, path in runs):
+        backends = None
+    elif args.fake:
+        backends = fake_backends()
+    else:
+        backends = load_backends(EngineConfig.load(None, args.engine_sets))
+    results: dict[str, list[ProblemResult]] = {}
     try:
-        for name, fields in pairs:
-            full = SearchConfig(**{**base, **fields})
-            fixed = await run(args.out / f"{name}-{args.width}.jsonl", name, full, backends, problems)
-            early = await run(
-                args.out / f"{name}_adaptive-{args.width}.jsonl",
-                f"{name}_adaptive",
-                full.replace(**stop),
-                backends,
-                problems,
-            )
-            print_comparison(f"{name}@{args.width}", fixed, {f"{name} adaptive": early})
+        for _, label, config, path in runs:
+            results[label] = await run(path, label, config, backends, problems)
     finally:
-        backends.shutdown()
+        if backends is not None:
+            backends.shutdown()
+    for name in args.methods:
+        print_comparison(f"{name}@{args.width}", results[name], {f"{name} adaptive": results[f"{name}_adaptive"]})
 
 
 # --- report -------------------------------------------------------------------------------------
 
 
 def print_comparison(baseline_label: str, baseline: list[ProblemResult], runs: dict[str, list[ProblemResult]]) -> None:
-    """Accuracy, tokens, saving, waves and the paired difference of each run against ``baseline``."""
+    """Accuracy, tokens, saving, waves, mean KV (tokens) and the paired difference of each run against ``baseline``."""
 
-    def mean(results: list[ProblemResult], key: str) -> float:
+    def mean(results: list[ProblemResult], key: str) -> float | None:
         values = [v for r in results if (v := getattr(r.metrics, key)) is not None]
-        return sum(values) / len(values) if values else 0.0
+        return sum(values) / len(values) if values else None
 
     base_tokens = mean(baseline, "generated_tokens")
+    rows = [(baseline_label, baseline), *runs.items()]
+    width = max(len(label) for label, _ in rows)
     header = (
-        f"{'run':<72} {'accuracy':>8} {'tokens':>7} {'saved':>6} {'waves':>5} {'settled':>7}"
+        f"{'run':<{width}} {'accuracy':>8} {'tokens':>7} {'saved':>6} {'waves':>5} {'settled':>7} {'KV':>6}"
         "  paired difference [95% CI]"
     )
     print(header)
     print("-" * len(header))
-    for label, results in [(baseline_label, baseline), *runs.items()]:
+    for label, results in rows:
         graded = [r for r in results if r.correct is not None]
         accuracy = sum(bool(r.correct) for r in graded) / len(graded) if graded else None
         tokens = mean(results, "generated_tokens")
-        saved = 1 - tokens / base_tokens if base_tokens else None
+        saved = 1 - tokens / base_tokens if tokens is not None and base_tokens else None
         stopped = sum(r.metrics.stop_reason == "settled" for r in results)
         diff = report.paired_difference(results, baseline) if results is not baseline else None
         paired = "" if diff is None or diff["difference"] is None else (
@@ -182,8 +199,10 @@ def print_comparison(baseline_label: str, baseline: list[ProblemResult], runs: d
             f" (+{diff['wins']}/-{diff['losses']} of {diff['problems']})"
         )  # fmt: skip
         print(
-            f"{label:<72} {report.fmt(accuracy, 'pct'):>8} {tokens:>7.0f} {report.fmt(saved, 'pct'):>6}"
-            f" {mean(results, 'waves'):>5.2f} {report.fmt(stopped / len(results) if results else None, 'pct'):>7}  "
+            f"{label:<{width}} {report.fmt(accuracy, 'pct'):>8} {report.fmt(tokens, 'rate'):>7}"
+            f" {report.fmt(saved, 'pct'):>6} {report.fmt(mean(results, 'waves'), 'rate'):>5}"
+            f" {report.fmt(stopped / len(results) if results else None, 'pct'):>7}"
+            f" {report.fmt(mean(results, 'kv_tokens_mean'), 'rate'):>6}  "
             f"{paired}"
         )
     print()
@@ -209,7 +228,9 @@ def main() -> None:
     parser.add_argument(
         "--stop", default="recipe", metavar="KEY=VALUE,...", help=f"stop settings; default: recipe {RECIPE}'s"
     )
-    parser.add_argument("--trees", action="store_true", help="also REBASE and ETS with and without the stop rule")
+    parser.add_argument(
+        "--methods", nargs="+", default=["majority"], choices=list(METHODS), help="each with and without the stop rule"
+    )
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="SearchConfig for every run"
     )
