@@ -2,6 +2,7 @@
 
     python bench/bench_adaptive.py --replay data/bench/gsm8k_test-0-99-scorers-verifier.jsonl
     python bench/bench_adaptive.py --problems 100 --width 8 --out runs/adaptive [--methods majority rebase ets]
+    python bench/bench_adaptive.py --replay-trees runs/adaptive/rebase-8.jsonl
     python bench/bench_adaptive.py --fake --problems 2    # scripted backends: a smoke test, answers are noise
 
 Engine mode runs, for each of ``--methods`` (default: majority only; also ``rebase`` and ``ets``),
@@ -18,6 +19,11 @@ accuracy difference with its 95% bootstrap interval.
 scores), taking them in stored order in waves, and compares each rule with majority@W on the same
 samples. The file holds finished trajectories only, so the tokens of samples that never finished are
 in neither figure, and a wave of the replay is a wave of finished samples.
+
+``--replay-trees RUNFILE`` replays stop rules over the stored trees of a full-width REBASE or ETS run
+(``report.replay_stop_rule``): what the same search with the rule would have returned on the same samples, so
+the comparison is paired without sampling noise. ``--full-width-only`` runs only the full-width
+searches for it (half the engine time of running both).
 """
 
 from __future__ import annotations
@@ -107,6 +113,22 @@ def replay(path: Path, base: dict[str, Any], rules: list[str], scorer: str) -> N
     print_comparison(f"{full.answer_selection}@{full.width}", [replay_problem(row, full, scorer) for row in rows], runs)
 
 
+def replay_trees(path: Path, rules: list[str]) -> None:
+    """Each stop rule replayed over the trees of the full-width tree search in ``path``."""
+    records = [r for r in read_results(path) if r.error is None]
+    if not records:
+        raise SystemExit(f"{path}: no finished records to replay")
+    full = SearchConfig(**records[0].config)
+    runs = {
+        (f"recipe {RECIPE}" if spec == "recipe" else spec): [
+            report.replay_stop_rule(record, full.replace(**stop_settings(spec))) for record in records
+        ]
+        for spec in rules
+    }
+    print(f"replay of {path.name}: {len(records)} {full.method} trees at W={full.width}, {full.answer_selection}")
+    print_comparison(f"{full.method}@{full.width}", list(records), runs)
+
+
 # --- engine -------------------------------------------------------------------------------------
 
 
@@ -145,11 +167,12 @@ async def run(
 async def engine_bench(args: argparse.Namespace, problems: list[dict[str, Any]]) -> None:
     base = {"width": args.width, **SearchConfig.parse_settings(args.sets)}
     stop = stop_settings(args.stop)
-    runs = []  # (method, label, config, run file): each method at full width, then with the stop rule
+    runs = []  # (label, config, run file): each method at full width, then with the stop rule
     for name in args.methods:
         full = SearchConfig(**{**base, **METHODS[name]})
-        runs.append((name, name, full, args.out / f"{name}-{args.width}.jsonl"))
-        runs.append((name, f"{name}_adaptive", full.replace(**stop), args.out / f"{name}_adaptive-{args.width}.jsonl"))
+        runs.append((name, full, args.out / f"{name}-{args.width}.jsonl"))
+        if not args.full_width_only:
+            runs.append((f"{name}_adaptive", full.replace(**stop), args.out / f"{name}_adaptive-{args.width}.jsonl"))
     # a folder where every problem is written only reports: no engine is started
     if not any(missing(path, problems) for *_, path in runs):
         backends = None
@@ -159,13 +182,14 @@ async def engine_bench(args: argparse.Namespace, problems: list[dict[str, Any]])
         backends = load_backends(EngineConfig.load(None, args.engine_sets))
     results: dict[str, list[ProblemResult]] = {}
     try:
-        for _, label, config, path in runs:
+        for label, config, path in runs:
             results[label] = await run(path, label, config, backends, problems)
     finally:
         if backends is not None:
             backends.shutdown()
     for name in args.methods:
-        print_comparison(f"{name}@{args.width}", results[name], {f"{name} adaptive": results[f"{name}_adaptive"]})
+        early = {f"{name} adaptive": results[f"{name}_adaptive"]} if f"{name}_adaptive" in results else {}
+        print_comparison(f"{name}@{args.width}", results[name], early)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -213,8 +237,17 @@ def main() -> None:
     parser.add_argument(
         "--replay", type=Path, default=None, metavar="RUNFILE", help="replay stop rules over stored samples"
     )
-    parser.add_argument("--rules", nargs="+", default=REPLAY_RULES, metavar="KEY=VALUE,...",
-                        help="replay: stop settings to compare ('recipe': the recipe's)")
+    parser.add_argument(
+        "--replay-trees", type=Path, default=None, metavar="RUNFILE",
+        help="replay stop rules over the stored trees of a full-width REBASE/ETS run file",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        default=REPLAY_RULES,
+        metavar="KEY=VALUE,...",
+        help="replay: stop settings to compare ('recipe': the recipe's)",
+    )
     parser.add_argument(
         "--scorer", default="verifier", help="replay: the stored step scores that weight a weighted_majority"
     )
@@ -235,12 +268,19 @@ def main() -> None:
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="SearchConfig for every run"
     )
     parser.add_argument("--engine-set", dest="engine_sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--full-width-only", action="store_true",
+        help="only the full-width runs (a tree run's stop rule can be replayed over them with --replay-trees)",
+    )  # fmt: skip
     parser.add_argument("--fake", action="store_true", help="scripted backends instead of the engine (a smoke test)")
     parser.add_argument("--out", type=Path, default=Path("runs/adaptive"))
     args = parser.parse_args()
     if args.replay is not None:
         base = {"method": "best_of_n", "width": args.width, "answer_selection": args.selection}
         replay(args.replay, base, args.rules, args.scorer)
+        return
+    if args.replay_trees is not None:
+        replay_trees(args.replay_trees, args.rules)
         return
     problems, _ = load_problems(args.dataset)
     args.out.mkdir(parents=True, exist_ok=True)

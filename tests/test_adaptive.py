@@ -9,7 +9,7 @@ import json
 import random
 
 import pytest
-from ets_async import METHODS, SearchConfig, solve_many
+from ets_async import METHODS, SearchConfig, report, solve_many
 from ets_async.backends import Expansion
 from ets_async.errors import ConfigError
 from ets_async.stopping import leader_probability, settled
@@ -102,6 +102,24 @@ def test_a_tree_search_that_never_settles_is_the_search_without_a_stop_rule(meth
         full.tree,
         full.metrics.generated_tokens,
     )
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"best_of_n"}))
+def test_replaying_the_rule_over_a_full_tree_gives_what_the_live_search_returned(method):
+    """``report.replay_stop_rule`` stops a stored full-width tree where the live rule would have:
+    the same answer, candidates, tokens, depth and KV as the search run with the rule."""
+    answers = ["42", "41", "42", "42", "42", "42", "42", "43"]
+    full = search(method, answers)
+    early = search(method, answers, **SUPERMAJORITY)
+    assert early.metrics.stop_reason == "settled" and full.metrics.stop_reason == "complete"
+    config = SearchConfig(method=method, width=16, max_step_tokens=32, max_tokens=512, max_depth=12, **SUPERMAJORITY)
+    replayed = report.replay_stop_rule(full, config)
+    assert (replayed.answer, replayed.candidates) == (early.answer, early.candidates)
+    for figure in ("generated_tokens", "generated_steps", "depth", "finished", "stop_reason", "kv_tokens_mean"):
+        assert getattr(replayed.metrics, figure) == getattr(early.metrics, figure), figure
+    assert replayed.metrics.generated_tokens < full.metrics.generated_tokens
+    assert report.replay_stop_rule(early, config) is early  # no earlier round settles it
+    assert report.replay_stop_rule(full, config.replace(stop_when="budget")) is full
 
 
 # (answer, generated tokens, sha1 of the tree's parents and texts) per problem of test_loop's PROBLEMS

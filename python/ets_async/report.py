@@ -9,10 +9,13 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .records import RunRecord
 from .types import ProblemResult
+
+if TYPE_CHECKING:
+    from .config import SearchConfig
 
 __all__ = [
     "Column",
@@ -23,6 +26,7 @@ __all__ = [
     "group_runs",
     "paired_difference",
     "regrade",
+    "replay_stop_rule",
     "run_summary",
     "summarize",
     "summary_rows",
@@ -32,6 +36,7 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
+Result = TypeVar("Result", bound=ProblemResult)
 Column = tuple[str, Callable[[Any], str]]
 
 
@@ -378,3 +383,67 @@ def regrade(
             record = replace(record, answer=answer, correct=grade(answer, record.reference, timeout_s=timeout_s))
         regraded.append(record)
     return regraded
+
+
+def _node_depths(parents: Sequence[int]) -> list[int]:
+    """Each node's depth from a parent array (a parent comes before its children)."""
+    depth = [0] * len(parents)
+    for node, parent in enumerate(parents):
+        if parent >= 0:
+            depth[node] = depth[parent] + 1
+    return depth
+
+
+def replay_stop_rule(record: Result, config: SearchConfig, *, timeout_s: float = 5.0) -> Result:
+    """A full-width tree search's record as ``config``'s stop rule would have ended it (SPEC §3.4).
+
+    A tree search's round r grows the nodes of depth r, and the live rule is tested after each round
+    in which trajectories finished, over the finished ones so far, while the search goes on. So the
+    first such round whose finished leaves settle the answer, short of the tree's last depth, is where
+    the same search with the rule would have stopped on these samples: with the answer of those
+    leaves, the tokens and steps of the nodes grown by then and the KV of the selections before that
+    round (recomputed from the tree as the search records it); figures the tree does not hold (engine
+    calls, timings) are None. A record that no round settles, or that has no tree (best-of-N draws its
+    waves anew), is returned as it is.
+    """
+    from . import _core
+    from .grading import grade
+    from .metrics import MetricsSummary
+    from .stopping import settled
+    from .voting import select_answer
+
+    tree = record.tree
+    if tree is None or record.error is not None or not record.candidates:
+        return record
+    depth = _node_depths(tree.parents)
+    finished_at = {depth[c.node] for c in record.candidates}
+    for stop in range(1, max(depth)):
+        if stop not in finished_at:
+            continue
+        leaves = [c for c in record.candidates if depth[c.node] <= stop]
+        votes = [(c.answer, c.step_scores) for c in leaves]
+        if not settled(votes, config, config.answer_selection, config.score_aggregation):
+            continue
+        answer = select_answer(votes, config.answer_selection, config.score_aggregation)
+        step_tokens = [int(record.metrics.root_prompt_tokens or 0), *tree.step_tokens[1:]]
+        kv = [  # a selection's candidates: the unfinished nodes of its round
+            _core.kv_tokens(list(tree.parents), step_tokens, live)
+            for r in range(1, stop)
+            if (live := [v for v, d in enumerate(depth) if d == r and not tree.finished[v]])
+        ]
+        grown = [v for v, d in enumerate(depth) if 1 <= d <= stop]
+        metrics = MetricsSummary(  # only what the tree tells; engine counts and timings are not replayed
+            root_prompt_tokens=record.metrics.root_prompt_tokens,
+            generated_tokens=sum(tree.step_tokens[v] for v in grown),
+            generated_steps=len(grown),
+            depth=stop,
+            finished=len(leaves),
+            waves=record.metrics.waves,
+            stop_reason="settled",
+            kv_tokens_mean=sum(kv) / len(kv) if kv else None,
+            kv_tokens_peak=max(kv, default=None),
+            kv_tokens_total=sum(kv),
+        )
+        correct = grade(answer, record.reference, timeout_s=timeout_s)
+        return replace(record, answer=answer, correct=correct, candidates=leaves, metrics=metrics)
+    return record
