@@ -20,10 +20,10 @@ scores), taking them in stored order in waves, and compares each rule with major
 samples. The file holds finished trajectories only, so the tokens of samples that never finished are
 in neither figure, and a wave of the replay is a wave of finished samples.
 
-``--replay-trees RUNFILE`` replays stop rules over the stored trees of a full-width REBASE or ETS run
-(``report.replay_stop_rule``): what the same search with the rule would have returned on the same samples, so
-the comparison is paired without sampling noise. ``--full-width-only`` runs only the full-width
-searches for it (half the engine time of running both).
+``--replay-trees RUNFILE`` replays stop rules over the stored trees of a full-width REBASE or ETS
+run (``report.replay_stop_rule``): what the same search with the rule would have returned on the
+same samples, so the comparison is paired without sampling noise. ``--full-width-only`` runs only
+the full-width searches for it (half the engine time of running both).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def replay_trees(path: Path, rules: list[str]) -> None:
         for spec in rules
     }
     print(f"replay of {path.name}: {len(records)} {full.method} trees at W={full.width}, {full.answer_selection}")
-    print_comparison(f"{full.method}@{full.width}", list(records), runs)
+    print_comparison(f"{full.method}@{full.width}", records, runs)
 
 
 # --- engine -------------------------------------------------------------------------------------
