@@ -198,6 +198,19 @@ def engine_usage(path: Path) -> tuple[float | None, float | None, float | None]:
     return (*usage, max(peaks) if peaks else None)
 
 
+def kv_ratio(reference: list[RunRecord] | None, records: list[RunRecord], figure: str) -> float | None:
+    """How many times smaller the mean of a per-problem KV ``figure`` is in ``records`` than in
+    ``reference``, over the problems both finished (rows may cover different problems)."""
+    if reference is None or records is reference:
+        return None
+    mine = {r.id: getattr(r.metrics, figure) for r in records if r.error is None}
+    theirs = {r.id: getattr(r.metrics, figure) for r in reference if r.error is None}
+    common = [i for i in mine if i in theirs and mine[i] is not None and theirs[i] is not None]
+    if not common or not sum(mine[i] for i in common):
+        return None
+    return sum(theirs[i] for i in common) / sum(mine[i] for i in common)
+
+
 def summarise(out: Path, runs: list[Variant] | None, baseline: str | None) -> list[dict[str, Any]]:
     """One summary row per run file in ``out`` (or per given run), with the paired difference."""
     paths = [run_file(out, variant) for variant in runs] if runs else sorted(out.glob("*-*.jsonl"))
@@ -211,6 +224,8 @@ def summarise(out: Path, runs: list[Variant] | None, baseline: str | None) -> li
         row = report.run_summary(recs)
         row["engine_kv_usage_mean"], row["engine_kv_usage_peak"], row["memory_gib_peak"] = engine_usage(path)
         row["vs_baseline"] = report.paired_difference(recs, reference) if reference is not None else None
+        row["kv_mean_ratio"] = kv_ratio(reference, recs, "kv_tokens_mean")
+        row["kv_peak_ratio"] = kv_ratio(reference, recs, "kv_tokens_peak")
         row.pop("detail")
         rows.append(row)
     return rows
@@ -224,23 +239,16 @@ def print_report(rows: list[dict[str, Any]], baseline: str | None) -> None:
         interval = f"[{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}]"
         return f"{100 * diff['difference']:+.1f} {interval} (+{diff['wins']}/-{diff['losses']})"
 
-    reference = next((row for row in rows if row["label"] == baseline), None)
-
-    def smaller(key: str) -> Callable[[dict[str, Any]], str]:
-        """How many times smaller than the baseline's (``x1.50``: a third less)."""
-        def ratio(row: dict[str, Any]) -> str:
-            if reference is None or row is reference or not row[key] or reference[key] is None:
-                return "-"
-            return f"x{reference[key] / row[key]:.2f}"
-        return ratio
+    def times(key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda row: "-" if row[key] is None else f"x{row[key]:.2f}"
 
     columns: list[report.Column] = [
         *report.SUMMARY_COLUMNS[:5],
         (f"vs {baseline} (pts, 95% CI)", paired),
         ("KV mean", lambda r: report.fmt(r["kv_tokens_mean"])),
-        (f"{baseline} KV / KV", smaller("kv_tokens_mean")),
+        (f"{baseline} KV / KV", times("kv_mean_ratio")),
         ("KV peak", lambda r: report.fmt(r["kv_tokens_peak"])),
-        ("per-problem peak ratio", smaller("kv_tokens_peak_mean")),
+        ("per-problem peak ratio", times("kv_peak_ratio")),
         ("blocks mean/peak", lambda r: f"{report.fmt(r['kv_blocks_mean'])}/{report.fmt(r['kv_blocks_peak_mean'])}"),
         ("engine KV", lambda r: report.fmt(r["engine_kv_usage_mean"], "pct")),
         ("gen tokens", lambda r: report.fmt(r["generated_tokens_mean"])),
