@@ -9,6 +9,7 @@ import asyncio
 import importlib.resources
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -241,6 +242,27 @@ def test_a_head_file_is_built_over_the_policy_once_per_head(tiny_policy, tmp_pat
     assert other != folder and json.loads((other / "config.json").read_text())["num_hidden_layers"] == 1
     assert json.loads((other / MARKER).read_text())["layer"] == 1
     assert models.resolve_verifier("/some/served/folder", None) == "/some/served/folder"
+
+
+def test_a_head_folder_over_a_policy_that_moved_is_rebuilt(tiny_policy, tmp_path, monkeypatch):
+    """The serving folder links the policy's weights; the same head over another copy of the policy
+    (the first one deleted) must not reuse a folder whose links now dangle."""
+    from ets_async import models
+
+    monkeypatch.setenv("ETS_ASYNC_CACHE", str(tmp_path / "cache"))
+    size = json.loads((tiny_policy / "config.json").read_text())["hidden_size"]
+    head_path = tmp_path / "head.safetensors"
+    save_head(TrainedHead("linear", 2, {"a": np.ones(size, np.float32), "c": np.zeros(1, np.float32)}), head_path, {})
+    first = tmp_path / "a" / "policy"
+    shutil.copytree(tiny_policy, first)
+    folder = Path(models.resolve_verifier(str(head_path), str(first)))
+    shutil.rmtree(first)
+    assert not all(f.exists() for f in folder.glob("*.safetensors"))  # linked, now dangling
+    second = tmp_path / "b" / "policy"
+    shutil.copytree(tiny_policy, second)
+    assert models.resolve_verifier(str(head_path), str(second)) == str(folder)
+    assert all(f.exists() for f in folder.glob("*.safetensors"))
+    assert json.loads((folder / "ets_async_verifier.json").read_text())["policy"] == str(second.resolve())
 
 
 def test_a_verifier_over_a_policy_it_cannot_be_served_on_is_refused(tiny_policy, tmp_path):

@@ -536,9 +536,16 @@ def resolve_verifier(spec: str | None, policy: str | None) -> str:
     target = cache_root() / "verifiers" / f"{Path(policy_dir).name}-{digest[:16]}"
     with _file_lock(target.parent / f".{target.name}.lock"):
         try:
-            built = json.loads((target / VERIFIER_MARKER).read_text()).get("head_sha256") == digest
+            marker = json.loads((target / VERIFIER_MARKER).read_text())
         except (OSError, ValueError):
-            built = False
+            marker = {}
+        # the folder links the policy's weights: built over another copy of it (moved or deleted since,
+        # as a test's temporary policy is) it is rebuilt rather than served with dangling links
+        built = (
+            marker.get("head_sha256") == digest
+            and marker.get("policy") == str(Path(policy_dir).resolve())
+            and all(file.exists() for file in target.glob("*.safetensors"))
+        )
         if not built:
             build_checkpoint(policy_dir, path, target)
     return str(target)

@@ -177,7 +177,14 @@ def write_checkpoint(policy_dir: str | os.PathLike[str], head_path: str | os.Pat
     save_file(score_tensors(head, int(config["hidden_size"])), str(into / SCORE_FILE), metadata={"format": "pt"})
     (into / MARKER).write_text(
         json.dumps(
-            {"head_sha256": sha256_of(head_path), "kind": head.kind, "layer": head.layer, "head": metadata}, indent=1
+            {
+                "head_sha256": sha256_of(head_path),
+                "policy": str(policy.resolve()),
+                "kind": head.kind,
+                "layer": head.layer,
+                "head": metadata,
+            },
+            indent=1,
         )
     )
 
