@@ -248,6 +248,7 @@ def test_a_head_folder_over_a_policy_that_moved_is_rebuilt(tiny_policy, tmp_path
     """The serving folder links the policy's weights; the same head over another copy of the policy
     (the first one deleted) must not reuse a folder whose links now dangle."""
     from ets_async import models
+    from ets_async.verifier_checkpoint import MARKER
 
     monkeypatch.setenv("ETS_ASYNC_CACHE", str(tmp_path / "cache"))
     size = json.loads((tiny_policy / "config.json").read_text())["hidden_size"]
@@ -262,7 +263,7 @@ def test_a_head_folder_over_a_policy_that_moved_is_rebuilt(tiny_policy, tmp_path
     shutil.copytree(tiny_policy, second)
     assert models.resolve_verifier(str(head_path), str(second)) == str(folder)
     assert all(f.exists() for f in folder.glob("*.safetensors"))
-    assert json.loads((folder / "ets_async_verifier.json").read_text())["policy"] == str(second.resolve())
+    assert json.loads((folder / MARKER).read_text())["policy"] == str(second.resolve())
 
 
 def test_a_verifier_over_a_policy_it_cannot_be_served_on_is_refused(tiny_policy, tmp_path):

@@ -425,9 +425,10 @@ def replay_stop_rule(record: Result, config: SearchConfig, *, timeout_s: float =
         if not settled(votes, config, config.answer_selection, config.score_aggregation):
             continue
         answer = select_answer(votes, config.answer_selection, config.score_aggregation)
+        parents = list(tree.parents)
         step_tokens = [int(record.metrics.root_prompt_tokens or 0), *tree.step_tokens[1:]]
         kv = [  # a selection's candidates: the unfinished nodes of its round
-            _core.kv_tokens(list(tree.parents), step_tokens, live)
+            _core.kv_tokens(parents, step_tokens, live)
             for r in range(1, stop)
             if (live := [v for v, d in enumerate(depth) if d == r and not tree.finished[v]])
         ]
