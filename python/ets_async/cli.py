@@ -19,7 +19,6 @@ import contextlib
 import enum
 import functools
 import gc
-import hashlib
 import importlib.resources
 import json
 import logging
@@ -794,7 +793,8 @@ def train_verifier_(
     cross-validation over problems; the one with the best within-problem AUROC is trained on every
     problem and written. Serve it with --engine-set prm=verifier --engine-set prm_model=OUT.
     """
-    from .models import cache_root, resolve_model
+    from .models import resolve_model
+    from .verifier.features import default_features_dir
     from .verifier.head import TrainSettings
     from .verifier.train import train_verifier
 
@@ -802,8 +802,7 @@ def train_verifier_(
     if bad:
         raise typer.BadParameter(f"unknown head kind {bad[0]!r}; kinds: linear, mlp", param_hint="--kind")
     policy_dir = resolve_model(model)
-    policy_key = hashlib.sha256(str(Path(policy_dir).resolve()).encode()).hexdigest()[:12]
-    cache = features_dir or cache_root() / "verifier-features" / f"{Path(policy_dir).name}-{policy_key}"
+    cache = features_dir or default_features_dir(policy_dir)
     try:
         train_verifier(
             rollouts,

@@ -11,6 +11,7 @@ extraction resumes and a new run file adds only its new problems.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -139,6 +140,14 @@ class HiddenStateReader:
             is_leaf=np.array(tree.is_leaf, dtype=bool),
             layers={k: np.stack([rows[n][k] for n in tree.nodes]) for k in self.layers},
         )
+
+
+def default_features_dir(policy_dir: str) -> Path:
+    """Where a policy's features are cached by default: one folder per policy path under ets_async's cache."""
+    from ..models import cache_root
+
+    key = hashlib.sha256(str(Path(policy_dir).resolve()).encode()).hexdigest()[:12]
+    return cache_root() / "verifier-features" / f"{Path(policy_dir).name}-{key}"
 
 
 def _file_name(problem_id: str) -> str:
