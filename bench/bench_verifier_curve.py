@@ -39,7 +39,7 @@ from ets_async.verifier.train import read_rollouts
 from ets_async.verifier_checkpoint import HeadKind, TrainedHead, load_head
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_HEAD = Path(str(importlib.resources.files("ets_async") / "data" / "verifiers"))
+VERIFIERS_DIR = Path(str(importlib.resources.files("ets_async") / "data" / "verifiers"))
 
 
 def curve_point(
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument(
-        "--head", type=Path, default=SHIPPED_HEAD / "qwen2.5-coder-1.5b-instruct-gsm8k.safetensors",
+        "--head", type=Path, default=VERIFIERS_DIR / "qwen2.5-coder-1.5b-instruct-gsm8k.safetensors",
         help="a head file to report on the problems it was and was not trained on",
     )
     args = parser.parse_args()

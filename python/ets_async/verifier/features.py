@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.vllm_policy import render_chat
+from ..models import cache_root
 from .labels import LabeledTree
 
 log = logging.getLogger("ets_async")
@@ -144,8 +145,6 @@ class HiddenStateReader:
 
 def default_features_dir(policy_dir: str) -> Path:
     """Where a policy's features are cached by default: one folder per policy path under ets_async's cache."""
-    from ..models import cache_root
-
     key = hashlib.sha256(str(Path(policy_dir).resolve()).encode()).hexdigest()[:12]
     return cache_root() / "verifier-features" / f"{Path(policy_dir).name}-{key}"
 
