@@ -34,35 +34,29 @@ from ets_async.verifier.features import (
     extract_features,
     prompt_renderer,
 )
-from ets_async.verifier.head import TrainSettings, fold_of, train_head, within_problem_auroc
-from ets_async.verifier.train import read_rollouts
-from ets_async.verifier_checkpoint import HeadKind, TrainedHead, load_head
+from ets_async.verifier.head import TrainSettings, within_problem_auroc
+from ets_async.verifier.train import cross_validate, read_rollouts
+from ets_async.verifier_checkpoint import HeadKind, load_head
 
 ROOT = Path(__file__).resolve().parents[1]
 VERIFIERS_DIR = Path(str(importlib.resources.files("ets_async") / "data" / "verifiers"))
 
 
 def curve_point(
-    folds: Sequence[Sequence[TreeFeatures]], settings: TrainSettings, fraction: float, draw: int
+    features: Sequence[TreeFeatures], settings: TrainSettings, fraction: float, draw: int
 ) -> tuple[int, int, float]:
-    """Train on ``fraction`` of the other folds (draw ``draw``), score every fold; (n, best step, AUROC there)."""
-    scores: dict[int, dict[str, np.ndarray]] = {}
-    n = 0
-    for k, held in enumerate(folds):
-        pool = [f for j, fold in enumerate(folds) if j != k for f in fold]
-        n = round(fraction * len(pool))
-        picked = np.random.default_rng(1000 * draw + k).choice(len(pool), n, replace=False)
+    """Cross-validation training each fold on ``fraction`` of the other folds' problems (draw ``draw``):
+    (problems trained on, best step, AUROC there)."""
+    trained_on = 0
 
-        def record(step: int, head: TrainedHead, held: Sequence[TreeFeatures] = held) -> None:
-            scores.setdefault(step, {}).update({t.problem_id: head.logits(t.layers[settings.layer]) for t in held})
+    def subset(k: int, others: list[TreeFeatures]) -> list[TreeFeatures]:
+        nonlocal trained_on
+        trained_on = round(fraction * len(others))
+        picked = np.random.default_rng(1000 * draw + k).choice(len(others), trained_on, replace=False)
+        return [others[i] for i in sorted(picked)]
 
-        train_head([pool[i] for i in sorted(picked)], settings, record)
-    every = [f for fold in folds for f in fold]
-    by_step = {
-        step: within_problem_auroc(every, [oof[f.problem_id] for f in every])[0] or 0.0 for step, oof in scores.items()
-    }
-    best = max(by_step, key=lambda step: by_step[step])
-    return n, best, by_step[best]
+    report = cross_validate(features, settings, subset)
+    return trained_on, report.steps, report.leaf_auroc or 0.0
 
 
 def main() -> None:
@@ -95,11 +89,13 @@ def main() -> None:
     print(f"{len(trees)} labelled problems, {len(features)} with right and wrong trajectories; layer {args.layer}, "
           f"{args.folds} folds; within-problem AUROC of finished trajectories, mean over every fold's problems")
 
-    folds = [[f for f in features if fold_of(f.problem_id, args.folds) == k] for k in range(args.folds)]
     for kind in args.kinds:
-        settings = TrainSettings(kind=cast(HeadKind, kind), layer=args.layer, steps=args.steps, eval_every=20)
+        settings = TrainSettings(
+            kind=cast(HeadKind, kind), layer=args.layer, steps=args.steps, eval_every=20, folds=args.folds
+        )
         for fraction in args.fractions:
-            runs = [curve_point(folds, settings, fraction, draw) for draw in range(1 if fraction == 1 else args.draws)]
+            draw_count = 1 if fraction == 1 else args.draws
+            runs = [curve_point(features, settings, fraction, draw) for draw in range(draw_count)]
             aurocs = [a for _, _, a in runs]
             draws = ", ".join(f"{a:.3f}" for a in aurocs)
             steps = ", ".join(str(s) for _, s, _ in runs)

@@ -81,10 +81,15 @@ def report_scores(
     return VariantReport(kind, layer, steps, leaf, problems, auroc(right, wrong), depth_aurocs(trees, scores))
 
 
-def cross_validate(features: Sequence[TreeFeatures], settings: TrainSettings) -> VariantReport:
+def cross_validate(
+    features: Sequence[TreeFeatures],
+    settings: TrainSettings,
+    train_on: Callable[[int, list[TreeFeatures]], Sequence[TreeFeatures]] | None = None,
+) -> VariantReport:
     """Train on all folds but one, score the held-out fold, for every fold; the number of steps is the
     one with the best mean within-problem AUROC over the folds, and the report is of the out-of-fold
-    scores at that step."""
+    scores at that step. ``train_on(k, others)`` picks fold ``k``'s training problems from the other
+    folds' (all of them by default; a learning curve trains on fewer against the same evaluation)."""
     folds = [
         [f for f in features if fold_of(f.problem_id, settings.folds, settings.seed) == k]
         for k in range(settings.folds)
@@ -95,6 +100,8 @@ def cross_validate(features: Sequence[TreeFeatures], settings: TrainSettings) ->
         if not held:
             continue
         train = [f for j, fold in enumerate(folds) if j != k for f in fold]
+        if train_on is not None:
+            train = list(train_on(k, train))
 
         def record(step: int, head: TrainedHead, held: list[TreeFeatures] = held) -> None:
             scores.setdefault(step, {}).update({t.problem_id: head.logits(t.layers[settings.layer]) for t in held})
