@@ -27,6 +27,8 @@ texts; the report is recomputed from the file, so ``--report-only`` re-prints it
 ``--rescore KEPT.jsonl --verifier NEW`` judges another verifier on the same samples: it re-scores
 every step of the kept run with NEW (its engine only, no sampling; each step's text encoded on its
 own after the prompt, as training reads them) and writes the run with NEW's scores to ``--out``.
+``--from-run RUN.jsonl`` reports a search's own run file instead (bench_quality's or ``ets-async run``'s):
+every candidate a trajectory, scored at each step by the PRM the search ran with.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from ets_async.backends.vllm_policy import render_chat
 from ets_async.config import DEFAULT_SYSTEM_PROMPT
 from ets_async.datasets import load_problems
 from ets_async.grading import grade
-from ets_async.results import ResultWriter, read_lines
+from ets_async.results import ResultWriter, read_header, read_lines, read_results
 from ets_async.verifier.head import auroc
 from ets_async.voting import STEP_AGGREGATIONS, aggregate_scores, select_answer
 from gsm8k import DEFAULT_DATA  # a sibling module: the script's folder is on sys.path
@@ -208,6 +210,30 @@ def selection_accuracy(records: list[dict[str, Any]], name: str | None, how: str
     return right / len(records)
 
 
+def from_run(path: Path) -> list[dict[str, Any]]:
+    """A search run file (``ets-async run`` or bench_quality) as this script's records: every candidate a
+    trajectory, scored by the run's own PRM (named by its run header) at each of its steps."""
+    name = str((read_header(path) or {}).get("prm") or "prm")
+    return [
+        {
+            "id": r.id,
+            "reference": r.reference,
+            "error": r.error,
+            "trajectories": [
+                {
+                    "answer": c.answer,
+                    "correct": grade(c.answer, r.reference),
+                    "tokens": c.tokens,
+                    "scores": {name: list(c.step_scores)},
+                }
+                for c in r.candidates
+            ],
+        }
+        for r in read_results(path)
+        if r.error is None
+    ]
+
+
 def report(records: list[dict[str, Any]]) -> None:
     trajectories = [t for r in records for t in r["trajectories"]]
     right = sum(bool(t["correct"]) for t in trajectories)
@@ -300,11 +326,20 @@ def main() -> None:
     )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument(
+        "--from-run",
+        type=Path,
+        default=None,
+        help="report a search run file's own PRM scores instead (bench_quality's, or 'ets-async run'); no engine",
+    )
+    parser.add_argument(
         "--rescore", type=Path, default=None, help="a kept run file to re-score with --verifier (no sampling)"
     )
     args = parser.parse_args()
     if args.rescore is not None and not args.verifier:
         parser.error("--rescore needs --verifier (the verifier to judge on the kept samples)")
+    if args.from_run is not None:
+        report(from_run(args.from_run))
+        return
     if args.rescore is not None:
         problems, _ = load_problems(args.dataset)
         asyncio.run(rescore(args, problems))

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ets_async.records import RunRecord
+from ets_async.results import read_results
 from ets_async.verifier.features import TreeFeatures
 from ets_async.verifier.head import TrainSettings, auroc, train_head, within_problem_auroc
-from ets_async.verifier.labels import label_tree, node_values
+from ets_async.verifier.labels import label_tree, label_trees, node_values
 from ets_async.verifier.train import cross_validate
 from ets_async.verifier_checkpoint import TrainedHead, load_head, save_head, score_tensors
 
@@ -176,9 +177,12 @@ def tiny_policy(tmp_path_factory):
 
 @pytest.mark.engine
 @pytest.mark.asyncio
-@pytest.mark.parametrize("layer", [2, 1])  # the last layer (weights linked), a truncated body (weights copied)
+@pytest.mark.parametrize(
+    "layer, mixed_only",
+    [(2, False), (1, True)],  # the last layer (weights linked), a truncated body (weights copied)
+)
 async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(
-    layer, tiny_policy, tmp_path, no_shared_engine
+    layer, mixed_only, tiny_policy, tmp_path, no_shared_engine
 ):
     from ets_async import EngineConfig, load_backends
     from ets_async.backends import ScoreRequest
@@ -191,13 +195,18 @@ async def test_a_trained_verifier_is_served_by_vllm_and_scores_as_trained(
     done = subprocess.run(
         [sys.executable, "-m", "ets_async", "train-verifier", str(rollouts), "--out", str(head_path),
          "--model", str(tiny_policy), "--layer", str(layer), "--kind", "linear", "--steps", "30",
-         "--features-dir", str(tmp_path / "features")],
+         "--features-dir", str(tmp_path / "features"), *(["--mixed-only"] if mixed_only else [])],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "12 labelled problems" in done.stdout and f"layer {layer}" in done.stdout
+    mixed = sum(tree.mixed for tree in label_trees(read_results(rollouts)))
+    assert 0 < mixed < 12  # the run file has problems with one outcome only, which --mixed-only leaves out
+    trained_on = mixed if mixed_only else 12
+    assert f"{trained_on} labelled problems" in done.stdout and f"layer {layer}" in done.stdout
     head, meta = load_head(head_path)
     assert head.layer == layer and meta["rollouts"] == ["rollouts.jsonl"]
+    assert meta["problems"] == trained_on and meta["mixed_only"] is mixed_only
+    assert len(list((tmp_path / "features").iterdir())) == trained_on  # the others are never extracted
 
     config = EngineConfig(model=str(tiny_policy), dtype="float32", max_model_len=1024, max_num_seqs=16,
                           cpu_kv_cache_gib=1, prm="verifier", prm_model=str(head_path))  # fmt: skip

@@ -784,6 +784,12 @@ def train_verifier_(
     time_limit: float | None = typer.Option(
         None, min=1.0, help="Stop extracting new features after this many seconds and train on what is there."
     ),
+    mixed_only: bool = typer.Option(
+        False,
+        "--mixed-only",
+        help="Train only on problems with both right and wrong trajectories (what within-problem ranking "
+        "learns from; skips extracting the rest).",
+    ),
 ) -> None:
     """Train a verifier on the policy's own rollouts and write its head file.
 
@@ -813,6 +819,7 @@ def train_verifier_(
             kinds=tuple(kinds or ("linear", "mlp")),  # type: ignore[arg-type]
             settings=TrainSettings(steps=steps, folds=folds, eval_every=max(1, min(20, steps // 10))),
             time_limit_s=time_limit,
+            mixed_only=mixed_only,
             echo=typer.echo,
         )
     except (ValueError, RunFileError, OSError) as exc:  # bad rollouts, a missing file, a bad layer

@@ -124,11 +124,16 @@ def train_verifier(
     kinds: Sequence[HeadKind] = ("linear", "mlp"),
     settings: TrainSettings = TrainSettings(),
     time_limit_s: float | None = None,
+    mixed_only: bool = False,
     echo: Callable[[str], None] = print,
 ) -> tuple[TrainedHead, list[VariantReport], str]:
-    """The whole recipe; returns the chosen head, every variant's report and the head file's sha256."""
+    """The whole recipe; returns the chosen head, every variant's report and the head file's sha256.
+    ``mixed_only`` trains on the problems with both right and wrong trajectories only: the ones the
+    within-problem ranking learns from and is judged on, and about half the extraction time."""
     policy_config = check_servable(policy_dir)  # before hours of extraction, not after
     trees, config = read_rollouts(rollouts)
+    if mixed_only:
+        trees = [t for t in trees if t.mixed]
     if not trees:
         raise ValueError(f"no labelled trees in {', '.join(map(str, rollouts))} (no graded finished trajectories)")
     if layers is None:
@@ -156,6 +161,7 @@ def train_verifier(
         "policy": Path(policy_dir).name,
         "rollouts": [Path(p).name for p in rollouts],
         "problems": len(features),
+        "mixed_only": mixed_only,
         "cross_validated_leaf_auroc": chosen.leaf_auroc,
         "settings": asdict(final),
         "machine": platform.machine(),
