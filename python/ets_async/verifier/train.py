@@ -132,10 +132,12 @@ def train_verifier(
     within-problem ranking learns from and is judged on, and about half the extraction time."""
     policy_config = check_servable(policy_dir)  # before hours of extraction, not after
     trees, config = read_rollouts(rollouts)
-    if mixed_only:
-        trees = [t for t in trees if t.mixed]
     if not trees:
         raise ValueError(f"no labelled trees in {', '.join(map(str, rollouts))} (no graded finished trajectories)")
+    if mixed_only:
+        trees = [t for t in trees if t.mixed]
+        if not trees:
+            raise ValueError(f"no problem in {', '.join(map(str, rollouts))} has both right and wrong trajectories")
     if layers is None:
         layers = default_layers(int(policy_config["num_hidden_layers"]))
     reader = HiddenStateReader(policy_dir, layers)
