@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ets_async import EngineConfig, SearchConfig, load_backends, models
+from ets_async import Candidate, EngineConfig, SearchConfig, load_backends, models
 from ets_async.arithmetic import check_arithmetic
 from ets_async.backends import ScoreRequest
 from ets_async.backends.confidence_prm import step_confidence
@@ -143,15 +143,9 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
             trajectories = []
             for candidate in result.candidates:
                 keys = recorded_prefixes(recorder.table, result.id, candidate.text)
-                trajectories.append(
-                    {
-                        "answer": candidate.answer,
-                        "correct": grade(candidate.answer, result.reference),
-                        "tokens": candidate.tokens,
-                        "scores": scorer_values([recorder.table[key] for key in keys]),
-                        "steps": list(recorder.steps[keys[-1]]) if keys else [],
-                    }
-                )
+                scores = scorer_values([recorder.table[key] for key in keys])
+                steps = recorder.steps[keys[-1]] if keys else ()
+                trajectories.append(trajectory(candidate, result.reference, scores, steps))
             writer.write(
                 {"id": result.id, "reference": result.reference, "error": result.error, "trajectories": trajectories}
             )
@@ -210,6 +204,20 @@ def selection_accuracy(records: list[dict[str, Any]], name: str | None, how: str
     return right / len(records)
 
 
+def trajectory(
+    candidate: Candidate, reference: str | None, scores: dict[str, list[float]], steps: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One trajectory of a record: the candidate graded against the reference, its scores by scorer and step,
+    and its step texts (what ``--rescore`` encodes; none where the source did not keep them)."""
+    return {
+        "answer": candidate.answer,
+        "correct": grade(candidate.answer, reference),
+        "tokens": candidate.tokens,
+        "scores": scores,
+        "steps": list(steps),
+    }
+
+
 def from_run(path: Path) -> list[dict[str, Any]]:
     """A search run file (``ets-async run`` or bench_quality) as this script's records: every candidate a
     trajectory, scored by the run's own PRM (named by its run header) at each of its steps."""
@@ -219,15 +227,7 @@ def from_run(path: Path) -> list[dict[str, Any]]:
             "id": r.id,
             "reference": r.reference,
             "error": r.error,
-            "trajectories": [
-                {
-                    "answer": c.answer,
-                    "correct": grade(c.answer, r.reference),
-                    "tokens": c.tokens,
-                    "scores": {name: list(c.step_scores)},
-                }
-                for c in r.candidates
-            ],
+            "trajectories": [trajectory(c, r.reference, {name: list(c.step_scores)}) for c in r.candidates],
         }
         for r in read_results(path)
         if r.error is None
