@@ -26,7 +26,8 @@ One JSON line per problem goes to ``--out`` (the run resumes from it), with ever
 texts; the report is recomputed from the file, so ``--report-only`` re-prints it without an engine.
 ``--rescore KEPT.jsonl --verifier NEW`` judges another verifier on the same samples: it re-scores
 every step of the kept run with NEW (its engine only, no sampling; each step's text encoded on its
-own after the prompt, as training reads them) and writes the run with NEW's scores to ``--out``.
+own after the prompt, as training reads them) and writes the run with NEW's scores to ``--out``. KEPT
+may also be a search run file (bench_quality's or ``ets-async run``'s; its trees have the step texts).
 ``--from-run RUN.jsonl`` reports a search's own run file instead (bench_quality's or ``ets-async run``'s):
 every candidate a trajectory, scored at each step by the PRM the search ran with.
 """
@@ -40,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ets_async import Candidate, EngineConfig, SearchConfig, load_backends, models
+from ets_async import Candidate, EngineConfig, SearchConfig, TreeRecord, load_backends, models
 from ets_async.arithmetic import check_arithmetic
 from ets_async.backends import ScoreRequest
 from ets_async.backends.confidence_prm import step_confidence
@@ -50,6 +51,7 @@ from ets_async.backends.vllm_policy import render_chat
 from ets_async.config import DEFAULT_SYSTEM_PROMPT
 from ets_async.datasets import load_problems
 from ets_async.grading import grade
+from ets_async.report import paired_outcomes
 from ets_async.results import ResultWriter, read_header, read_lines, read_results
 from ets_async.verifier.head import auroc
 from ets_async.voting import STEP_AGGREGATIONS, aggregate_scores, select_answer
@@ -155,7 +157,8 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
 
 async def rescore(args: argparse.Namespace, problems: list[dict[str, Any]]) -> None:
     """The kept run ``args.rescore`` with its verifier scores replaced by ``args.verifier``'s."""
-    kept = [r for r in read_lines(args.rescore) if "id" in r]
+    # a search run file (it starts with a run header) or this script's own records
+    kept = from_run(args.rescore) if read_header(args.rescore) else [r for r in read_lines(args.rescore) if "id" in r]
     unscorable = [r["id"] for r in kept if any(t["scores"] and not t.get("steps") for t in r["trajectories"])]
     if unscorable:
         raise SystemExit(f"{args.rescore} has no step texts for problems {unscorable[:5]}: re-run bench_scorers.py")
@@ -185,23 +188,29 @@ async def rescore(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
                 for t in record["trajectories"]:
                     scores = t["scores"]
                     scores["verifier"] = [next(values) for _ in t["steps"]]
-                    # the kept file has no arith_wrong flags: the arithmetic score is ARITH_PENALTY iff wrong
-                    wrong = [a == ARITH_PENALTY for a in scores["arithmetic"]]
-                    scores["verifier+arith"] = arith_penalised(scores["verifier"], wrong)
+                    if "arithmetic" in scores:  # this script's records; a search run file has only its PRM's
+                        # the kept file has no arith_wrong flags: the arithmetic score is ARITH_PENALTY iff wrong
+                        wrong = [a == ARITH_PENALTY for a in scores["arithmetic"]]
+                        scores["verifier+arith"] = arith_penalised(scores["verifier"], wrong)
                 writer.write(record)
                 print(f"  {record['id']}: {len(requests)} steps re-scored", flush=True)
     finally:
         engine.shutdown()
 
 
-def selection_accuracy(records: list[dict[str, Any]], name: str | None, how: str, selection: str) -> float:
-    """Accuracy of picking each problem's answer from its trajectories with one scorer."""
-    right = 0
+def picked_right(records: list[dict[str, Any]], name: str | None, how: str, selection: str) -> dict[str, bool]:
+    """By problem: is the answer picked from its trajectories with one scorer right?"""
+    right = {}
     for record in records:
         candidates = [(t["answer"], t["scores"][name] if name else []) for t in record["trajectories"]]
         answer = select_answer(candidates, selection, how)  # type: ignore[arg-type]
-        right += bool(grade(answer, record["reference"]))
-    return right / len(records)
+        right[record["id"]] = bool(grade(answer, record["reference"]))
+    return right
+
+
+def selection_accuracy(records: list[dict[str, Any]], name: str | None, how: str, selection: str) -> float:
+    """Accuracy of picking each problem's answer from its trajectories with one scorer."""
+    return statistics.fmean(picked_right(records, name, how, selection).values())
 
 
 def trajectory(
@@ -220,18 +229,33 @@ def trajectory(
 
 def from_run(path: Path) -> list[dict[str, Any]]:
     """A search run file (``ets-async run`` or bench_quality) as this script's records: every candidate a
-    trajectory, scored by the run's own PRM (named by its run header) at each of its steps."""
+    trajectory, scored by the run's own PRM (named by its run header) at each of its steps, with its step
+    texts read from the run's tree (so ``--rescore`` can score them again)."""
     name = str((read_header(path) or {}).get("prm") or "prm")
     return [
         {
             "id": r.id,
             "reference": r.reference,
             "error": r.error,
-            "trajectories": [trajectory(c, r.reference, {name: list(c.step_scores)}) for c in r.candidates],
+            "trajectories": [
+                trajectory(c, r.reference, {name: list(c.step_scores)}, path_texts(r.tree, c.node))
+                for c in r.candidates
+            ],
         }
         for r in read_results(path)
         if r.error is None
     ]
+
+
+def path_texts(tree: TreeRecord, node: int) -> list[str]:
+    """The step texts from the root down to ``node`` (none where the run kept no tree)."""
+    if not tree.texts:
+        return []
+    texts = []
+    while node > 0:
+        texts.append(tree.texts[node])
+        node = tree.parents[node]
+    return texts[::-1]
 
 
 def report(records: list[dict[str, Any]]) -> None:
@@ -273,6 +297,12 @@ def report(records: list[dict[str, Any]]) -> None:
             for how in STEP_AGGREGATIONS
         ]
         print(f"{name:<26}" + "".join(f"{c:>16}" for c in cells))
+    majority = picked_right(records, None, "last", "majority")
+    print("\nweighted vote by the newest step's score against majority vote over the same trajectories, paired")
+    for name in names:
+        row = paired_outcomes(picked_right(records, name, "last", "weighted_majority"), majority)
+        print(f"{name:<26}won {row['wins']:>3}, lost {row['losses']:>3}: {100 * row['difference']:+.1f} pt "
+              f"[{100 * row['low']:+.1f}, {100 * row['high']:+.1f}]")
     print_depth_table(mixed, names)
 
 

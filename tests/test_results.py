@@ -16,7 +16,7 @@ import ets_async.results
 import pytest
 from ets_async.errors import BackendError, CoreError, EngineDiedError, ProblemError, RequestTimeoutError, RunFileError
 from ets_async.records import RECORD_VERSION, RunRecord
-from ets_async.report import group_runs, summarize
+from ets_async.report import group_runs, paired_outcomes, summarize
 from ets_async.results import HEADER_KEY, ResultWriter, header_differences, read_lines, read_results, read_runs
 from ets_async.types import ErrorKind
 
@@ -284,6 +284,16 @@ def test_summarize_empty_and_without_cache_stats() -> None:
     summary = summarize([])
     assert summary["n_problems"] == 0 and summary["accuracy"] is None and summary["accuracy_all"] is None
     assert summary["prefix_cache_hit_rate"] is None and summary["problems_per_s"] is None
+
+
+def test_paired_outcomes_count_only_the_problems_both_have() -> None:
+    ours = {"a": True, "b": False, "c": True, "d": True}
+    theirs = {"a": False, "b": True, "c": True, "d": False, "e": True}  # "e" is not ours: left out
+    row = paired_outcomes(ours, theirs, resamples=2_000)
+    assert (row["problems"], row["wins"], row["losses"]) == (4, 2, 1)
+    assert row["difference"] == pytest.approx(0.25)
+    assert -1 <= row["low"] <= row["difference"] <= row["high"] <= 1
+    assert paired_outcomes({}, theirs)["difference"] is None
 
 
 def test_group_runs_then_summarize() -> None:

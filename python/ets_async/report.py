@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +25,7 @@ __all__ = [
     "format_table",
     "group_runs",
     "paired_difference",
+    "paired_outcomes",
     "regrade",
     "replay_stop_rule",
     "run_summary",
@@ -251,8 +252,18 @@ def paired_difference(
 ) -> Row:
     """Accuracy of ``runs`` minus ``baseline`` on the problems both graded, with a 95% paired
     bootstrap interval (problems resampled with replacement), and the problems only one solved."""
-    ours = {r.id: bool(r.correct) for r in runs if r.reference is not None}
-    theirs = {r.id: bool(r.correct) for r in baseline if r.reference is not None}
+    return paired_outcomes(
+        {r.id: bool(r.correct) for r in runs if r.reference is not None},
+        {r.id: bool(r.correct) for r in baseline if r.reference is not None},
+        resamples=resamples,
+        seed=seed,
+    )
+
+
+def paired_outcomes(
+    ours: Mapping[str, bool], theirs: Mapping[str, bool], *, resamples: int = 10_000, seed: int = 0
+) -> Row:
+    """``paired_difference`` over right/wrong by problem id (the ids both have)."""
     shared = sorted(ours.keys() & theirs.keys())
     deltas = [int(ours[i]) - int(theirs[i]) for i in shared]
     if not deltas:
