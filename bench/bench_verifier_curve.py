@@ -11,8 +11,9 @@ of training steps that did best (the same choice ``train-verifier``'s cross-vali
 every n gets the same optimism). Cross-validation over growing sets of problems cannot tell this:
 there the evaluation problems change with n.
 
-It also reports a shipped head on the rollout problems it was trained on (the first ``problems`` of
-its metadata, in the file's order) and on the ones it never saw. Features come from
+It also reports a head (``--head``, the shipped one by default) on the rollout problems it was trained
+on (the first ``problems`` of its metadata, in the file's order, of the mixed ones if it was trained
+``--mixed-only``) and on the ones it never saw. Features come from
 ``train-verifier``'s cache; missing ones are extracted first (about 10 s a problem on two cores).
 """
 
@@ -102,7 +103,9 @@ def main() -> None:
             print(f"  {kind:<6} trained on {runs[0][0]:>4} problems: AUROC {statistics.fmean(aurocs):.3f} "
                   f"(draws {draws}; best steps {steps})")
 
-    trained_on = {t.problem_id for t in trees[: int(metadata.get("problems", 0))]}
+    # the head saw the first ``problems`` of the trees it was given: all of them, or (--mixed-only) the mixed ones
+    given = mixed if metadata.get("mixed_only") else trees
+    trained_on = {t.problem_id for t in given[: int(metadata.get("problems", 0))]}
     for name, seen in (("trained on", True), ("never saw", False)):
         part = [f for f in features if (f.problem_id in trained_on) == seen]
         auc, count = within_problem_auroc(part, [head.logits(f.layers[head.layer]) for f in part])
