@@ -157,8 +157,12 @@ async def collect(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
 
 async def rescore(args: argparse.Namespace, problems: list[dict[str, Any]]) -> None:
     """The kept run ``args.rescore`` with its verifier scores replaced by ``args.verifier``'s."""
-    # a search run file (it starts with a run header) or this script's own records
-    kept = from_run(args.rescore) if read_header(args.rescore) else [r for r in read_lines(args.rescore) if "id" in r]
+    # a search run file (it starts with a run header: its prompt is the run's) or this script's own records
+    header = read_header(args.rescore)
+    kept = from_run(args.rescore) if header else [r for r in read_lines(args.rescore) if "id" in r]
+    run_config = (header or {}).get("config") or {}
+    system_prompt = run_config.get("system_prompt", DEFAULT_SYSTEM_PROMPT)
+    template = run_config.get("prompt_template", "{problem}")
     unscorable = [r["id"] for r in kept if any(t["scores"] and not t.get("steps") for t in r["trajectories"])]
     if unscorable:
         raise SystemExit(f"{args.rescore} has no step texts for problems {unscorable[:5]}: re-run bench_scorers.py")
@@ -177,7 +181,7 @@ async def rescore(args: argparse.Namespace, problems: list[dict[str, Any]]) -> N
             todo = [r for r in kept if r["id"] not in writer.done_ids()]
             print(f"{len(kept) - len(todo)} problems already in {args.out}; re-scoring {len(todo)}", flush=True)
             for record in todo:
-                prompt = render_chat(tokenizer, text[record["id"]], DEFAULT_SYSTEM_PROMPT, "{problem}")
+                prompt = render_chat(tokenizer, text[record["id"]], system_prompt, template)
                 requests = []
                 for t in record["trajectories"]:
                     ids = list(prompt)
