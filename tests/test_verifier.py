@@ -352,4 +352,7 @@ def test_a_registered_verifier_is_built_over_its_policy(tmp_path, monkeypatch):
     expected = score_tensors(head, 1536)
     for key, value in expected.items():
         np.testing.assert_array_equal(served[key], value)
-    assert "sha256" in (folder / "NOTICE").read_text()
+    notice = (folder / "NOTICE").read_text()
+    assert "sha256" in notice
+    truncated = head.layer < 28  # a middle-layer head is served by a copy of the policy's first layers
+    assert ("first layers copied" in notice) == truncated and ("linked, not copied" in notice) != truncated

@@ -473,9 +473,11 @@ def _write_provenance(model: OfflineModel, out_dir: Path) -> None:
     license_text = (importlib.resources.files("ets_async") / "data" / "licenses" / f"{model.license}.txt").read_text()
     (out_dir / "LICENSE").write_text(license_text)
     if isinstance(model, VerifierModel):
+        linked = any(f.is_symlink() for f in out_dir.glob("model*.safetensors"))
+        body = "its weights linked, not copied" if linked else "its first layers copied (the head reads a middle one)"
         built = [
             f"head: ets_async/data/verifiers/{model.head_file}, sha256 {model.head_sha256}",
-            f"body: the prepared {model.policy} folder ({model_dir(model.policy)}), its weights linked, not copied",
+            f"body: the prepared {model.policy} folder ({model_dir(model.policy)}), {body}",
         ]
     elif isinstance(model, GgufModel):
         built = [
