@@ -135,7 +135,7 @@ def test_the_registry_is_the_shipped_manifest() -> None:
             "temprature = 0.4  #",
             r"'qwen2.5-coder-0.5b-instruct'\): temprature: Unexpected keyword",
         ),
-        ('head_sha256 = "8178', 'head_sha256 = "', r"verifier'\): head_sha256: String should match pattern"),
+        ('head_sha256 = "', 'head_sha256 = "x', r"verifier'\): head_sha256: String should match pattern"),
         ('"vocab.txt" = "07e', '"vocab.txt" = "07E', r"files.vocab.txt: String should match pattern"),
         (
             'policy = "qwen2.5-coder-1.5b-instruct"',
